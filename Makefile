@@ -1,0 +1,26 @@
+# The two commands a new user runs: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench venv clean
+
+$(BIN)/timbrespace-ray: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+venv: $(BIN)/timbrespace-ray
+
+demo: venv
+	$(BIN)/timbrespace-ray demo --output demo_output
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+bench: venv
+	$(BIN)/python tests/benchmarks/bench_features.py
+
+clean:
+	rm -rf $(VENV) demo_output

@@ -1,0 +1,37 @@
+"""Typed errors: every failure a user can cause has its own class and an actionable message.
+
+The pipeline turns these into rows of the errors table (`error_type` is the class name), so the
+names are part of the public contract.
+"""
+
+
+class TimbrespaceError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidAudioError(TimbrespaceError, ValueError):
+    """The samples cannot be analysed: NaN/inf values, wrong dimensions, wrong dtype."""
+
+
+class AudioDecodeError(TimbrespaceError):
+    """The bytes are not audio that libsndfile can decode (corrupt, truncated, not audio)."""
+
+
+class AudioReadError(TimbrespaceError, OSError):
+    """The file could not be read at all (missing, permission denied, storage error)."""
+
+
+class AudioTooLongError(TimbrespaceError):
+    """The recording exceeds the configured maximum duration."""
+
+
+class UnsupportedSampleRateError(TimbrespaceError, ValueError):
+    """A sample rate that the features are not defined for (see FeatureConfig)."""
+
+
+class ConfigError(TimbrespaceError, ValueError):
+    """A configuration key or value is invalid."""
+
+
+class ModelFormatError(TimbrespaceError, ValueError):
+    """A model file does not have the expected layout."""
