@@ -8,18 +8,19 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numba as nb
 import numpy as np
 
 from ..errors import InvalidAudioError
 from .candidates import FREQ, MAX_CANDIDATES, POWER, PSCALE, WIDTH, frame_candidates
 from .config import FeatureConfig
-from .filterbank import N_BANDS, band_energies, band_projection
+from .filterbank import BandEnergies, band_projection
 from .tracking import track, voiced_mask
 
 FEATURE_NAMES = ("f0", "f0_width", "f1", "f2", "power", "snr")
-# Frames analysed per block: bounds the working memory (a block of mel energies is
-# BLOCK_FRAMES x 256 float64) whatever the recording's length.
-BLOCK_FRAMES = 2048
+# Frames analysed per block: small enough for the FFT buffers to stay in cache, and it
+# bounds the working memory whatever the recording's length.
+BLOCK_FRAMES = 256
 
 
 @dataclass
@@ -66,15 +67,28 @@ def condition(waveform: np.ndarray, config: FeatureConfig, start_ms=0, end_ms=-1
     n = waveform.shape[0]
     start = int(start_ms * sr / 1000) if start_ms >= 0 else 0
     end = n if (end_ms <= -1 or end_ms <= start_ms) else min(n, int(end_ms * sr / 1000))
-    y = np.array(waveform[start:end], dtype=np.float32)
-    if input_normalize and y.size:
-        rms = np.float32(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+    segment = waveform[start:end]
+    out = np.empty(segment.shape[0], dtype=np.float32)
+    _normalize_emphasize(segment, np.float32(config.emphasize_ratio), input_normalize, out)
+    return out
+
+
+@nb.njit(cache=True)
+def _normalize_emphasize(x, ratio, input_normalize, out):
+    n = x.shape[0]
+    scale = np.float32(1.0)
+    if input_normalize and n > 0:
+        acc = 0.0
+        for i in range(n):
+            acc += np.float64(x[i]) * x[i]
+        rms = np.float32(np.sqrt(acc / n))
         if rms > 0:
-            y /= rms
-    if y.size > 1:
-        # in place from the end so each step still reads the unmodified previous sample
-        y[1:] -= np.float32(config.emphasize_ratio) * y[:-1].copy()
-    return y
+            scale = rms
+    prev = np.float32(0.0)
+    for i in range(n):
+        cur = x[i] / scale
+        out[i] = cur - ratio * prev if i > 0 else cur
+        prev = cur
 
 
 def analyse_frames(y: np.ndarray, config: FeatureConfig) -> FrameAnalysis:
@@ -90,9 +104,10 @@ def analyse_frames(y: np.ndarray, config: FeatureConfig) -> FrameAnalysis:
     padded[: y.shape[0]] = y[: padded.shape[0]]
     frames = np.lib.stride_tricks.sliding_window_view(padded, fl)[::hop][:n_frames]
     proj = band_projection(config.sample_rate, fl)
+    band_energies = BandEnergies(proj, min(BLOCK_FRAMES, n_frames))
     for b0 in range(0, n_frames, BLOCK_FRAMES):
         b1 = min(n_frames, b0 + BLOCK_FRAMES)
-        bands, energy[b0:b1] = band_energies(frames[b0:b1], proj)
+        bands = band_energies(frames[b0:b1], energy[b0:b1])
         frame_candidates(bands, proj.centres, candidates[b0:b1], ground[b0:b1])
     return FrameAnalysis(candidates, ground, energy)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import ducc0
+import numba as nb
 import numpy as np
-import scipy.fft
 
 NFFT = 8192
 N_BANDS = 256
@@ -81,15 +82,51 @@ def band_projection(sample_rate: int, frame_samples: int) -> BandProjection:
     return BandProjection(n, matrix, centres, window)
 
 
-def band_energies(frames: np.ndarray, proj: BandProjection) -> tuple[np.ndarray, np.ndarray]:
-    """Mel energies (frames x NB, float64) and RMS energy (frames,) of a block of raw frames.
+@nb.njit(cache=True)
+def _window_frames(frames, window, out, energy):
+    """Windowed frames (in float32, as the reference) into the zero-padded float64 FFT input."""
+    for i in range(frames.shape[0]):
+        acc = 0.0
+        for j in range(frames.shape[1]):
+            v = np.float64(frames[i, j] * window[j])
+            out[i, j] = v
+            acc += v * v
+        energy[i] = np.sqrt(acc / frames.shape[1])
 
-    `frames` are pre-emphasized, not yet windowed, float32 (a strided view is fine).
+
+@nb.njit(cache=True)
+def _power(spectrum, out):
+    for i in range(spectrum.shape[0]):
+        for j in range(spectrum.shape[1]):
+            z = spectrum[i, j]
+            out[i, j] = z.real * z.real + z.imag * z.imag
+
+
+class BandEnergies:
+    """Reusable buffers for the mel energies of blocks of up to `block` frames.
+
+    The FFT runs in float64 on the float32 windowed frames: with float32 the short-grid
+    projection amplifies rounding enough to flip integer truncations that the tracker then
+    carries over whole segments.
     """
-    windowed = frames * proj.window
-    energy = np.sqrt(np.mean(np.square(windowed, dtype=np.float64), axis=1))
-    spec = scipy.fft.rfft(windowed.astype(np.float64), proj.fft_size, axis=1, workers=1)
-    power = np.square(spec.real, dtype=np.float64) + np.square(spec.imag, dtype=np.float64)
-    bands = power @ proj.matrix
-    bands[bands == 0.0] = np.finfo(np.float64).eps
-    return bands, energy
+
+    def __init__(self, proj: BandProjection, block: int):
+        self.proj = proj
+        fl = proj.window.shape[0]
+        self.fft_in = np.zeros((block, proj.fft_size))
+        self.spectrum = np.empty((block, proj.fft_size // 2 + 1), dtype=np.complex128)
+        self.power = np.empty((block, proj.fft_size // 2 + 1))
+        self.bands = np.empty((block, N_BANDS))
+        self._fl = fl
+
+    def __call__(self, frames: np.ndarray, energy: np.ndarray) -> np.ndarray:
+        """Mel energies (n x NB view of a reused buffer) of n raw pre-emphasized float32 frames;
+        writes the frames' RMS energy into `energy`."""
+        n = frames.shape[0]
+        fft_in = self.fft_in[:n]
+        _window_frames(frames, self.proj.window, fft_in, energy)
+        spectrum = ducc0.fft.r2c(fft_in, axes=(1,), nthreads=1, out=self.spectrum[:n])
+        _power(spectrum, self.power[:n])
+        bands = np.matmul(self.power[:n], self.proj.matrix, out=self.bands[:n])
+        bands[bands == 0.0] = np.finfo(np.float64).eps
+        return bands
