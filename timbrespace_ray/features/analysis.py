@@ -5,6 +5,7 @@ Plain numpy/numba, no Ray: the pipeline stages call `analyse` on decoded audio.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -100,16 +101,40 @@ def analyse_frames(y: np.ndarray, config: FeatureConfig) -> FrameAnalysis:
     energy = np.zeros(n_frames)
     if n_frames < 1:
         return FrameAnalysis(candidates, ground, energy)
-    padded = np.zeros(n_frames * hop + fl, dtype=np.float32)
-    padded[: y.shape[0]] = y[: padded.shape[0]]
-    frames = np.lib.stride_tricks.sliding_window_view(padded, fl)[::hop][:n_frames]
-    proj = band_projection(config.sample_rate, fl)
-    band_energies = BandEnergies(proj, min(BLOCK_FRAMES, n_frames))
+    # frames that lie inside the signal are strided views of it; only the last few frames,
+    # which run into the zero padding, get a small padded copy
+    n_inside = max(0, min(n_frames, (y.shape[0] - fl) // hop + 1))
+    first_tail = n_inside * hop
+    tail = np.zeros((n_frames - n_inside - 1) * hop + fl if n_frames > n_inside else 0,
+                    dtype=np.float32)
+    tail[: max(0, y.shape[0] - first_tail)] = y[first_tail : first_tail + tail.shape[0]]
+    inside = np.lib.stride_tricks.sliding_window_view(y, fl)[::hop][:n_inside] if n_inside else None
+    outside = np.lib.stride_tricks.sliding_window_view(tail, fl)[::hop] if tail.size else None
+    band_energies = _band_energies(config.sample_rate, fl)
+    proj = band_energies.proj
     for b0 in range(0, n_frames, BLOCK_FRAMES):
         b1 = min(n_frames, b0 + BLOCK_FRAMES)
-        bands = band_energies(frames[b0:b1], energy[b0:b1])
+        if b1 <= n_inside:
+            block = inside[b0:b1]
+        elif b0 >= n_inside:
+            block = outside[b0 - n_inside : b1 - n_inside]
+        else:
+            block = np.concatenate([inside[b0:], outside[: b1 - n_inside]])
+        bands = band_energies(block, energy[b0:b1])
         frame_candidates(bands, proj.centres, candidates[b0:b1], ground[b0:b1])
     return FrameAnalysis(candidates, ground, energy)
+
+
+_buffers = threading.local()
+
+
+def _band_energies(sample_rate: int, frame_samples: int) -> BandEnergies:
+    # one set of FFT buffers per thread and frame geometry: short files then cost no allocation
+    cache = _buffers.__dict__.setdefault("by_geometry", {})
+    key = (sample_rate, frame_samples)
+    if key not in cache:
+        cache[key] = BandEnergies(band_projection(sample_rate, frame_samples), BLOCK_FRAMES)
+    return cache[key]
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,120 @@
+"""The k-means model in the original toolkit's directory format, and nearest-centre tokens.
+
+A model directory holds `kmeans_model.json` (keys `cluster_centers`, `n_clusters`,
+`inertia`, `dtype`, `feature_importance`, `cluster_feature_importance`); the published
+LibriSpeech model loads as is. Nothing here uses pickle.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numba as nb
+import numpy as np
+
+from ..errors import ModelFormatError
+from ..features.analysis import FEATURE_NAMES
+
+# spec section 7: the clustering input is each normalized feature times its weight
+FEATURE_WEIGHTS = np.array([1.5, 1.0, 1.5, 0.75, 2.0, 1.0], dtype=np.float32)
+MODEL_FILE = "kmeans_model.json"
+
+
+def weighted_frames(features) -> np.ndarray:
+    """(frames, 6) float32 clustering input from a features dict or a (frames, 6) array."""
+    if isinstance(features, dict):
+        x = np.stack([np.asarray(features[k], dtype=np.float32) for k in FEATURE_NAMES], axis=1)
+    else:
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"expected (frames, 6) features, got shape {x.shape}")
+    return x * FEATURE_WEIGHTS
+
+
+@nb.njit(cache=True)
+def _nearest(x, centers, out):
+    # direct squared differences in float32, as the reference computes its float32 tokens
+    for i in range(x.shape[0]):
+        best = 0
+        best_d = np.float32(np.inf)
+        for c in range(centers.shape[0]):
+            d = np.float32(0.0)
+            for f in range(x.shape[1]):
+                diff = x[i, f] - centers[c, f]
+                d += diff * diff
+            if d < best_d:
+                best_d = d
+                best = c
+        out[i] = best
+
+
+@dataclass
+class KMeansModel:
+    cluster_centers: np.ndarray  # (k, dims) float32, in the (possibly reduced) weighted space
+    inertia: float = float("nan")
+    dtype: str = "torch.float32"
+    feature_importance: list[float] = field(default_factory=list)
+    cluster_feature_importance: list[list[float]] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.cluster_centers.shape[0])
+
+    @classmethod
+    def load(cls, model_dir: str) -> "KMeansModel":
+        path = os.path.join(model_dir, MODEL_FILE)
+        try:
+            with open(path) as fh:
+                doc = json.load(fh)
+        except FileNotFoundError as exc:
+            raise ModelFormatError(f"no {MODEL_FILE} in {model_dir}") from exc
+        except json.JSONDecodeError as exc:
+            raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
+        try:
+            centers = np.asarray(doc.pop("cluster_centers"), dtype=np.float32)
+        except KeyError as exc:
+            raise ModelFormatError(f"{path} has no 'cluster_centers'") from exc
+        if centers.ndim != 2 or centers.shape[0] < 1:
+            raise ModelFormatError(f"{path}: cluster_centers must be a (k, dims) list of lists")
+        declared = doc.pop("n_clusters", centers.shape[0])
+        if int(declared) != centers.shape[0]:
+            raise ModelFormatError(
+                f"{path}: n_clusters={declared} but {centers.shape[0]} centres are stored")
+        return cls(
+            cluster_centers=centers,
+            inertia=float(doc.pop("inertia", float("nan"))),
+            dtype=str(doc.pop("dtype", "torch.float32")),
+            feature_importance=list(doc.pop("feature_importance", [])),
+            cluster_feature_importance=list(doc.pop("cluster_feature_importance", [])),
+            extra=doc,
+        )
+
+    def save(self, model_dir: str) -> None:
+        os.makedirs(model_dir, exist_ok=True)
+        doc = {
+            "cluster_centers": self.cluster_centers.astype(float).tolist(),
+            "n_clusters": self.n_clusters,
+            "inertia": self.inertia,
+            "dtype": self.dtype,
+            "feature_importance": self.feature_importance,
+            "cluster_feature_importance": self.cluster_feature_importance,
+            **self.extra,
+        }
+        with open(os.path.join(model_dir, MODEL_FILE), "w") as fh:
+            json.dump(doc, fh)
+
+    def assign(self, weighted: np.ndarray) -> np.ndarray:
+        """Nearest-centre token (int16) of each row of the weighted clustering input."""
+        x = np.ascontiguousarray(weighted, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.cluster_centers.shape[1]:
+            raise ValueError(
+                f"frames have {x.shape[-1]} dims, the model's centres {self.cluster_centers.shape[1]}")
+        out = np.empty(x.shape[0], dtype=np.int16)
+        _nearest(x, self.cluster_centers, out)
+        return out
+
+    def tokens(self, features) -> np.ndarray:
+        """Tokens of a features dict (or (frames, 6) array of normalized features)."""
+        return self.assign(weighted_frames(features))
