@@ -53,11 +53,14 @@ def decode_audio(source: str | bytes | BinaryIO, sample_rate: int = 16000, *,
         fileobj = source
     with fileobj:
         try:
+            if not fileobj.read(1):
+                raise AudioDecodeError(f"{label}: the file is empty (0 bytes)")
+            fileobj.seek(0)
             snd = sf.SoundFile(fileobj)
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
             raise AudioDecodeError(
-                f"{label}: not a readable audio file ({exc}); supported formats: {SUPPORTED_FORMATS}"
-            ) from exc
+                f"{label}: not a readable audio file ({_reason(exc)}); "
+                f"supported formats: {SUPPORTED_FORMATS}") from exc
         except OSError as exc:
             raise AudioReadError(f"{label}: could not read: {exc}") from exc
         with snd:
@@ -97,10 +100,16 @@ def _decode_open(snd: sf.SoundFile, sample_rate: int, max_duration_s: float | No
             if last:
                 break
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioDecodeError(f"{label}: decoding failed after {decoded} frames ({exc})") from exc
+        raise AudioDecodeError(
+            f"{label}: decoding failed after {decoded} frames ({_reason(exc)})") from exc
     if max_duration_s is not None and decoded / in_rate > max_duration_s:
         raise AudioTooLongError(f"{label}: longer than max_duration_s={max_duration_s:g} s")
     return out[:filled], in_rate, decoded / in_rate
+
+
+def _reason(exc: Exception) -> str:
+    # libsndfile's own words, without the repr of the file object it was handed
+    return getattr(exc, "error_string", None) or str(exc)
 
 
 def load_with_librosa(path: str, sample_rate: int,

@@ -1,10 +1,56 @@
-"""`timbrespace-ray` command line."""
+"""`timbrespace-ray` command line: one subcommand per stage, plus `run` and `demo`."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
-from .errors import TimbrespaceError
+from .errors import ConfigError, TimbrespaceError
+
+
+def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
+    if needs_input:
+        p.add_argument("--input", help="audio folder/prefix, tar shard(s) or manifest URI")
+    p.add_argument("--output", help="output folder URI (local path, s3://, ...)")
+    p.add_argument("--config", help="YAML config file (see jobs/configs/)")
+    p.add_argument("--address", help="Ray cluster: 'auto', ray://host:10001, or a dashboard "
+                   "http://host:8265 to submit this command as a Ray job (default: RAY_ADDRESS, "
+                   "else an embedded local Ray)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of an embedded local Ray")
+    p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
+
+
+def _load(args):
+    from .config import load_config
+
+    cfg = load_config(args.config, **{
+        "input": getattr(args, "input", None), "output": args.output,
+        "ray.address": args.address, "ray.num_cpus": args.num_cpus,
+        "ray.progress_bars": False if args.no_progress else None,
+    })
+    if cfg.output is None:
+        raise ConfigError("no output: pass --output or set 'output' in the config")
+    return cfg
+
+
+def _executor(cfg):
+    from .runner import RayExecutor
+
+    return RayExecutor(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.progress_bars)
+
+
+def _features(args) -> int:
+    from .runner import run_map_stage
+    from .stages.features import FeaturesStage
+    from .storage import Location
+
+    cfg = _load(args)
+    if cfg.input is None:
+        raise ConfigError("no input: pass --input or set 'input' in the config")
+    opts = cfg.storage.storage_options
+    stage = FeaturesStage(Location.of(cfg.output, opts), cfg.input, cfg.features, opts)
+    run_map_stage(stage, _executor(cfg))
+    return 0
 
 
 def _demo(args) -> int:
@@ -20,19 +66,70 @@ def build_parser() -> argparse.ArgumentParser:
         description="Timbrespace prosodic features, tokens and embeddings for speech corpora.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    feats = sub.add_parser("features", help="audio -> OUTPUT/features/*.parquet (+ errors/)")
+    _common(feats, needs_input=True)
+    feats.set_defaults(func=_features)
     demo = sub.add_parser("demo", help="run on the bundled demo corpus and write a report")
     demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
     demo.set_defaults(func=_demo)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _submit_as_job(address: str, argv: list[str]) -> int:
+    """Run this same command as a Ray job on the cluster whose dashboard is at `address`."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    rest, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a == "--address":
+            skip = True
+        elif not a.startswith("--address="):
+            rest.append(a)
+    client = JobSubmissionClient(address)
+    job_id = client.submit_job(entrypoint="python -m timbrespace_ray.cli " + shlex.join(rest))
+    print(f"submitted Ray job {job_id} to {address}; following its logs", file=sys.stderr)
+    for chunk in _tail(client, job_id):
+        sys.stdout.write(chunk)
+    status = client.get_job_status(job_id)
+    print(f"job {job_id}: {status}", file=sys.stderr)
+    return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+def _tail(client, job_id):
+    import asyncio
+
+    async def collect():
+        async for lines in client.tail_job_logs(job_id):
+            yield lines
+
+    loop = asyncio.new_event_loop()
+    agen = collect()
     try:
+        while True:
+            try:
+                yield loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    address = getattr(args, "address", None)
+    try:
+        if address and address.startswith(("http://", "https://")):
+            return _submit_as_job(address, argv)
         return args.func(args)
     except TimbrespaceError as exc:
         print(f"timbrespace-ray: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("timbrespace-ray: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,172 @@
+"""The features stage with the in-process executor: outputs, errors, resume, inputs forms."""
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from corpus import SHORT, mixed_corpus
+from timbrespace_ray.config import load_config
+from timbrespace_ray.features import FEATURE_NAMES, FeatureConfig, ProsodicFeatureExtractor
+from timbrespace_ray.inputs import InputError, discover
+from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.stages.features import FeaturesStage, group_units
+from timbrespace_ray.storage import Location
+
+
+def make_stage(input_uri, out, **features):
+    cfg = load_config(**{f"features.{k}": v for k, v in features.items()})
+    return FeaturesStage(Location.of(str(out)), str(input_uri), cfg.features)
+
+
+def read(out, table="features"):
+    return duckdb.sql(f"select * from '{out}/{table}/*.parquet' order by utt_id").fetchall()
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    counts = mixed_corpus(root)
+    return root, counts
+
+
+def test_every_input_is_a_row_or_an_error(corpus, tmp_path):
+    root, counts = corpus
+    out = tmp_path / "out"
+    summary = run_map_stage(make_stage(root, out), LocalExecutor(), echo=lambda s: None)
+    assert summary.inputs == counts["inputs"] == summary.rows + sum(summary.errors.values())
+    assert summary.rows == counts["rows"]
+    feats = duckdb.sql(f"select utt_id, n_frames, len(f0) as n, source from '{out}/features/*.parquet'").fetchall()
+    ids = sorted(r[0] for r in feats)
+    assert ids == ["a/TWO.WAV", "a/b/three.flac", "one.wav", "shard-000.tar/s/five.wav",
+                   "shard-000.tar/s/four.wav"]
+    assert all(r[1] == r[2] > 100 for r in feats)
+    assert all(r[3].startswith("file://") for r in feats)
+    errors = duckdb.sql(f"select utt_id, stage, error_type, message from '{out}/errors/*.parquet' order by 1").fetchall()
+    assert [e[0] for e in errors] == ["a/b/empty.wav", "a/corrupt.wav", "shard-000.tar/s/bad.wav"]
+    assert all(e[1] == "features" and e[2] == "AudioDecodeError" for e in errors)
+    assert "empty" in errors[0][3] and "supported formats" in errors[1][3]
+    runs = list((out / "_runs").glob("features-*.json"))
+    assert len(runs) == 1 and json.loads(runs[0].read_text())["inputs"] == counts["inputs"]
+
+
+def test_numbers_equal_the_extractor_and_metadata_says_how(corpus, tmp_path):
+    root, _ = corpus
+    out = tmp_path / "out"
+    run_map_stage(make_stage(root, out, hop_ms=10.0), LocalExecutor(), echo=lambda s: None)
+    table = pq.read_table(out / "features", filters=[("utt_id", "=", "one.wav")])
+    extractor = ProsodicFeatureExtractor(hop_ms=10)
+    extractor.load_audio(str(root / "one.wav"))
+    expected = extractor.extract()
+    for name in FEATURE_NAMES:
+        got = np.asarray(table.column(name)[0].as_py(), dtype=np.float32)
+        np.testing.assert_array_equal(got, expected[name].astype(np.float32), err_msg=name)
+    assert table.column("sample_rate")[0].as_py() == 16000
+    meta = pq.read_schema(next((out / "features").glob("part-*.parquet"))).metadata
+    settings = json.loads(meta[b"timbrespace_ray.settings"])
+    assert settings["features"]["hop_ms"] == 10.0 and meta[b"timbrespace_ray.stage"] == b"features"
+
+
+class Interrupt(Exception):
+    pass
+
+
+class DyingExecutor(LocalExecutor):
+    """Stops after n units, as a killed driver would: later units are left undone."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def map(self, stage, units, on_result):
+        for i, unit in enumerate(units):
+            if i == self.n:
+                raise Interrupt
+            on_result(stage.run_unit(unit))
+
+
+def test_resume_after_interruption_equals_a_clean_run(corpus, tmp_path):
+    root, counts = corpus
+    clean, resumed = tmp_path / "clean", tmp_path / "resumed"
+    run_map_stage(make_stage(root, clean), LocalExecutor(), echo=lambda s: None)
+    with pytest.raises(Interrupt):
+        run_map_stage(make_stage(root, resumed), DyingExecutor(2), echo=lambda s: None)
+    # a unit interrupted between its part file and its marker is redone, not duplicated
+    done = sorted((resumed / "features" / "_done").iterdir())
+    assert len(done) == 2
+    done[-1].unlink()
+    assert not (resumed / "features" / "_SUCCESS").exists()
+    lines = []
+    summary = run_map_stage(make_stage(root, resumed), LocalExecutor(), echo=lines.append)
+    assert summary.units_run == summary.units_total - 1
+    assert summary.inputs == counts["inputs"]
+    assert read(resumed) == read(clean)
+    assert read(resumed, "errors") == read(clean, "errors")
+    # a finished stage reruns instantly and changes nothing
+    before = {p: p.stat().st_mtime_ns for p in (resumed / "features").glob("*.parquet")}
+    lines.clear()
+    run_map_stage(make_stage(root, resumed), LocalExecutor(), echo=lines.append)
+    assert "already complete" in lines[0]
+    assert before == {p: p.stat().st_mtime_ns for p in (resumed / "features").glob("*.parquet")}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_manifest_inputs(tmp_path, fmt):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for p in SHORT[:3]:
+        shutil.copy(p, audio / p.name)
+    rows = [{"path": f"audio/{SHORT[0].name}", "utt_id": "spk1/utt1"},
+            {"path": str(audio / SHORT[1].name), "utt_id": "spk1/utt2"},
+            {"path": "audio/missing.wav", "utt_id": "spk2/gone"}]
+    manifest = tmp_path / f"manifest.{fmt}"
+    if fmt == "parquet":
+        import pyarrow as pa
+
+        pq.write_table(pa.Table.from_pylist(rows), manifest)
+    elif fmt == "csv":
+        manifest.write_text("path,utt_id\n" + "".join(f"{r['path']},{r['utt_id']}\n" for r in rows))
+    else:
+        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    summary = run_map_stage(make_stage(manifest, out), LocalExecutor(), echo=lambda s: None)
+    assert summary.inputs == 3 and summary.rows == 2
+    assert [r[0] for r in read(out)] == ["spk1/utt1", "spk1/utt2"]
+    errors = read(out, "errors")
+    assert errors[0][1] == "spk2/gone" and "not found" in errors[0][4]
+
+
+def test_manifest_without_path_column_is_rejected(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file\nx.wav\n")
+    with pytest.raises(InputError, match="no 'path' column"):
+        discover(str(manifest))
+
+
+def test_units_are_deterministic_and_keep_shards_whole(corpus):
+    root, _ = corpus
+    refs = discover(str(root))
+    a, b = group_units(refs, 2, 1 << 30), group_units(discover(str(root)), 2, 1 << 30)
+    assert a == b
+    shard_units = [u for u in a if any(i["kind"] == "tar" for i in u.items)]
+    assert len(shard_units) == 1 and len(shard_units[0].items) == 1
+    assert sorted(i["utt_id"] for u in a for i in u.items) == sorted(r.utt_id for r in refs)
+
+
+def test_too_long_recording_becomes_an_error_row(tmp_path):
+    root = tmp_path / "c"
+    root.mkdir()
+    sf.write(root / "long.wav", np.zeros(16000 * 5, np.float32), 16000)
+    shutil.copy(SHORT[0], root / "ok.wav")
+    out = tmp_path / "out"
+    summary = run_map_stage(make_stage(root, out, max_duration_s=4.0), LocalExecutor(),
+                            echo=lambda s: None)
+    assert summary.rows == 1 and summary.errors == {"AudioTooLongError": 1}
+    assert "max_duration_s" in read(out, "errors")[0][4]
+
+
+def test_feature_settings_reach_the_extractor():
+    cfg = load_config(**{"features.smoothing_level": "heavy", "features.max_duration_s": 60})
+    assert cfg.features.extractor_config() == FeatureConfig(smoothing_level="heavy")

@@ -1,0 +1,145 @@
+"""Finding a corpus's audio: folders and prefixes, tar shards, manifests.
+
+The result is a sorted list of `InputRef`s, one per audio file or tar shard, each with a
+stable `utt_id` (the path relative to the input root). Tar members are enumerated only when a
+shard is processed: a shard's headers can only be read by streaming the whole shard.
+"""
+from __future__ import annotations
+
+import io
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .audio import AUDIO_EXTENSIONS
+from .errors import TimbrespaceError
+from .storage import Location
+
+MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
+SHARD_EXTENSIONS = (".tar",)
+
+
+class InputError(TimbrespaceError):
+    """The input location or manifest cannot be used."""
+
+
+@dataclass(frozen=True)
+class InputRef:
+    utt_id: str  # a tar shard's utt_id is its own relative path; members append "/<member>"
+    source: str  # full URI
+    size: int  # bytes, -1 when unknown
+    kind: str = "file"  # "file" | "tar"
+
+
+def _is_audio(name: str) -> bool:
+    return name.lower().endswith(AUDIO_EXTENSIONS)
+
+
+def _is_shard(name: str) -> bool:
+    return name.lower().endswith(SHARD_EXTENSIONS)
+
+
+def discover(input_uri: str, storage_options: dict | None = None) -> list[InputRef]:
+    """Every audio file, shard or manifest row under `input_uri`, sorted by utt_id."""
+    root = Location.of(input_uri, storage_options)
+    fs = root.fs
+    if not fs.exists(root.path):
+        raise InputError(f"input not found: {input_uri}")
+    if fs.isdir(root.path):
+        refs = _from_listing(root)
+    elif root.path.lower().endswith(MANIFEST_EXTENSIONS):
+        refs = _from_manifest(root, storage_options)
+    elif _is_shard(root.path) or _is_audio(root.path):
+        name = posixpath.basename(root.path)
+        refs = [InputRef(name, root.uri, fs.size(root.path), "tar" if _is_shard(name) else "file")]
+    else:
+        raise InputError(
+            f"{input_uri} is neither a folder, an audio file ({', '.join(AUDIO_EXTENSIONS)}), a tar "
+            f"shard, nor a manifest ({', '.join(MANIFEST_EXTENSIONS)})")
+    seen: dict[str, str] = {}
+    for ref in refs:
+        if ref.utt_id in seen:
+            raise InputError(f"two inputs share utt_id {ref.utt_id!r}: {seen[ref.utt_id]} and {ref.source}")
+        seen[ref.utt_id] = ref.source
+    return sorted(refs, key=lambda r: r.utt_id)
+
+
+def _from_listing(root: Location) -> list[InputRef]:
+    found = root.fs.find(root.path, detail=True, withdirs=False)
+    refs = []
+    for path, info in found.items():
+        name = posixpath.basename(path)
+        if name.startswith(".") or not (_is_audio(name) or _is_shard(name)):
+            continue
+        rel = posixpath.relpath(path, root.path)
+        refs.append(InputRef(rel, root.fs.unstrip_protocol(path), int(info.get("size") or -1),
+                             "tar" if _is_shard(name) else "file"))
+    return refs
+
+
+def _from_manifest(manifest: Location, storage_options: dict | None) -> list[InputRef]:
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.json
+    import pyarrow.parquet as pq
+
+    data = manifest.read_bytes()
+    suffix = manifest.path.lower().rsplit(".", 1)[-1]
+    try:
+        if suffix == "parquet":
+            table = pq.read_table(io.BytesIO(data))
+        elif suffix == "csv":
+            table = pa.csv.read_csv(io.BytesIO(data))
+        else:
+            table = pa.json.read_json(io.BytesIO(data))
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"manifest {manifest.uri} could not be parsed: {exc}") from exc
+    if "path" not in table.column_names:
+        raise InputError(f"manifest {manifest.uri} has no 'path' column (columns: {table.column_names})")
+    paths = table.column("path").to_pylist()
+    utt_ids = table.column("utt_id").to_pylist() if "utt_id" in table.column_names else [None] * len(paths)
+    base = posixpath.dirname(manifest.path)
+    refs = []
+    for row, (path, utt_id) in enumerate(zip(paths, utt_ids)):
+        if not path:
+            raise InputError(f"manifest {manifest.uri} row {row} has an empty path")
+        if "://" in path:
+            uri = path
+            default_id = path.split("://", 1)[1]
+        else:
+            full = path if path.startswith("/") else posixpath.normpath(posixpath.join(base, path))
+            uri = manifest.fs.unstrip_protocol(full)
+            default_id = posixpath.relpath(full, base) if not path.startswith("/") else path.lstrip("/")
+        # sizes are not fetched here: a manifest of millions of rows must plan without a HEAD each
+        kind = "tar" if _is_shard(path) else "file"
+        refs.append(InputRef(str(utt_id) if utt_id else default_id, uri, -1, kind))
+    return refs
+
+
+def iter_tar_members(fileobj, shard: InputRef, max_member_bytes: int) -> Iterator[tuple[str, str, bytes | Exception]]:
+    """(utt_id, source, bytes or error) for each audio member of a tar shard, streamed.
+
+    Members are read into memory one at a time and never written to disk, so a member name
+    such as '../escape.wav' cannot reach the filesystem.
+    """
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile() or not _is_audio(member.name):
+                    continue
+                utt_id = f"{shard.utt_id}/{member.name}"
+                source = f"{shard.source}#{member.name}"
+                if member.size > max_member_bytes:
+                    yield utt_id, source, TimbrespaceError(
+                        f"tar member is {member.size / 2**20:.0f} MiB, over the "
+                        f"{max_member_bytes / 2**20:.0f} MiB limit (features.max_file_bytes)")
+                    continue
+                try:
+                    fh = tar.extractfile(member)
+                    yield utt_id, source, fh.read() if fh else b""
+                except (tarfile.TarError, OSError) as exc:
+                    yield utt_id, source, exc
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        # a shard that cannot be read past some point: report it once, with what was read so far kept
+        yield f"{shard.utt_id}/", shard.source, exc

@@ -1,0 +1,161 @@
+"""Executors decide where a map stage's units run; stages never import Ray themselves.
+
+`LocalExecutor` runs units in this process (the library and unit tests); `RayExecutor` runs
+them as Ray Data tasks or an actor pool, on an embedded local Ray or an existing cluster.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+import numpy as np
+
+from .stages.base import MapStage, StageSummary, UnitStats, WorkUnit
+
+log = logging.getLogger("timbrespace_ray")
+OnResult = Callable[[UnitStats], None]
+
+
+class LocalExecutor:
+    """Every unit in this process, in order."""
+
+    def map(self, stage: MapStage, units: list[WorkUnit], on_result: OnResult) -> None:
+        stage.setup()
+        for unit in units:
+            on_result(stage.run_unit(unit))
+
+
+def _units_to_rows(units: list[WorkUnit]) -> list[dict]:
+    return [{"index": u.index, "items": json.dumps(u.items)} for u in units]
+
+
+def _run_batch(stage: MapStage, batch: dict) -> dict:
+    out = []
+    for index, items in zip(batch["index"], batch["items"]):
+        stats = stage.run_unit(WorkUnit(int(index), tuple(json.loads(items))))
+        out.append(json.dumps(asdict(stats)))
+    return {"stats": np.array(out, dtype=object)}
+
+
+def _run_units_task(batch: dict, stage: MapStage) -> dict:
+    stage.setup()  # task stages keep setup cheap: it runs for every task
+    return _run_batch(stage, batch)
+
+
+class _UnitActor:
+    """Actor-pool worker: the stage's setup (model loading) runs once per actor."""
+
+    def __init__(self, stage: MapStage):
+        self.stage = stage
+        stage.setup()
+
+    def __call__(self, batch: dict) -> dict:
+        return _run_batch(self.stage, batch)
+
+
+class RayExecutor:
+    """Units as Ray Data work, on the cluster at `address` or an embedded local Ray."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 progress_bars: bool = True):
+        self.address = address or os.environ.get("RAY_ADDRESS")
+        self.num_cpus = num_cpus
+        self.progress_bars = progress_bars
+
+    def connect(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
+        if self.address:
+            ray.init(address=self.address, **kwargs)
+        else:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, **kwargs)
+        ray.data.DataContext.get_current().enable_progress_bars = self.progress_bars
+
+    def cluster_cpus(self) -> float:
+        import ray
+
+        return float(ray.cluster_resources().get("CPU", 1))
+
+    def cluster_gpus(self) -> float:
+        import ray
+
+        return float(ray.cluster_resources().get("GPU", 0))
+
+    def map(self, stage: MapStage, units: list[WorkUnit], on_result: OnResult) -> None:
+        import ray
+
+        self.connect()
+        res = stage.resources
+        remote_args = {"num_cpus": res.num_cpus}
+        if res.num_gpus:
+            remote_args["num_gpus"] = res.num_gpus
+        if res.memory_bytes:
+            remote_args["memory"] = res.memory_bytes
+        # one unit per block: units are the scheduling grain, and a failed one retries alone
+        ds = ray.data.from_items(_units_to_rows(units), override_num_blocks=len(units))
+        if res.actors:
+            workers = res.max_workers or max(1, int(self.cluster_cpus() // max(res.num_cpus, 1e-3)))
+            ds = ds.map_batches(_UnitActor, fn_constructor_args=(stage,), batch_size=1,
+                                concurrency=(1, max(1, min(workers, len(units)))), **remote_args)
+        else:
+            ds = ds.map_batches(_run_units_task, fn_kwargs={"stage": stage}, batch_size=1,
+                                concurrency=res.max_workers, **remote_args)
+        for row in ds.iter_rows():
+            on_result(UnitStats(**json.loads(row["stats"])))
+
+
+class Progress:
+    """One line per finished unit: units, inputs, errors, audio, speed."""
+
+    def __init__(self, stage: str, total_units: int, stream=sys.stderr):
+        self.stage, self.total, self.stream = stage, total_units, stream
+        self.done = self.inputs = self.errors = 0
+        self.audio = 0.0
+        self.t0 = time.perf_counter()
+
+    def __call__(self, stats: UnitStats) -> None:
+        self.done += 1
+        self.inputs += stats.inputs
+        self.errors += sum(stats.errors.values())
+        self.audio += stats.audio_seconds
+        secs = time.perf_counter() - self.t0
+        print(f"[{self.stage}] {self.done}/{self.total} units | {self.inputs} inputs, "
+              f"{self.errors} errors | {self.audio / 3600:.2f} h audio | "
+              f"{self.audio / secs if secs > 0 else 0:.0f}x real time | {secs:.0f} s",
+              file=self.stream, flush=True)
+
+
+def run_map_stage(stage: MapStage, executor, echo: Callable[[str], None] = print) -> StageSummary:
+    """Run the units that are not done yet, then write the stage's summary and _SUCCESS."""
+    t0 = time.perf_counter()
+    if stage.is_complete():
+        summary = StageSummary(**stage.folder.child("_SUCCESS").read_json())
+        echo(f"{stage.name}: already complete ({summary.inputs} inputs, {summary.rows} rows); "
+             "nothing to do")
+        return summary
+    units = stage.plan()
+    done = stage.done_units()
+    pending = [u for u in units if u.index not in done]
+    echo(f"{stage.name}: {len(units)} units, {len(units) - len(pending)} already done, "
+         f"{len(pending)} to run -> {stage.folder.uri}")
+    ran: list[UnitStats] = []
+    progress = Progress(stage.name, len(pending))
+
+    def on_result(stats: UnitStats) -> None:
+        ran.append(stats)
+        progress(stats)
+
+    if pending:
+        executor.map(stage, pending, on_result)
+    summary = stage.finish(units, ran, time.perf_counter() - t0)
+    for line in summary.lines():
+        echo(line)
+    return summary

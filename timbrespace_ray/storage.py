@@ -1,0 +1,102 @@
+"""Object storage access through fsspec: paths, atomic writes, listings, redaction.
+
+Every write of a finished artefact goes through `write_atomic`, so a reader (or a rerun) never
+sees a half-written file: locally a temporary sibling is renamed into place; on object stores
+a single PUT only becomes visible once complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+_SECRET_KEYS = ("key", "secret", "token", "password", "session_token", "aws_access_key_id",
+                "aws_secret_access_key", "aws_session_token", "access_key", "secret_key")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder or file on some filesystem, with the options needed to reach it."""
+
+    fs: fsspec.AbstractFileSystem
+    path: str  # the filesystem's own path (no protocol)
+
+    @classmethod
+    def of(cls, uri: str, storage_options: dict | None = None) -> "Location":
+        fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        return cls(fs, path.rstrip("/") or path)
+
+    @property
+    def uri(self) -> str:
+        return self.fs.unstrip_protocol(self.path)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def child(self, *parts: str) -> "Location":
+        return Location(self.fs, posixpath.join(self.path, *parts))
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.path)
+
+    def read_bytes(self) -> bytes:
+        return self.fs.cat_file(self.path)
+
+    def read_json(self) -> Any:
+        return json.loads(self.read_bytes())
+
+    def write_atomic(self, data: bytes) -> None:
+        if self.is_local:
+            parent = os.path.dirname(self.path)
+            os.makedirs(parent, exist_ok=True)
+            tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(self.path)}")
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            self.fs.pipe_file(self.path, data)
+
+    def write_json(self, doc: Any) -> None:
+        self.write_atomic(json.dumps(doc, indent=1, sort_keys=True).encode())
+
+    def list_names(self) -> list[str]:
+        """Names directly inside this folder ([] when it does not exist)."""
+        try:
+            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False))
+        except FileNotFoundError:
+            return []
+
+    def makedirs(self) -> None:
+        if self.is_local:
+            os.makedirs(self.path, exist_ok=True)
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without any user:password@ part."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return uri
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def redact(options: Any) -> Any:
+    """A copy of storage options with every credential replaced, for logs and metadata."""
+    if isinstance(options, dict):
+        return {k: ("***" if str(k).lower() in _SECRET_KEYS else redact(v))
+                for k, v in options.items()}
+    if isinstance(options, list):
+        return [redact(v) for v in options]
+    return options

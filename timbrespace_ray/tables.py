@@ -1,0 +1,53 @@
+"""Parquet tables every stage writes: schemas, provenance metadata, atomic part files."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .storage import Location
+
+ERRORS_SCHEMA = pa.schema([
+    ("source", pa.string()),
+    ("utt_id", pa.string()),
+    ("stage", pa.string()),
+    ("error_type", pa.string()),
+    ("message", pa.string()),
+])
+
+
+def provenance(stage: str, settings: dict[str, Any]) -> dict[bytes, bytes]:
+    """Key-value metadata saying how a file's numbers were made (no credentials)."""
+    from . import __version__
+
+    return {
+        b"timbrespace_ray.version": __version__.encode(),
+        b"timbrespace_ray.stage": stage.encode(),
+        b"timbrespace_ray.settings": json.dumps(settings, sort_keys=True, default=str).encode(),
+    }
+
+
+def write_table(location: Location, table: pa.Table, metadata: dict[bytes, bytes]) -> None:
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    location.write_atomic(buf.getvalue())
+
+
+def errors_table(rows: list[dict[str, str]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=ERRORS_SCHEMA)
+
+
+def error_row(stage: str, source: str, utt_id: str, exc: BaseException) -> dict[str, str]:
+    message = str(exc) or exc.__class__.__name__
+    return {"source": source, "utt_id": utt_id, "stage": stage,
+            "error_type": type(exc).__name__, "message": message}
+
+
+def read_settings(location: Location) -> dict[str, Any]:
+    with location.fs.open(location.path, "rb") as fh:
+        meta = pq.read_schema(fh).metadata or {}
+    return json.loads(meta.get(b"timbrespace_ray.settings", b"{}"))
