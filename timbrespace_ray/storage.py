@@ -44,6 +44,8 @@ class Location:
         return Location(self.fs, posixpath.join(self.path, *parts))
 
     def exists(self) -> bool:
+        # object-store filesystems cache listings; other processes write these folders
+        self.fs.invalidate_cache(self.path)
         return self.fs.exists(self.path)
 
     def read_bytes(self) -> bytes:
@@ -74,6 +76,7 @@ class Location:
 
     def list_names(self) -> list[str]:
         """Names directly inside this folder ([] when it does not exist)."""
+        self.fs.invalidate_cache(self.path)
         try:
             return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False))
         except FileNotFoundError:
