@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .stages.base import MapStage, StageSummary, UnitStats, WorkUnit
+from .stages.base import MapStage, Resources, StageSummary, UnitStats, WorkUnit
 
 log = logging.getLogger("timbrespace_ray")
 OnResult = Callable[[UnitStats], None]
@@ -28,6 +28,13 @@ class LocalExecutor:
         stage.setup()
         for unit in units:
             on_result(stage.run_unit(unit))
+
+    def parallel(self, fn: Callable, items: list, resources: Resources, shared=None) -> list:
+        """fn(item, shared) for every item, results in order."""
+        return [fn(item, shared) for item in items]
+
+    def cluster_gpus(self) -> float:
+        return 0.0
 
 
 def _units_to_rows(units: list[WorkUnit]) -> list[dict]:
@@ -56,6 +63,20 @@ class _UnitActor:
 
     def __call__(self, batch: dict) -> dict:
         return _run_batch(self.stage, batch)
+
+
+def _call_task(fn, item, shared):
+    return fn(item, shared)
+
+
+class _Call:
+    """A one-item actor: the state an item's work builds (a GPU context) dies with it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def call(self, item, shared):
+        return self.fn(item, shared)
 
 
 class RayExecutor:
@@ -88,6 +109,24 @@ class RayExecutor:
         import ray
 
         return float(ray.cluster_resources().get("GPU", 0))
+
+    def parallel(self, fn: Callable, items: list, resources: Resources, shared=None) -> list:
+        """fn(item, shared) for every item as Ray tasks (or one actor each when
+        resources.actors), results in order; `shared` is put in the object store once."""
+        import ray
+
+        self.connect()
+        options = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+        if resources.memory_bytes:
+            options["memory"] = resources.memory_bytes
+        shared_ref = ray.put(shared)
+        if resources.actors:
+            actors = [ray.remote(_Call).options(**options).remote(fn) for _ in items]
+            refs = [a.call.remote(item, shared_ref) for a, item in zip(actors, items)]
+        else:
+            task = ray.remote(_call_task).options(**options)
+            refs = [task.remote(fn, item, shared_ref) for item in items]
+        return ray.get(refs)
 
     def map(self, stage: MapStage, units: list[WorkUnit], on_result: OnResult) -> None:
         import ray
