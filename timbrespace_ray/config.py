@@ -53,12 +53,56 @@ class FeaturesStageConfig(FeatureConfig):
         return FeatureConfig(**{k: getattr(self, k) for k in FeatureConfig.model_fields})
 
 
+class TrainStageConfig(_Section):
+    """Masked-token pretraining of the encoder (defaults: the original's 58 M model)."""
+
+    vocab_size: int | None = Field(None, ge=2, description="default: k-means clusters + 2")
+    hidden_dim: int = Field(768, ge=8)
+    num_layers: int = Field(8, ge=1)
+    nhead: int = Field(8, ge=1)
+    pos_max_len: int = Field(2000, ge=8)
+    dropout_rate: float = Field(0.1, ge=0, lt=1)
+    mask_prob: float = Field(0.15, gt=0, lt=1)
+    max_len: int | None = Field(None, ge=8, description="random crop length; default pos_max_len")
+    batch_size: int = Field(16, ge=1, description="sequences per worker and step")
+    pool_batches: int = Field(32, ge=1, description="batches pooled for length bucketing")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs")
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(500, ge=0, description="capped at a tenth of the steps")
+    grad_clip: float = Field(1.0, gt=0)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    bf16: bool = True
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
+
+    def model_kwargs(self, n_clusters: int) -> dict:
+        return {"vocab_size": self.vocab_size or n_clusters + 2, "hidden_dim": self.hidden_dim,
+                "num_layers": self.num_layers, "nhead": self.nhead,
+                "pos_max_len": self.pos_max_len, "dropout_rate": self.dropout_rate,
+                "mask_prob": self.mask_prob}
+
+
+class EmbedStageConfig(_Section):
+    batch_size: int = Field(32, ge=1, description="windows per forward pass")
+    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_workers: int | None = Field(None, ge=1)
+    bf16: bool = Field(True, description="bfloat16 autocast on GPU")
+
+
 class PipelineConfig(_Section):
     input: str | None = None
     output: str | None = None
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     features: FeaturesStageConfig = Field(default_factory=FeaturesStageConfig)
+    train: TrainStageConfig = Field(default_factory=TrainStageConfig)
+    embed: EmbedStageConfig = Field(default_factory=EmbedStageConfig)
 
 
 def _describe(exc: ValidationError) -> str:

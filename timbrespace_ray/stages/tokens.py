@@ -16,7 +16,8 @@ from .base import Resources, UnitStats, WorkUnit
 from .parts import PartsStage
 
 TOKENS_SCHEMA = pa.schema([("utt_id", pa.string()), ("source", pa.string()),
-                           ("n_frames", pa.int32()), ("tokens", pa.list_(pa.int16()))])
+                           ("duration_s", pa.float64()), ("n_frames", pa.int32()),
+                           ("tokens", pa.list_(pa.int16()))])
 
 
 class TokensStage(PartsStage):
@@ -50,7 +51,7 @@ class TokensStage(PartsStage):
         tokens = self._assign(weighted_frames(values))
         out = pa.table({
             "utt_id": table.column("utt_id"), "source": table.column("source"),
-            "n_frames": table.column("n_frames"),
+            "duration_s": table.column("duration_s"), "n_frames": table.column("n_frames"),
             "tokens": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(tokens, pa.int16())),
         }, schema=TOKENS_SCHEMA)
         write_table(self.part(unit), out, provenance(self.name, {"kmeans_model": self.model_uri,
