@@ -97,7 +97,14 @@ class RayExecutor:
         if self.address:
             ray.init(address=self.address, **kwargs)
         else:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False, **kwargs)
+            # An embedded Ray is this machine alone: keep all its traffic on loopback. Ray maps
+            # 127.0.0.1 to the outward address unless it runs in its single-machine mode, which
+            # this variable (read when Ray is imported) selects on Linux too.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray._private.ray_constants.ENABLE_RAY_CLUSTER = (
+                os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False"))
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False,
+                     _node_ip_address="127.0.0.1", **kwargs)
         ray.data.DataContext.get_current().enable_progress_bars = self.progress_bars
 
     def cluster_cpus(self) -> float:
