@@ -1,0 +1,105 @@
+"""Encoder training on Ray Train, resume, and the embedding stage, on the bundled speech."""
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import pytest
+
+from conftest import DEMO_CORPUS, N120_MODEL
+from timbrespace_ray.config import load_config
+from timbrespace_ray.encoder import load_encoder
+from timbrespace_ray.runner import LocalExecutor, RayExecutor, run_map_stage
+from timbrespace_ray.stages.embed import EmbedStage
+from timbrespace_ray.stages.features import FeaturesStage
+from timbrespace_ray.stages.tokens import TokensStage
+from timbrespace_ray.stages.train import TrainStage
+from timbrespace_ray.storage import Location
+
+quiet = lambda s: None  # noqa: E731
+SMALL = {"train.hidden_dim": 64, "train.num_layers": 2, "train.nhead": 4, "train.max_len": 256,
+         "train.batch_size": 4, "train.pool_batches": 4, "train.log_every": 5,
+         "train.checkpoint_every": 20, "train.lr": 1e-3, "train.warmup_steps": 5,
+         "train.cpus_per_worker": 1.0}
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    import ray
+
+    executor = RayExecutor(num_cpus=2, progress_bars=False)
+    executor.connect()
+    yield executor
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tokens_out(tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("corpus")
+    for p in DEMO_CORPUS.glob("*.wav"):
+        shutil.copy(p, corpus / p.name)
+    out = tmp_path_factory.mktemp("out")
+    loc = Location.of(str(out))
+    run_map_stage(FeaturesStage(loc, str(corpus), load_config().features), LocalExecutor(), quiet)
+    run_map_stage(TokensStage(loc, str(N120_MODEL)), LocalExecutor(), quiet)
+    return out
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "encoder" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor):
+    loc = Location.of(str(tokens_out))
+    cfg = load_config(**SMALL, **{"train.max_steps": 60})
+    summary = TrainStage(loc, cfg.train).run(ray_executor, quiet)
+    assert summary["step"] == 60
+    steps = [m for m in _metrics(tokens_out) if m["kind"] == "step"]
+    assert [m["step"] for m in steps] == list(range(5, 61, 5))
+    assert np.mean([m["loss"] for m in steps[-3:]]) < np.mean([m["loss"] for m in steps[:3]]) - 0.3
+    assert all(m["tokens_per_s"] > 0 and 0 <= m["accuracy"] <= 1 for m in steps)
+    assert any(m["kind"] == "epoch" for m in _metrics(tokens_out))
+    model = load_encoder(str(tokens_out / "encoder"))
+    assert model.hidden_dim == 64 and model.vocab_size == 122
+
+    # a finished run reruns as a no-op; more steps resume from the checkpoint
+    lines = []
+    TrainStage(loc, cfg.train).run(ray_executor, lines.append)
+    assert "already trained" in lines[0]
+    (tokens_out / "encoder" / "_SUCCESS").unlink()
+    more = load_config(**SMALL, **{"train.max_steps": 80})
+    assert TrainStage(loc, more.train).run(ray_executor, quiet)["step"] == 80
+    resumed = [m["step"] for m in _metrics(tokens_out) if m["kind"] == "step"]
+    assert resumed == list(range(5, 81, 5))  # no step trained twice
+
+
+def test_embeddings_per_window_and_speaker_structure(tokens_out, ray_executor):
+    if not (tokens_out / "encoder" / "_SUCCESS").exists():
+        pytest.fail("needs the trained encoder of the test above")
+    loc = Location.of(str(tokens_out))
+    cfg = load_config(**{"embed.batch_size": 4})
+    summary = run_map_stage(EmbedStage(loc, cfg.embed), ray_executor, quiet)
+    assert summary.rows == 10
+    rows = duckdb.sql(f"""select utt_id, "window", start_frame, n_frames, embedding
+                          from '{tokens_out}/embeddings/*.parquet' order by utt_id, "window" """).fetchall()
+    tokens = dict(duckdb.sql(f"select utt_id, n_frames from '{tokens_out}/tokens/*.parquet'").fetchall())
+    covered = {}
+    for utt, window, start, n, emb in rows:
+        assert len(emb) == 64 and np.all(np.isfinite(emb))
+        assert start == covered.get(utt, 0)
+        covered[utt] = start + n
+    assert covered == tokens
+    # same-speaker pairs (the LibriVox reader) should be closer than different-speaker pairs
+    emb = {}
+    for utt, _, _, n, e in rows:
+        emb.setdefault(utt, []).append(np.asarray(e) * n)
+    ids = sorted(emb)
+    x = np.stack([np.sum(emb[u], 0) for u in ids])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    speaker = ["librivox" if "librivox" in u else u for u in ids]
+    sim = x @ x.T
+    same = [sim[i, j] for i in range(len(ids)) for j in range(i + 1, len(ids)) if speaker[i] == speaker[j]]
+    diff = [sim[i, j] for i in range(len(ids)) for j in range(i + 1, len(ids)) if speaker[i] != speaker[j]]
+    auc = np.mean([s > d for s in same for d in diff])
+    print(f"same-speaker closer than different-speaker: {auc:.2f} of pairs (chance 0.50)")
+    assert len(same) == 10 and auc > 0.6
