@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest_plugins = ["infra.fixtures"]
+
 DATA = Path(__file__).parent / "data"
 VECTORS = DATA / "vectors"
 N120_MODEL = DATA / "models" / "timbrespace_librispeech_n120"

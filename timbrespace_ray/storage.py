@@ -58,7 +58,8 @@ class Location:
         if self.is_local:
             parent = os.path.dirname(self.path)
             os.makedirs(parent, exist_ok=True)
-            tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(self.path)}")
+            # hidden and without the final extension: `*.parquet` globs never pick it up
+            tmp = os.path.join(parent, f".{os.path.basename(self.path)}.{uuid.uuid4().hex}.tmp")
             try:
                 with open(tmp, "wb") as fh:
                     fh.write(data)
