@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-# Registers the fixtures for this module too (a no-op once tests/conftest.py has
-# `pytest_plugins = ["infra.fixtures"]`).
-
-from infra import RayCluster, SeaweedS3  # noqa: E402
+from infra import RayCluster, SeaweedS3
 from infra._proc import find_processes, port_open  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
