@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 
-from .errors import ConfigError, TimbrespaceError
+from .errors import TimbrespaceError
 
 
 def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
@@ -23,33 +23,31 @@ def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
 def _load(args):
     from .config import load_config
 
-    cfg = load_config(args.config, **{
+    return load_config(args.config, **{
         "input": getattr(args, "input", None), "output": args.output,
         "ray.address": args.address, "ray.num_cpus": args.num_cpus,
         "ray.progress_bars": False if args.no_progress else None,
+        "kmeans.n_clusters": getattr(args, "n_clusters", None),
+        "kmeans.max_frames": getattr(args, "max_frames", None),
+        "tokens.kmeans_model": getattr(args, "kmeans_model", None),
+        "embed.checkpoint": getattr(args, "checkpoint", None),
     })
-    if cfg.output is None:
-        raise ConfigError("no output: pass --output or set 'output' in the config")
-    return cfg
 
 
-def _executor(cfg):
-    from .runner import RayExecutor
+def _stage_command(name: str):
+    def run(args) -> int:
+        from .pipeline import run_stage
 
-    return RayExecutor(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.progress_bars)
+        run_stage(name, _load(args))
+        return 0
+
+    return run
 
 
-def _features(args) -> int:
-    from .runner import run_map_stage
-    from .stages.features import FeaturesStage
-    from .storage import Location
+def _run(args) -> int:
+    from .pipeline import run_pipeline
 
-    cfg = _load(args)
-    if cfg.input is None:
-        raise ConfigError("no input: pass --input or set 'input' in the config")
-    opts = cfg.storage.storage_options
-    stage = FeaturesStage(Location.of(cfg.output, opts), cfg.input, cfg.features, opts)
-    run_map_stage(stage, _executor(cfg))
+    run_pipeline(_load(args))
     return 0
 
 
@@ -68,7 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     feats = sub.add_parser("features", help="audio -> OUTPUT/features/*.parquet (+ errors/)")
     _common(feats, needs_input=True)
-    feats.set_defaults(func=_features)
+    feats.set_defaults(func=_stage_command("features"))
+    km = sub.add_parser("kmeans", help="OUTPUT/features -> OUTPUT/kmeans/ (model, report, plot)")
+    _common(km)
+    km.add_argument("--n-clusters", type=int, help="number of clusters (default 120)")
+    km.add_argument("--max-frames", type=int, help="frames sampled for the fit")
+    km.set_defaults(func=_stage_command("kmeans"))
+    tok = sub.add_parser("tokens", help="OUTPUT/features -> OUTPUT/tokens/*.parquet")
+    _common(tok)
+    tok.add_argument("--kmeans-model", help="model directory (default OUTPUT/kmeans); any "
+                     "directory in the original's format, e.g. a published model")
+    tok.set_defaults(func=_stage_command("tokens"))
+    tr = sub.add_parser("train", help="OUTPUT/tokens -> OUTPUT/encoder/ (Ray Train)")
+    _common(tr)
+    tr.set_defaults(func=_stage_command("train"))
+    emb = sub.add_parser("embed", help="OUTPUT/tokens -> OUTPUT/embeddings/*.parquet")
+    _common(emb)
+    emb.add_argument("--checkpoint", help="encoder folder or original .ckpt (default OUTPUT/encoder)")
+    emb.set_defaults(func=_stage_command("embed"))
+    run = sub.add_parser("run", help="all stages in order, skipping finished ones")
+    _common(run, needs_input=True)
+    run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="run on the bundled demo corpus and write a report")
     demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
     demo.set_defaults(func=_demo)

@@ -5,7 +5,7 @@ Unknown keys and bad values are rejected before anything runs, with the key's fu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -87,7 +87,30 @@ class TrainStageConfig(_Section):
                 "mask_prob": self.mask_prob}
 
 
+class KMeansStageConfig(_Section):
+    n_clusters: int = Field(120, ge=2)
+    max_frames: int = Field(7_000_000, ge=100, description="uniform sample of frames to fit")
+    n_init: int = Field(2, ge=1, description="restarts with seeds seed, seed+1, ...; in parallel")
+    max_iter: int = Field(300, ge=1)
+    method: Literal["warm-lloyd", "lloyd", "minibatch"] = "warm-lloyd"
+    seed: int = 0
+    use_gpu: bool | None = Field(None, description="None: cuML on GPU actors when the cluster "
+                                 "has GPUs and cuML is installed")
+    cpus_per_fit: float = Field(1.0, gt=0)
+    reduced_dims: int | None = Field(None, ge=1, le=6)
+    dim_reducer_method: Literal["pca"] = "pca"
+    silhouette_sample: int = Field(20_000, ge=100)
+
+
+class TokensStageConfig(_Section):
+    kmeans_model: str | None = Field(None, description="model directory URI; default OUTPUT/kmeans")
+    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
+    cpus_per_worker: float = Field(0.5, gt=0, description="actors leave room for Ray Data tasks")
+
+
 class EmbedStageConfig(_Section):
+    checkpoint: str | None = Field(
+        None, description="our encoder folder or an original .ckpt; default OUTPUT/encoder")
     batch_size: int = Field(32, ge=1, description="windows per forward pass")
     use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -101,6 +124,8 @@ class PipelineConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     features: FeaturesStageConfig = Field(default_factory=FeaturesStageConfig)
+    kmeans: KMeansStageConfig = Field(default_factory=KMeansStageConfig)
+    tokens: TokensStageConfig = Field(default_factory=TokensStageConfig)
     train: TrainStageConfig = Field(default_factory=TrainStageConfig)
     embed: EmbedStageConfig = Field(default_factory=EmbedStageConfig)
 

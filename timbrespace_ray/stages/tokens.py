@@ -27,6 +27,7 @@ class TokensStage(PartsStage):
     def __init__(self, output: Location, model_uri: str | None = None,
                  storage_options: dict | None = None, use_gpu: bool = False,
                  num_cpus: float = 0.5):
+        """`model_uri`: any model directory in the original's format (default OUTPUT/kmeans)."""
         super().__init__(output)
         self.model_uri = model_uri or output.child("kmeans").uri
         self.storage_options = storage_options or {}

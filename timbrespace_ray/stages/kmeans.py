@@ -1,0 +1,115 @@
+"""k-means stage: a uniform frame sample of `features/` -> `kmeans/` in the original's format.
+
+Parts are counted and sampled in parallel tasks; restarts (seeds) fit in parallel actors, on
+GPUs with cuML when the cluster has both, else scikit-learn; the lowest inertia wins.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ..clustering.fit import best_fit, fit_kmeans, fit_reducer, select_backend
+from ..clustering.pipeline import write_model_dir
+from ..config import KMeansStageConfig
+from ..features.analysis import FEATURE_NAMES
+from ..storage import Location
+from .base import SUCCESS, Resources, Stage
+from .parts import UpstreamIncompleteError
+from .sampling import per_part_counts, sample_part
+
+
+def _count_frames(part: str, shared) -> int:
+    loc = Location.of(part, shared["storage_options"])
+    table = pq.read_table(io.BytesIO(loc.read_bytes()), columns=["n_frames"])
+    return int(np.sum(table.column("n_frames").to_numpy()))
+
+
+def _sample(item, shared) -> np.ndarray:
+    index, part, k = item
+    if k == 0:
+        return np.zeros((0, len(FEATURE_NAMES)), np.float32)
+    loc = Location.of(part, shared["storage_options"])
+    table = pq.read_table(io.BytesIO(loc.read_bytes()), columns=list(FEATURE_NAMES))
+    return sample_part(table, k, shared["seed"], index)
+
+
+def _fit(seed: int, shared):
+    cfg: KMeansStageConfig = shared["config"]
+    return fit_kmeans(shared["x"], cfg.n_clusters, seed=seed, max_iter=cfg.max_iter,
+                      method=cfg.method, device=shared["device"],
+                      threads=max(1, int(cfg.cpus_per_fit)))
+
+
+class KMeansStage(Stage):
+    name = "kmeans"
+
+    def __init__(self, output: Location, config: KMeansStageConfig, storage_options: dict | None = None):
+        super().__init__(output)
+        self.config = config
+        self.storage_options = storage_options or {}
+
+    def _parts(self) -> list[str]:
+        features = self.output.child("features")
+        if not features.child(SUCCESS).exists():
+            raise UpstreamIncompleteError(
+                f"k-means needs a complete 'features' stage in {self.output.uri}; run "
+                "`timbrespace-ray features` first (or `timbrespace-ray run`)")
+        return [features.child(n).uri for n in features.list_names() if n.endswith(".parquet")]
+
+    def _device(self, executor) -> str:
+        cfg = self.config
+        wants_gpu = cfg.use_gpu if cfg.use_gpu is not None else executor.cluster_gpus() > 0
+        # cuML is looked up here, on the driver: a GPU cluster without the [gpu] extra says so
+        return "cuda" if wants_gpu and select_backend("cuda") == "cuml" else "cpu"
+
+    def run(self, executor, echo=print) -> dict:
+        if self.is_complete():
+            done = self.folder.child(SUCCESS).read_json()
+            echo(f"kmeans: already fitted (k = {done['n_clusters']}); nothing to do")
+            return done
+        cfg = self.config
+        parts = self._parts()
+        shared = {"storage_options": self.storage_options, "seed": cfg.seed}
+        light = Resources(num_cpus=0.5)
+        frames = executor.parallel(_count_frames, parts, light, shared)
+        counts = per_part_counts(frames, cfg.max_frames, cfg.seed)
+        echo(f"kmeans: sampling {sum(counts)} of {sum(frames)} frames from {len(parts)} parts")
+        samples = executor.parallel(_sample, [(i, p, k) for i, (p, k) in enumerate(zip(parts, counts))],
+                                    light, shared)
+        x = np.concatenate(samples) if samples else np.zeros((0, len(FEATURE_NAMES)), np.float32)
+        if len(x) < cfg.n_clusters:
+            raise UpstreamIncompleteError(
+                f"only {len(x)} frames for {cfg.n_clusters} clusters: too little audio, or lower "
+                "kmeans.n_clusters")
+        reducer = None
+        if cfg.reduced_dims:
+            reducer = fit_reducer(x, cfg.dim_reducer_method, cfg.reduced_dims, cfg.seed)
+            x = reducer.transform(x).astype(np.float32)
+        device = self._device(executor)
+        seeds = [cfg.seed + i for i in range(cfg.n_init)]
+        echo(f"kmeans: k = {cfg.n_clusters}, {len(seeds)} restart(s) in parallel on {device}, "
+             f"{cfg.method}")
+        fit_resources = Resources(num_cpus=cfg.cpus_per_fit, num_gpus=1.0 if device == "cuda" else 0.0,
+                                  actors=True)
+        runs = executor.parallel(_fit, seeds, fit_resources, {"x": x, "config": cfg, "device": device})
+        best = best_fit(runs)
+        for r in runs:
+            echo(f"  seed {r.seed}: inertia {r.inertia:.1f}, {r.n_iter} iterations, {r.seconds:.1f} s"
+                 + ("  <- best" if r is best else ""))
+        with tempfile.TemporaryDirectory() as tmp:
+            model, quality = write_model_dir(tmp, x, best, runs=runs, reducer=reducer, device=device,
+                                             silhouette_sample=cfg.silhouette_sample, seed=cfg.seed)
+            for name in sorted(os.listdir(tmp)):
+                with open(os.path.join(tmp, name), "rb") as fh:
+                    self.folder.child(name).write_atomic(fh.read())
+        summary = {"n_clusters": model.n_clusters, "frames": int(len(x)), "inertia": best.inertia,
+                   "best_seed": best.seed, "n_iter": best.n_iter, "device": device,
+                   "silhouette": (quality.get("silhouette") or {}).get("mean"),
+                   "effective_n_clusters": quality.get("effective_n_clusters")}
+        self.folder.child(SUCCESS).write_json(summary)
+        echo(f"kmeans: wrote {self.folder.uri} (inertia {best.inertia:.1f})")
+        return summary
