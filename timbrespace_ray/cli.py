@@ -54,7 +54,7 @@ def _run(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.output)
+    run_demo(args.output, args.config, args.num_cpus)
     return 0
 
 
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="run on the bundled demo corpus and write a report")
     demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
+    demo.add_argument("--config", help="YAML config (default: the bundled demo.yaml)")
+    demo.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
     demo.set_defaults(func=_demo)
     return parser
 

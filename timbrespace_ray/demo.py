@@ -1,35 +1,156 @@
-"""The demo: the bundled recordings through the extractor, with plots and a summary table."""
+"""The demo: the whole pipeline over the bundled recordings on an embedded local Ray, then a
+Markdown report with pictures of every stage's output."""
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .features import ProsodicFeatureExtractor
-
 DEMO_CORPUS = Path(__file__).parent / "demo_corpus"
+DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 
 
-def run_demo(output: str) -> None:
-    out = Path(output)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
-    extractor = ProsodicFeatureExtractor()
-    files = sorted(DEMO_CORPUS.glob("*.wav"))
-    print(f"Extracting prosodic features of {len(files)} bundled recordings -> {out}/")
-    rows = []
-    for i, path in enumerate(files, 1):
-        t0 = time.perf_counter()
-        audio = extractor.load_audio(str(path))
-        feats = extractor.extract()
-        secs = time.perf_counter() - t0
-        voiced = feats["f0"] > 0
-        f0_hz = feats["f0"][voiced] * 320 + 80
-        extractor.plot_features(feats, title=path.stem, save_path=str(out / "plots" / f"{path.stem}.png"))
-        rows.append((path.stem[-40:], len(audio) / 16000, len(voiced), voiced.mean(),
-                     float(np.median(f0_hz)) if voiced.any() else 0.0, len(audio) / 16000 / secs))
-        print(f"  [{i}/{len(files)}] {path.name}")
-    print(f"\n{'recording':<40} {'sec':>6} {'frames':>7} {'voiced':>7} {'med F0':>7} {'xRT':>6}")
-    for name, dur, n, v, f0, xrt in rows:
-        print(f"{name:<40} {dur:6.1f} {n:7d} {v:7.0%} {f0:6.0f}Hz {xrt:6.0f}")
-    print(f"\nPlots: {out / 'plots'}/")
+def speaker_of(utt_id: str) -> str:
+    """Recording groups of the demo corpus (the LibriVox files share one reader)."""
+    if "librivox" in utt_id:
+        return "LibriVox reader"
+    if "arctic" in utt_id:
+        return "CMU ARCTIC " + ("awb" if "a0007" in utt_id else "slt")
+    if "pyannote" in utt_id:
+        return "AMI meeting " + ("dev00" if "dev00" in utt_id else "trn01")
+    return "CMU Sphinx goforward"
+
+
+def run_demo(output: str, config: str | None = None, num_cpus: int | None = None) -> None:
+    from .config import load_config
+    from .pipeline import run_pipeline
+
+    out = Path(output).resolve()
+    cfg = load_config(config or str(DEMO_CONFIG), input=str(DEMO_CORPUS), output=str(out),
+                      **{"ray.num_cpus": num_cpus})
+    print(f"timbrespace-ray demo: {len(list(DEMO_CORPUS.glob('*.wav')))} bundled recordings -> {out}")
+    t0 = time.perf_counter()
+    timings = {}
+    results = run_pipeline(cfg, echo=print, on_stage_done=lambda name, secs: timings.__setitem__(name, secs))
+    total = time.perf_counter() - t0
+    report = write_report(out, results, timings)
+    print("\n" + summary_table(results, timings) + f"\n\ntotal {total:.0f} s\nReport: {report}")
+
+
+def summary_table(results: dict, timings: dict) -> str:
+    rows = [("stage", "output", "rows", "errors", "seconds")]
+    for name, res in results.items():
+        if hasattr(res, "rows"):
+            rows.append((name, name if name != "embed" else "embeddings", str(res.rows),
+                         str(sum(res.errors.values())), f"{timings.get(name, 0):.1f}"))
+        elif name == "kmeans":
+            rows.append((name, "kmeans", f"k={res['n_clusters']} on {res['frames']} frames", "0",
+                         f"{timings.get(name, 0):.1f}"))
+        else:
+            rows.append((name, "encoder", f"{res['step']} steps, loss {res['final_loss']:.3f}", "0",
+                         f"{timings.get(name, 0):.1f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_report(out: Path, results: dict, timings: dict) -> Path:
+    import duckdb
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .features import FEATURE_NAMES, FeatureConfig
+    from .plotting import plot_features
+
+    figs = out / "report"
+    figs.mkdir(exist_ok=True)
+    con = duckdb.connect()
+    # 1. feature contours of one utterance (the longest LibriVox one)
+    utt, *values = con.sql(
+        f"select utt_id, {', '.join(FEATURE_NAMES)} from '{out}/features/*.parquet' "
+        "where utt_id like '%librivox%' order by n_frames desc limit 1").fetchall()[0]
+    from .audio import decode_audio
+
+    audio, _, _ = decode_audio(str(DEMO_CORPUS / utt))
+    plot_features({k: np.asarray(v) for k, v in zip(FEATURE_NAMES, values)}, FeatureConfig(),
+                  title=utt, save_path=str(figs / "features.png"), audio=audio)
+    # 2. the cluster plot, from the k-means stage
+    shutil.copy(out / "kmeans" / "clusters.png", figs / "clusters.png")
+    # 3. token histogram
+    counts = con.sql(f"select t, count(*) from (select unnest(tokens) as t from "
+                     f"'{out}/tokens/*.parquet') group by t order by t").fetchall()
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    ax.bar([c[0] for c in counts], [c[1] for c in counts], color="tab:blue")
+    ax.set_xlabel("token (k-means cluster)")
+    ax.set_ylabel("frames")
+    ax.set_title("Token histogram over the demo corpus")
+    fig.tight_layout()
+    fig.savefig(figs / "tokens.png", dpi=110)
+    plt.close(fig)
+    # 4. embeddings in 2-D (PCA of the per-utterance mean of window embeddings)
+    rows = con.sql(f"select utt_id, embedding, n_frames from '{out}/embeddings/*.parquet'").fetchall()
+    by_utt: dict[str, list] = {}
+    for u, e, n in rows:
+        by_utt.setdefault(u, []).append(np.asarray(e) * n)
+    ids = sorted(by_utt)
+    x = np.stack([np.sum(by_utt[u], 0) for u in ids])
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    xc = x - x.mean(0)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    xy = xc @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    groups = sorted({speaker_of(u) for u in ids})
+    for g, color in zip(groups, plt.cm.tab10.colors):
+        pts = np.array([xy[i] for i, u in enumerate(ids) if speaker_of(u) == g])
+        ax.scatter(pts[:, 0], pts[:, 1], s=60, color=color, label=g)
+    ax.legend(fontsize=8)
+    ax.set_title("Utterance embeddings (PCA), coloured by recording source")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    fig.tight_layout()
+    fig.savefig(figs / "embeddings.png", dpi=110)
+    plt.close(fig)
+
+    kmeans = json.loads((out / "kmeans" / "_SUCCESS").read_text())
+    report = out / "report.md"
+    report.write_text(f"""# timbrespace_ray demo report
+
+{len(ids)} bundled recordings through the whole pipeline on an embedded local Ray.
+
+```
+{summary_table(results, timings)}
+```
+
+## Features: {utt}
+Six prosodic features per 16 ms frame; F1/F2 over the spectrogram, F0 in Hz.
+
+![features](report/features.png)
+
+## k-means (k = {kmeans['n_clusters']}, {kmeans['frames']} frames, silhouette {kmeans['silhouette'] or 0:.2f})
+Full report: `kmeans/report.txt`, `kmeans/quality.json`.
+
+![clusters](report/clusters.png)
+
+## Tokens
+
+![tokens](report/tokens.png)
+
+## Embeddings
+One point per utterance (mean of its window embeddings). The five LibriVox files are one reader.
+
+![embeddings](report/embeddings.png)
+
+## Query it yourself
+```sql
+-- duckdb
+select utt_id, n_frames, list_avg(list_filter(f0, x -> x > 0)) * 320 + 80 as mean_f0_hz
+from '{out}/features/*.parquet' order by 1;
+```
+""")
+    return report

@@ -1,6 +1,7 @@
 """The five stages built from one config, run alone or in order."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from .config import PipelineConfig
@@ -59,10 +60,15 @@ def _needs_gpu(out: Location, folder: str, flag: bool | None, executor) -> bool:
 
 
 def run_pipeline(cfg: PipelineConfig, executor=None, echo: Callable[[str], None] = print,
-                 stages: tuple[str, ...] = STAGES) -> dict:
+                 stages: tuple[str, ...] = STAGES,
+                 on_stage_done: Callable[[str, float], None] | None = None) -> dict:
+    """Every stage in order; finished ones are skipped, interrupted ones resume."""
     executor = executor or RayExecutor(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.progress_bars)
     results = {}
     for name in stages:
         echo(f"==> {name}")
+        t0 = time.perf_counter()
         results[name] = run_stage(name, cfg, executor, echo)
+        if on_stage_done:
+            on_stage_done(name, time.perf_counter() - t0)
     return results
