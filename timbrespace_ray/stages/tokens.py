@@ -49,7 +49,7 @@ class TokensStage(PartsStage):
         offsets = table.column("f0").combine_chunks().offsets.to_numpy()
         values = np.stack([table.column(k).combine_chunks().flatten().to_numpy(zero_copy_only=False)
                            for k in FEATURE_NAMES], axis=1)
-        tokens = self._assign(weighted_frames(values))
+        tokens = self._assign(self._model.project(weighted_frames(values)))
         out = pa.table({
             "utt_id": table.column("utt_id"), "source": table.column("source"),
             "duration_s": table.column("duration_s"), "n_frames": table.column("n_frames"),
@@ -62,10 +62,10 @@ class TokensStage(PartsStage):
         stats.audio_seconds = float(pa.compute.sum(table.column("duration_s")).as_py() or 0.0)
         return stats
 
-    def _assign(self, weighted: np.ndarray) -> np.ndarray:
-        if not self.use_gpu or len(weighted) == 0:
-            return self._model.assign(weighted)
-        return assign_on_gpu(self._model.cluster_centers, weighted)
+    def _assign(self, projected: np.ndarray) -> np.ndarray:
+        if not self.use_gpu or len(projected) == 0:
+            return self._model.assign(projected)
+        return assign_on_gpu(self._model.cluster_centers, projected)
 
 
 def load_model(uri: str, storage_options: dict | None = None) -> KMeansModel:
