@@ -83,14 +83,18 @@ def _decode_open(snd: sf.SoundFile, sample_rate: int, max_duration_s: float | No
     filled = 0
     resampler = soxr.ResampleStream(in_rate, sample_rate, 1, dtype="float32", quality="HQ") \
         if in_rate != sample_rate else None
+    # only float PCM can carry NaN/inf; integer PCM and the codecs decode to finite values
+    check_finite = snd.subtype in ("FLOAT", "DOUBLE")
+    block = np.empty((_BLOCK_FRAMES, snd.channels), dtype=np.float32)
     decoded = 0
     try:
         while True:
-            block = snd.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
-            last = block.shape[0] < _BLOCK_FRAMES
-            decoded += block.shape[0]
-            mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-            if not np.isfinite(mono).all():
+            n = snd.read(out=block)
+            n = n.shape[0] if isinstance(n, np.ndarray) else n
+            last = n < _BLOCK_FRAMES
+            decoded += n
+            mono = block[:n, 0] if snd.channels == 1 else block[:n].mean(axis=1, dtype=np.float32)
+            if check_finite and not np.isfinite(mono).all():
                 raise InvalidAudioError(f"{label}: the audio holds NaN or infinite samples")
             chunk = resampler.resample_chunk(mono, last=last) if resampler else mono
             if filled + chunk.shape[0] > out.shape[0]:

@@ -117,6 +117,15 @@ class RayExecutor:
 
         return float(ray.cluster_resources().get("GPU", 0))
 
+    def _pool_size(self, res: Resources, n_units: int) -> tuple[int, int]:
+        """Actor pool bounds: what the cluster holds now, growing to max_workers (or one actor
+        per unit) on an autoscaling cluster; an embedded Ray starts the whole pool at once."""
+        fits_now = max(1, int(self.cluster_cpus() // max(res.num_cpus, 1e-3)))
+        if res.num_gpus:
+            fits_now = max(1, min(fits_now, int(self.cluster_gpus() // res.num_gpus)))
+        most = min(res.max_workers or (fits_now if not self.address else n_units), n_units)
+        return min(fits_now, most), max(1, most)
+
     def parallel(self, fn: Callable, items: list, resources: Resources, shared=None) -> list:
         """fn(item, shared) for every item as Ray tasks (or one actor each when
         resources.actors), results in order; `shared` is put in the object store once."""
@@ -148,9 +157,8 @@ class RayExecutor:
         # one unit per block: units are the scheduling grain, and a failed one retries alone
         ds = ray.data.from_items(_units_to_rows(units), override_num_blocks=len(units))
         if res.actors:
-            workers = res.max_workers or max(1, int(self.cluster_cpus() // max(res.num_cpus, 1e-3)))
             ds = ds.map_batches(_UnitActor, fn_constructor_args=(stage,), batch_size=1,
-                                concurrency=(1, max(1, min(workers, len(units)))), **remote_args)
+                                concurrency=self._pool_size(res, len(units)), **remote_args)
         else:
             ds = ds.map_batches(_run_units_task, fn_kwargs={"stage": stage}, batch_size=1,
                                 concurrency=res.max_workers, **remote_args)

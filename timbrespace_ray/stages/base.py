@@ -51,6 +51,7 @@ class UnitStats:
     audio_seconds: float = 0.0
     frames: int = 0
     busy_seconds: float = 0.0
+    started_at: float = 0.0  # wall-clock time.time(), for utilisation figures
 
     def add_error(self, error_type: str) -> None:
         self.errors[error_type] = self.errors.get(error_type, 0) + 1
@@ -120,9 +121,10 @@ class MapStage(Stage):
                 if n.endswith(".json") and n.split(".")[0].isdigit()}
 
     def run_unit(self, unit: WorkUnit) -> UnitStats:
-        t0 = time.perf_counter()
+        started, t0 = time.time(), time.perf_counter()
         stats = self.process(unit)
         stats.busy_seconds = time.perf_counter() - t0
+        stats.started_at = started
         self.marker(unit).write_json(asdict(stats))
         return stats
 

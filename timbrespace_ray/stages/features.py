@@ -70,8 +70,10 @@ class FeaturesStage(MapStage):
         self.input_uri = input_uri
         self.config = config
         self.storage_options = storage_options or {}
+        # an actor pool: each actor queues its next unit, so no worker waits between units
         self.resources = Resources(num_cpus=config.num_cpus, max_workers=config.max_workers,
-                                   memory_bytes=int(0.6e9 * config.max_duration_s / 3600 + 0.3e9))
+                                   memory_bytes=int(0.6e9 * config.max_duration_s / 3600 + 0.3e9),
+                                   actors=True)
         self._extractor_config = config.extractor_config()
 
     # planning -----------------------------------------------------------------------------
@@ -87,6 +89,11 @@ class FeaturesStage(MapStage):
         return units
 
     # work -----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        # load the compiled numba kernels and the band projection before the first unit
+        analyse(np.random.default_rng(0).standard_normal(4 * self._extractor_config.frame_samples)
+                .astype(np.float32), self._extractor_config)
+
     def settings(self) -> dict:
         return {"features": self._extractor_config.model_dump(), "input": redact_uri(self.input_uri),
                 "max_duration_s": self.config.max_duration_s}
