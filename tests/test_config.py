@@ -1,0 +1,72 @@
+"""The YAML config: defaults for every key, unknown keys and bad values named before anything runs."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from timbrespace_ray.config import PipelineConfig, load_config
+from timbrespace_ray.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_every_key_has_a_default():
+    cfg = load_config()
+    assert cfg == PipelineConfig()
+    assert cfg.features.hop_ms == 16 and cfg.kmeans.n_clusters == 120 and cfg.train.hidden_dim == 768
+
+
+@pytest.mark.parametrize("yaml_text,key", [
+    ("features:\n  hop_sm: 10\n", "features.hop_sm: unknown key"),
+    ("kmeans:\n  n_clusters: 1\n", "kmeans.n_clusters"),
+    ("train:\n  lr: -1\n", "train.lr"),
+    ("features:\n  smoothing_level: extreme\n", "features.smoothing_level"),
+    ("features:\n  sample_rate: 8000\n", "features.sample_rate"),
+    ("embed:\n  batch_size: many\n", "embed.batch_size"),
+    ("trian:\n  lr: 0.1\n", "trian: unknown key"),
+    ("storage:\n  storage_options: 3\n", "storage.storage_options"),
+])
+def test_bad_configs_name_the_key(tmp_path, yaml_text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert key in str(err.value) and str(path) in str(err.value)
+
+
+def test_not_yaml_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("features: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    top = tmp_path / "list.yaml"
+    top.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(str(top))
+
+
+def test_command_line_overrides_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output: /from/file\nkmeans:\n  n_clusters: 64\n")
+    cfg = load_config(str(path), output="/from/cli", **{"kmeans.n_clusters": None})
+    assert cfg.output == "/from/cli" and cfg.kmeans.n_clusters == 64
+
+
+@pytest.mark.parametrize("config", sorted(str(p) for p in (REPO / "jobs" / "configs").glob("*.yaml"))
+                         + [str(REPO / "timbrespace_ray" / "demo.yaml")])
+def test_shipped_configs_are_valid(config):
+    load_config(config)
+
+
+def test_cli_rejects_a_bad_config_before_running(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("features:\n  files_per_unit: 0\n")
+    proc = subprocess.run([sys.executable, "-m", "timbrespace_ray.cli", "run", "--config", str(path),
+                           "--input", str(tmp_path), "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "features.files_per_unit" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
