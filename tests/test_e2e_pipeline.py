@@ -1,0 +1,81 @@
+"""The whole pipeline on the bundled corpus through `ray job submit` on a local Ray cluster."""
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from timbrespace_ray.clustering import KMeansModel
+from timbrespace_ray.encoder import load_encoder
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+kmeans: {n_clusters: 16, n_init: 2}
+train: {hidden_dim: 32, num_layers: 1, nhead: 2, max_len: 256, batch_size: 4, pool_batches: 2,
+        max_steps: 20, lr: 0.001, warmup_steps: 2, log_every: 5, checkpoint_every: 10}
+embed: {batch_size: 8}
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline_out(ray_cluster, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    (tmp / "c.yaml").write_text(CONFIG)
+    out = tmp / "out"
+    code, logs = ray_cluster.submit_job(
+        f"python jobs/pipeline.py run --config {tmp / 'c.yaml'} --input timbrespace_ray/demo_corpus "
+        f"--output {out} --no-progress", working_dir=REPO, timeout_s=600)
+    assert code == 0, logs[-4000:]
+    return out, logs
+
+
+def q(sql):
+    return duckdb.sql(sql).fetchall()
+
+
+def test_every_stage_ran_and_reported(pipeline_out):
+    out, logs = pipeline_out
+    for stage in ("features", "kmeans", "tokens", "train", "embed"):
+        assert f"==> {stage}" in logs
+    assert "inputs seen 10 = rows 10 + errors 0" in logs
+    for folder in ("features", "kmeans", "tokens", "encoder", "embeddings"):
+        assert (out / folder / "_SUCCESS").exists(), folder
+    runs = sorted(p.name.split("-")[0] for p in (out / "_runs").glob("*.json"))
+    assert runs == ["embeddings", "features", "tokens"]
+
+
+def test_tables_follow_the_data_contracts(pipeline_out):
+    out, _ = pipeline_out
+    feats = q(f"select utt_id, source, duration_s, sample_rate, n_frames, len(f0), len(snr) "
+              f"from '{out}/features/*.parquet'")
+    assert len(feats) == 10 and all(r[4] == r[5] == r[6] > 0 and r[3] == 16000 for r in feats)
+    schema = pq.read_schema(next((out / "features").glob("part-*.parquet")))
+    assert str(schema.field("f0").type) == "list<element: float>"
+    assert b"timbrespace_ray.settings" in schema.metadata
+    tokens = q(f"select utt_id, n_frames, len(tokens), list_max(tokens) from '{out}/tokens/*.parquet'")
+    assert sorted((u, n) for u, n, _, _ in tokens) == sorted((r[0], r[4]) for r in feats)
+    assert all(n == m and mx < 16 for _, n, m, mx in tokens)
+    emb = pq.read_table(out / "embeddings")
+    assert str(emb.schema.field("embedding").type) == "fixed_size_list<element: float>[32]"
+    assert set(emb.column("utt_id").to_pylist()) == {r[0] for r in feats}
+    assert np.isfinite(np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))).all()
+    assert not (out / "errors").exists() or not list((out / "errors").glob("*.parquet"))
+
+
+def test_models_and_reports_load_safely(pipeline_out):
+    out, _ = pipeline_out
+    model = KMeansModel.load(str(out / "kmeans"))
+    assert model.n_clusters == 16
+    assert torch.load(out / "kmeans" / "cluster_centers.pt", weights_only=True).shape == (16, 6)
+    assert "CLUSTER DISTRIBUTION" in (out / "kmeans" / "report.txt").read_text()
+    assert json.loads((out / "kmeans" / "quality.json").read_text())["n_clusters"] == 16
+    assert (out / "kmeans" / "clusters.png").read_bytes()[:4] == b"\x89PNG"
+    encoder = load_encoder(str(out / "encoder"))
+    assert encoder.hidden_dim == 32 and encoder.vocab_size == 18
+    metrics = [json.loads(line) for line in (out / "encoder" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["kind"] == "step"] == [5, 10, 15, 20]
