@@ -79,3 +79,22 @@ def test_models_and_reports_load_safely(pipeline_out):
     assert encoder.hidden_dim == 32 and encoder.vocab_size == 18
     metrics = [json.loads(line) for line in (out / "encoder" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if m["kind"] == "step"] == [5, 10, 15, 20]
+
+
+def _readme_blocks(lang):
+    text = (REPO / "README.md").read_text()
+    return [b.split("```", 1)[0] for b in text.split(f"```{lang}\n")[1:]]
+
+
+def test_readme_queries_run_on_the_output(pipeline_out):
+    out, _ = pipeline_out
+    queries = [b for b in _readme_blocks("sql") if "OUT/" in b]
+    assert len(queries) >= 3
+    for sql in queries:
+        rows = duckdb.sql(sql.replace("OUT/", f"{out}/")).fetchall()
+        assert rows, sql
+    polars = [b for b in _readme_blocks("python") if "OUT/" in b]
+    assert polars
+    scope = {}
+    exec(polars[0].replace("OUT/", f"{out}/"), scope)
+    assert scope["per_speaker"].height == 10 and scope["per_speaker"]["f0_hz"].min() > 60

@@ -149,7 +149,7 @@ One point per utterance (mean of its window embeddings). The five LibriVox files
 ## Query it yourself
 ```sql
 -- duckdb
-select utt_id, n_frames, list_avg(list_filter(f0, x -> x > 0)) * 320 + 80 as mean_f0_hz
+select utt_id, n_frames, list_avg(list_filter(f0, lambda x: x > 0)) * 320 + 80 as mean_f0_hz
 from '{out}/features/*.parquet' order by 1;
 ```
 """)
