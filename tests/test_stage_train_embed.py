@@ -18,6 +18,7 @@ from timbrespace_ray.storage import Location
 
 quiet = lambda s: None  # noqa: E731
 SMALL = {"train.hidden_dim": 64, "train.num_layers": 2, "train.nhead": 4, "train.max_len": 256,
+         "train.pos_max_len": 512,  # the 30 s recordings (1872 frames) embed as 4 windows
          "train.batch_size": 4, "train.pool_batches": 4, "train.log_every": 5,
          "train.checkpoint_every": 20, "train.lr": 1e-3, "train.warmup_steps": 5,
          "train.cpus_per_worker": 1.0}
@@ -89,6 +90,8 @@ def test_embeddings_per_window_and_speaker_structure(tokens_out, ray_executor):
         assert start == covered.get(utt, 0)
         covered[utt] = start + n
     assert covered == tokens
+    assert max(w for _, w, *_ in rows) == 3  # sequences longer than pos_max_len are windowed
+    assert all(n <= 512 for *_, n, _ in rows)
     # same-speaker pairs (the LibriVox reader) should be closer than different-speaker pairs
     emb = {}
     for utt, _, _, n, e in rows:
