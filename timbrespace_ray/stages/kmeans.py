@@ -18,7 +18,7 @@ from ..config import KMeansStageConfig
 from ..features.analysis import FEATURE_NAMES
 from ..storage import Location
 from .base import SUCCESS, Resources, Stage
-from .parts import UpstreamIncompleteError
+from .parts import UpstreamIncompleteError, complete_parts
 from .sampling import per_part_counts, sample_part
 
 
@@ -53,12 +53,7 @@ class KMeansStage(Stage):
         self.storage_options = storage_options or {}
 
     def _parts(self) -> list[str]:
-        features = self.output.child("features")
-        if not features.child(SUCCESS).exists():
-            raise UpstreamIncompleteError(
-                f"k-means needs a complete 'features' stage in {self.output.uri}; run "
-                "`timbrespace-ray features` first (or `timbrespace-ray run`)")
-        return [features.child(n).uri for n in features.list_names() if n.endswith(".parquet")]
+        return [p.uri for p in complete_parts(self.output, "features", "k-means")]
 
     def _device(self, executor) -> str:
         cfg = self.config

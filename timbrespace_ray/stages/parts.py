@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import posixpath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,19 +16,27 @@ class UpstreamIncompleteError(TimbrespaceError):
     """A stage's input stage has not finished."""
 
 
+def complete_parts(output: Location, upstream: str, consumer: str) -> list[Location]:
+    """The part files of a finished upstream stage, or a clear error naming what to run."""
+    source = output.child(upstream)
+    if not source.child(SUCCESS).exists():
+        command = "features" if upstream == "features" else "tokens"
+        raise UpstreamIncompleteError(
+            f"{consumer} needs a complete '{upstream}' stage in {output.uri}; run "
+            f"`timbrespace-ray {command}` first (or `timbrespace-ray run`)")
+    return [source.child(n) for n in source.list_names()
+            if n.startswith("part-") and n.endswith(".parquet")]
+
+
 class PartsStage(MapStage):
     """One unit per `<upstream>/part-NNNNNN.parquet`, writing `<name>/part-NNNNNN.parquet`."""
 
     upstream: str
 
     def plan(self) -> list[WorkUnit]:
-        source = self.output.child(self.upstream)
-        if not source.child(SUCCESS).exists():
-            raise UpstreamIncompleteError(
-                f"{self.name} needs a complete '{self.upstream}' stage in {self.output.uri}; "
-                f"run `timbrespace-ray {self.upstream}` first (or `timbrespace-ray run`)")
-        parts = [n for n in source.list_names() if n.startswith("part-") and n.endswith(".parquet")]
-        return [WorkUnit(int(n[5:-8]), ({"part": n},)) for n in sorted(parts)]
+        names = sorted(posixpath.basename(p.path) for p in
+                       complete_parts(self.output, self.upstream, f"the {self.name} stage"))
+        return [WorkUnit(int(n[5:-8]), ({"part": n},)) for n in names]
 
     def read_part(self, unit: WorkUnit, columns: list[str]) -> pa.Table:
         loc = self.output.child(self.upstream, unit.items[0]["part"])

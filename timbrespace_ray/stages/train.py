@@ -22,7 +22,7 @@ from ..encoder import ProsodicSequenceEncoder, load_encoder, make_optimizer, sav
 from ..encoder.loop import train_step, training_batches
 from ..storage import Location
 from .base import SUCCESS, Stage
-from .parts import UpstreamIncompleteError
+from .parts import complete_parts
 
 CHECKPOINT = "checkpoint"
 TRAINING_STATE = "training_state.pt"
@@ -142,12 +142,7 @@ class TrainStage(Stage):
         self.storage_options = storage_options or {}
 
     def _token_parts(self) -> list[Location]:
-        tokens = self.output.child("tokens")
-        if not tokens.child(SUCCESS).exists():
-            raise UpstreamIncompleteError(
-                f"training needs a complete 'tokens' stage in {self.output.uri}; run "
-                "`timbrespace-ray tokens` first (or `timbrespace-ray run`)")
-        return [tokens.child(n) for n in tokens.list_names() if n.endswith(".parquet")]
+        return complete_parts(self.output, "tokens", "training")
 
     def _n_clusters(self, parts: list[Location]) -> int:
         with parts[0].fs.open(parts[0].path, "rb") as fh:
