@@ -113,7 +113,11 @@ def _decode_open(snd: sf.SoundFile, sample_rate: int, max_duration_s: float | No
 
 def _reason(exc: Exception) -> str:
     # libsndfile's own words, without the repr of the file object it was handed
-    return getattr(exc, "error_string", None) or str(exc)
+    reason = getattr(exc, "error_string", None) or str(exc)
+    if "possibly a pipe" in reason:
+        # what libsndfile says of unrecognised bytes handed over as a file object
+        reason = "format not recognised"
+    return reason
 
 
 def load_with_librosa(path: str, sample_rate: int,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 
@@ -136,6 +137,19 @@ def _tail(client, job_id):
         loop.close()
 
 
+def _package_error(exc: BaseException) -> str | None:
+    """The one-line message of the package's own error behind `exc`, also when a Ray worker
+    raised it: Ray hands the driver a wrapper whose text is the remote traceback."""
+    e, seen = exc, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, TimbrespaceError) and not type(e).__module__.startswith("ray"):
+            return str(e)
+        e = getattr(e, "cause", None) or e.__cause__
+    found = re.findall(r"^timbrespace_ray(?:\.\w+)+: (.+)$", str(exc), re.MULTILINE)
+    return found[-1] if found else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -144,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         if address and address.startswith(("http://", "https://")):
             return _submit_as_job(address, argv)
         return args.func(args)
-    except TimbrespaceError as exc:
-        print(f"timbrespace-ray: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = _package_error(exc)
+        if message is None:
+            raise  # not an error the package raised on purpose: a bug, keep its traceback
+        print(f"timbrespace-ray: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("timbrespace-ray: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -21,6 +21,10 @@ class AudioReadError(TimbrespaceError, OSError):
     """The file could not be read at all (missing, permission denied, storage error)."""
 
 
+class StorageError(TimbrespaceError, OSError):
+    """A location could not be written (read-only, full, no permission, refused credentials)."""
+
+
 class AudioTooLongError(TimbrespaceError):
     """The recording exceeds the configured maximum duration."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .audio import AUDIO_EXTENSIONS
 from .errors import TimbrespaceError
-from .storage import Location
+from .storage import Location, redact_uri, storage_errors
 
 MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
 SHARD_EXTENSIONS = (".tar",)
@@ -22,6 +22,10 @@ SHARD_EXTENSIONS = (".tar",)
 
 class InputError(TimbrespaceError):
     """The input location or manifest cannot be used."""
+
+
+class TarShardError(TimbrespaceError):
+    """A tar shard (or the rest of it, from some member on) cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -44,19 +48,20 @@ def discover(input_uri: str, storage_options: dict | None = None) -> list[InputR
     """Every audio file, shard or manifest row under `input_uri`, sorted by utt_id."""
     root = Location.of(input_uri, storage_options)
     fs = root.fs
-    if not fs.exists(root.path):
-        raise InputError(f"input not found: {input_uri}")
-    if fs.isdir(root.path):
-        refs = _from_listing(root)
-    elif root.path.lower().endswith(MANIFEST_EXTENSIONS):
-        refs = _from_manifest(root, storage_options)
-    elif _is_shard(root.path) or _is_audio(root.path):
-        name = posixpath.basename(root.path)
-        refs = [InputRef(name, root.uri, fs.size(root.path), "tar" if _is_shard(name) else "file")]
-    else:
-        raise InputError(
-            f"{input_uri} is neither a folder, an audio file ({', '.join(AUDIO_EXTENSIONS)}), a tar "
-            f"shard, nor a manifest ({', '.join(MANIFEST_EXTENSIONS)})")
+    if not root.exists():
+        raise InputError(f"input not found: {redact_uri(input_uri)}")
+    with storage_errors("read the input", input_uri):
+        if fs.isdir(root.path):
+            refs = _from_listing(root)
+        elif root.path.lower().endswith(MANIFEST_EXTENSIONS):
+            refs = _from_manifest(root, storage_options)
+        elif _is_shard(root.path) or _is_audio(root.path):
+            name = posixpath.basename(root.path)
+            refs = [InputRef(name, root.uri, fs.size(root.path), "tar" if _is_shard(name) else "file")]
+        else:
+            raise InputError(
+                f"{input_uri} is neither a folder, an audio file ({', '.join(AUDIO_EXTENSIONS)}), a "
+                f"tar shard, nor a manifest ({', '.join(MANIFEST_EXTENSIONS)})")
     seen: dict[str, str] = {}
     for ref in refs:
         if ref.utt_id in seen:
@@ -123,9 +128,11 @@ def iter_tar_members(fileobj, shard: InputRef, max_member_bytes: int) -> Iterato
     Members are read into memory one at a time and never written to disk, so a member name
     such as '../escape.wav' cannot reach the filesystem.
     """
+    last = None  # the last member header read
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
             for member in tar:
+                last = member.name
                 if not member.isfile() or not _is_audio(member.name):
                     continue
                 utt_id = f"{shard.utt_id}/{member.name}"
@@ -137,9 +144,16 @@ def iter_tar_members(fileobj, shard: InputRef, max_member_bytes: int) -> Iterato
                     continue
                 try:
                     fh = tar.extractfile(member)
-                    yield utt_id, source, fh.read() if fh else b""
-                except (tarfile.TarError, OSError) as exc:
-                    yield utt_id, source, exc
+                    data = fh.read() if fh else b""
+                except (tarfile.TarError, OSError, EOFError) as exc:
+                    # the stream cannot go past a broken member: report it once, as this member
+                    yield utt_id, source, TarShardError(
+                        f"{shard.source}: the tar shard is truncated or corrupt in member "
+                        f"{member.name!r} ({exc}); members before it were read")
+                    return
+                yield utt_id, source, data
     except (tarfile.TarError, OSError, EOFError) as exc:
         # a shard that cannot be read past some point: report it once, with what was read so far kept
-        yield f"{shard.utt_id}/", shard.source, exc
+        where = (f"corrupt or truncated after member {last!r}" if last
+                 else "not a readable tar archive")
+        yield f"{shard.utt_id}/", shard.source, TarShardError(f"{shard.source}: {where} ({exc})")

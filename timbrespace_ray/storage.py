@@ -10,11 +10,14 @@ import json
 import os
 import posixpath
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from .errors import StorageError
 
 _SECRET_KEYS = ("key", "secret", "token", "password", "session_token", "aws_access_key_id",
                 "aws_secret_access_key", "aws_session_token", "access_key", "secret_key")
@@ -46,15 +49,25 @@ class Location:
     def exists(self) -> bool:
         # object-store filesystems cache listings; other processes write these folders
         self.fs.invalidate_cache(self.path)
-        return self.fs.exists(self.path)
+        with storage_errors("check", self.uri):
+            return self.fs.exists(self.path)
 
     def read_bytes(self) -> bytes:
-        return self.fs.cat_file(self.path)
+        with storage_errors("read", self.uri):
+            return self.fs.cat_file(self.path)
 
     def read_json(self) -> Any:
         return json.loads(self.read_bytes())
 
     def write_atomic(self, data: bytes) -> None:
+        try:
+            self._write_atomic(data)
+        except OSError as exc:
+            # one line naming the location (read-only, disk full, access denied); the partial
+            # temporary file is gone, so nothing half-written is left for a rerun to trust
+            raise StorageError(f"could not write {self.uri}: {_reason(exc)}") from exc
+
+    def _write_atomic(self, data: bytes) -> None:
         if self.is_local:
             parent = os.path.dirname(self.path)
             os.makedirs(parent, exist_ok=True)
@@ -79,13 +92,32 @@ class Location:
         """Names directly inside this folder ([] when it does not exist)."""
         self.fs.invalidate_cache(self.path)
         try:
-            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False))
+            with storage_errors("list", self.uri):
+                return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False))
         except FileNotFoundError:
             return []
 
     def makedirs(self) -> None:
         if self.is_local:
             os.makedirs(self.path, exist_ok=True)
+
+
+def _reason(exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, PermissionError):
+        reason += " (access denied: check the credentials and permissions for this location)"
+    return reason
+
+
+@contextmanager
+def storage_errors(action: str, uri: str):
+    """Storage failures other than a missing file as one-line StorageErrors naming `uri`."""
+    try:
+        yield
+    except (FileNotFoundError, StorageError):
+        raise
+    except OSError as exc:
+        raise StorageError(f"could not {action} {redact_uri(uri)}: {_reason(exc)}") from exc
 
 
 def redact_uri(uri: str) -> str:

@@ -29,7 +29,7 @@ class Resources:
     num_gpus: float = 0.0
     memory_bytes: int | None = None
     max_workers: int | None = None
-    actors: bool = False  # keep state (a loaded model) across units: run on an actor pool
+    actors: bool = False  # Executor.parallel(): one actor per item instead of a task
 
 
 @dataclass(frozen=True)

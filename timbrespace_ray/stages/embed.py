@@ -33,7 +33,7 @@ class EmbedStage(PartsStage):
         self.storage_options = storage_options or {}
         self.use_gpu = use_gpu
         self.resources = Resources(num_cpus=config.cpus_per_worker, num_gpus=1.0 if use_gpu else 0.0,
-                                   max_workers=config.max_workers, actors=True)
+                                   max_workers=config.max_workers)
         self._model = None
 
     def setup(self) -> None:

@@ -70,10 +70,8 @@ class FeaturesStage(MapStage):
         self.input_uri = input_uri
         self.config = config
         self.storage_options = storage_options or {}
-        # an actor pool: each actor queues its next unit, so no worker waits between units
         self.resources = Resources(num_cpus=config.num_cpus, max_workers=config.max_workers,
-                                   memory_bytes=int(0.6e9 * config.max_duration_s / 3600 + 0.3e9),
-                                   actors=True)
+                                   memory_bytes=int(0.6e9 * config.max_duration_s / 3600 + 0.3e9))
         self._extractor_config = config.extractor_config()
 
     # planning -----------------------------------------------------------------------------

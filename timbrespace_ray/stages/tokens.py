@@ -33,8 +33,7 @@ class TokensStage(PartsStage):
         self.storage_options = storage_options or {}
         self.use_gpu = use_gpu
         # actors keep the model; a fraction of a CPU each leaves room for Ray Data's own tasks
-        self.resources = Resources(num_cpus=num_cpus, num_gpus=0.25 if use_gpu else 0.0,
-                                   actors=True)
+        self.resources = Resources(num_cpus=num_cpus, num_gpus=0.25 if use_gpu else 0.0)
         self._model: KMeansModel | None = None
 
     def setup(self) -> None:
