@@ -170,3 +170,21 @@ def test_too_long_recording_becomes_an_error_row(tmp_path):
 def test_feature_settings_reach_the_extractor():
     cfg = load_config(**{"features.smoothing_level": "heavy", "features.max_duration_s": 60})
     assert cfg.features.extractor_config() == FeatureConfig(smoothing_level="heavy")
+
+
+def test_oversized_tar_member_is_a_file_too_large_row(tmp_path):
+    import tarfile
+
+    from corpus import add_tar_member
+
+    root = tmp_path / "c"
+    root.mkdir()
+    with tarfile.open(root / "s.tar", "w") as tar:
+        add_tar_member(tar, "big.wav", SHORT[0].read_bytes())
+        add_tar_member(tar, "small.wav", SHORT[1].read_bytes()[:20000])
+    limit = len(SHORT[1].read_bytes()[:20000]) + 1
+    out = tmp_path / "out"
+    summary = run_map_stage(make_stage(root, out, max_file_bytes=limit), LocalExecutor(),
+                            echo=lambda s: None)
+    assert summary.inputs == 2 and summary.errors == {"FileTooLargeError": 1}
+    assert "features.max_file_bytes" in read(out, "errors")[0][4]

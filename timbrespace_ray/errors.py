@@ -25,6 +25,14 @@ class StorageError(TimbrespaceError, OSError):
     """A location could not be written (read-only, full, no permission, refused credentials)."""
 
 
+class EmptyAudioError(TimbrespaceError):
+    """The file decodes to no samples at all."""
+
+
+class FileTooLargeError(TimbrespaceError):
+    """The file (or tar member) is larger than features.max_file_bytes."""
+
+
 class AudioTooLongError(TimbrespaceError):
     """The recording exceeds the configured maximum duration."""
 

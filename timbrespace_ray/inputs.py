@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .audio import AUDIO_EXTENSIONS
-from .errors import TimbrespaceError
+from .errors import FileTooLargeError, TimbrespaceError
 from .storage import Location, redact_uri, storage_errors
 
 MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
@@ -138,7 +138,7 @@ def iter_tar_members(fileobj, shard: InputRef, max_member_bytes: int) -> Iterato
                 utt_id = f"{shard.utt_id}/{member.name}"
                 source = f"{shard.source}#{member.name}"
                 if member.size > max_member_bytes:
-                    yield utt_id, source, TimbrespaceError(
+                    yield utt_id, source, FileTooLargeError(
                         f"tar member is {member.size / 2**20:.0f} MiB, over the "
                         f"{max_member_bytes / 2**20:.0f} MiB limit (features.max_file_bytes)")
                     continue

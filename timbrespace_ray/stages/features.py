@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ..audio import decode_audio
 from ..config import FeaturesStageConfig
-from ..errors import TimbrespaceError
+from ..errors import EmptyAudioError, FileTooLargeError
 from ..features.analysis import FEATURE_NAMES, analyse
 from ..inputs import InputRef, discover, iter_tar_members
 from ..storage import Location, redact_uri
@@ -23,14 +23,6 @@ FEATURES_SCHEMA = pa.schema(
      ("sample_rate", pa.int32()), ("n_frames", pa.int32())]
     + [(name, pa.list_(pa.float32())) for name in FEATURE_NAMES]
 )
-
-
-class EmptyAudioError(TimbrespaceError):
-    """The file decodes to no samples at all."""
-
-
-class FileTooLargeError(TimbrespaceError):
-    """The file is larger than features.max_file_bytes."""
 
 
 def group_units(refs: list[InputRef], files_per_unit: int, bytes_per_unit: int) -> list[WorkUnit]:
