@@ -105,11 +105,13 @@ class RayExecutor:
     def cluster_cpus(self) -> float:
         import ray
 
+        self.connect()  # asked before any work runs, e.g. by `tokens` run on its own
         return float(ray.cluster_resources().get("CPU", 1))
 
     def cluster_gpus(self) -> float:
         import ray
 
+        self.connect()
         return float(ray.cluster_resources().get("GPU", 0))
 
     def _pool_size(self, res: Resources, n_units: int) -> tuple[int, int]:

@@ -19,6 +19,11 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .errors import StorageError
 
+# s3fs's own attempts at a call or a read cut off mid-body (its default, 5, lets about one read
+# in 3000 fail when a fifth of the connections drop, and a features input read that fails is
+# an error row); it backs off 0.1 s, 0.17 s ... between them. A refused connection is not retried.
+S3_RETRIES = 10
+
 _SECRET_KEYS = ("key", "secret", "token", "password", "session_token", "aws_access_key_id",
                 "aws_secret_access_key", "aws_session_token", "access_key", "secret_key")
 
@@ -33,6 +38,9 @@ class Location:
     @classmethod
     def of(cls, uri: str, storage_options: dict | None = None) -> "Location":
         fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+        if "s3" in protocols and getattr(fs, "retries", S3_RETRIES) < S3_RETRIES:
+            fs.retries = S3_RETRIES
         return cls(fs, path.rstrip("/") or path)
 
     @property
@@ -53,6 +61,9 @@ class Location:
             return self.fs.exists(self.path)
 
     def read_bytes(self) -> bytes:
+        # s3fs sizes the object from a cached listing of its folder when there is one: a file
+        # written since (a marker, by a worker) would be "not found"
+        self.fs.invalidate_cache(self.path)
         with storage_errors("read", self.uri):
             return self.fs.cat_file(self.path)
 
@@ -62,7 +73,7 @@ class Location:
     def write_atomic(self, data: bytes) -> None:
         try:
             self._write_atomic(data)
-        except OSError as exc:
+        except (OSError, *_unreachable()) as exc:
             # one line naming the location (read-only, disk full, access denied); the partial
             # temporary file is gone, so nothing half-written is left for a rerun to trust
             raise StorageError(f"could not write {self.uri}: {_reason(exc)}") from exc
@@ -102,8 +113,18 @@ class Location:
             os.makedirs(self.path, exist_ok=True)
 
 
-def _reason(exc: OSError) -> str:
-    reason = exc.strerror or str(exc) or type(exc).__name__
+def _unreachable() -> tuple[type[Exception], ...]:
+    """The errors of an object store's client (botocore, under s3fs) saying that the store could
+    not be reached: connection refused or reset, timeouts. They are not OSErrors."""
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+    except ImportError:
+        return ()
+    return (BotoConnectionError, HTTPClientError)
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     if isinstance(exc, PermissionError):
         reason += " (access denied: check the credentials and permissions for this location)"
     return reason
@@ -116,7 +137,7 @@ def storage_errors(action: str, uri: str):
         yield
     except (FileNotFoundError, StorageError):
         raise
-    except OSError as exc:
+    except (OSError, *_unreachable()) as exc:
         raise StorageError(f"could not {action} {redact_uri(uri)}: {_reason(exc)}") from exc
 
 
