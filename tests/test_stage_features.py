@@ -188,3 +188,24 @@ def test_oversized_tar_member_is_a_file_too_large_row(tmp_path):
                             echo=lambda s: None)
     assert summary.inputs == 2 and summary.errors == {"FileTooLargeError": 1}
     assert "features.max_file_bytes" in read(out, "errors")[0][4]
+
+
+def test_unreachable_storage_fails_the_unit_instead_of_blaming_the_input(tmp_path):
+    import socket
+
+    from timbrespace_ray.errors import StorageError
+
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,utt_id\ns3://corpus/a.wav,a\n")
+    cfg = load_config(**{"storage.storage_options": {
+        "endpoint_url": f"http://127.0.0.1:{port}", "key": "k", "secret": "s",
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}})
+    out = tmp_path / "out"
+    stage = FeaturesStage(Location.of(str(out)), str(manifest), cfg.features,
+                          cfg.storage.storage_options)
+    with pytest.raises(StorageError, match="could not read s3://corpus/a.wav"):
+        run_map_stage(stage, LocalExecutor(), echo=lambda s: None)
+    assert not (out / "features" / "_done").exists() and not (out / "errors").exists()

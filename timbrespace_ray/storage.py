@@ -73,7 +73,7 @@ class Location:
     def write_atomic(self, data: bytes) -> None:
         try:
             self._write_atomic(data)
-        except (OSError, *_unreachable()) as exc:
+        except (OSError, *unreachable_errors()) as exc:
             # one line naming the location (read-only, disk full, access denied); the partial
             # temporary file is gone, so nothing half-written is left for a rerun to trust
             raise StorageError(f"could not write {self.uri}: {_reason(exc)}") from exc
@@ -113,7 +113,7 @@ class Location:
             os.makedirs(self.path, exist_ok=True)
 
 
-def _unreachable() -> tuple[type[Exception], ...]:
+def unreachable_errors() -> tuple[type[Exception], ...]:
     """The errors of an object store's client (botocore, under s3fs) saying that the store could
     not be reached: connection refused or reset, timeouts. They are not OSErrors."""
     try:
@@ -137,7 +137,7 @@ def storage_errors(action: str, uri: str):
         yield
     except (FileNotFoundError, StorageError):
         raise
-    except (OSError, *_unreachable()) as exc:
+    except (OSError, *unreachable_errors()) as exc:
         raise StorageError(f"could not {action} {redact_uri(uri)}: {_reason(exc)}") from exc
 
 

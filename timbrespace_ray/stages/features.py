@@ -9,10 +9,10 @@ import pyarrow as pa
 
 from ..audio import decode_audio
 from ..config import FeaturesStageConfig
-from ..errors import EmptyAudioError, FileTooLargeError
+from ..errors import EmptyAudioError, FileTooLargeError, StorageError
 from ..features.analysis import FEATURE_NAMES, analyse
 from ..inputs import InputRef, discover, iter_tar_members
-from ..storage import Location, redact_uri
+from ..storage import Location, redact_uri, unreachable_errors
 from ..tables import error_row, errors_table, provenance, write_table
 from .base import MapStage, Resources, UnitStats, WorkUnit
 
@@ -126,6 +126,10 @@ class FeaturesStage(MapStage):
                 yield utt_id, source, self._features_row(utt_id, source, fh)
         except FileNotFoundError:
             yield utt_id, source, FileNotFoundError(f"file not found: {source}")
+        except unreachable_errors() as exc:
+            # the store, not this input, is the problem: fail the unit (it is redone on rerun)
+            # rather than record the input as bad
+            raise StorageError(f"could not read {redact_uri(source)}: {exc}") from exc
         except Exception as exc:  # one bad input must never stop the stage
             yield utt_id, source, exc
 
