@@ -83,6 +83,9 @@ def main(input_uri: str, output: str, config: str, result_path: str) -> int:
                             if _title(pid).endswith(".submit"):
                                 at = markers()
                                 cluster.remove_node(victim_node, allow_graceful=False)
+                                # a frozen worker cannot notice its raylet is gone and exit:
+                                # it goes with its node
+                                os.kill(pid, signal.SIGKILL)
                                 result["removed"] = {"markers": at, "actor_pid": pid,
                                                      "seconds": time.monotonic() - t0}
                                 return
