@@ -190,10 +190,25 @@ def _clean_env(base: dict) -> dict:
     return env
 
 
+@pytest.fixture()
+def own_ray_cluster():
+    # a cluster of its own: Ray's logs must show what this run wrote, not what other tests' jobs
+    # handed Ray (a job's runtime_env env_vars are logged by Ray itself)
+    from infra import RayCluster
+
+    cluster = RayCluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.slow
-def test_credentials_never_reach_logs_tables_or_summaries(s3_server, s3_bucket, ray_cluster, tmp_path):
+def test_credentials_never_reach_logs_tables_or_summaries(s3_server, s3_bucket, own_ray_cluster,
+                                                          tmp_path):
     """The real keys in a config file, fake ones in the environment; a run on a Ray cluster
     reading and writing S3. Neither set appears in the output, the tables or Ray's logs."""
+    ray_cluster = own_ray_cluster
     counts = mixed_corpus(tmp_path / "corpus")
     fs = s3_server.filesystem()
     fs.put(str(tmp_path / "corpus") + "/", f"{s3_bucket}/corpus/", recursive=True)
