@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
@@ -19,6 +20,8 @@ def embed(model: ProsodicSequenceEncoder, batch: torch.Tensor,
     device = next(model.parameters()).device
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if bf16 and device.type == "cuda" else contextlib.nullcontext())
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast, warnings.catch_warnings():
+        # torch announces its padding fast path (nested tensors) as a prototype on first use
+        warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage")
         out = model(batch.to(device), None if lengths is None else lengths.to(device))
     return out.float().cpu()
