@@ -108,9 +108,17 @@ class Location:
         except FileNotFoundError:
             return []
 
-    def makedirs(self) -> None:
-        if self.is_local:
-            os.makedirs(self.path, exist_ok=True)
+    def download(self, names: list[str], target: str) -> None:
+        """Copy files of this folder into the local folder `target`."""
+        for name in names:
+            with open(os.path.join(target, name), "wb") as fh:
+                fh.write(self.child(name).read_bytes())
+
+    def upload(self, source: str) -> None:
+        """Copy every file of the local folder `source` into this folder, each atomically."""
+        for name in sorted(os.listdir(source)):
+            with open(os.path.join(source, name), "rb") as fh:
+                self.child(name).write_atomic(fh.read())
 
 
 def unreachable_errors() -> tuple[type[Exception], ...]:

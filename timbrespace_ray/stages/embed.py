@@ -81,9 +81,7 @@ def _load(uri: str, storage_options: dict):
         return load_model(loc.path)
     with tempfile.TemporaryDirectory() as tmp:
         if loc.fs.isdir(loc.path):
-            for name in ("config.json", "model.pt"):
-                with open(os.path.join(tmp, name), "wb") as fh:
-                    fh.write(loc.child(name).read_bytes())
+            loc.download(["config.json", "model.pt"], tmp)
             return load_model(tmp)
         path = os.path.join(tmp, os.path.basename(loc.path))
         with open(path, "wb") as fh:

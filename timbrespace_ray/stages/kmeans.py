@@ -6,7 +6,6 @@ GPUs with cuML when the cluster has both, else scikit-learn; the lowest inertia 
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 
 import numpy as np
@@ -98,9 +97,7 @@ class KMeansStage(Stage):
         with tempfile.TemporaryDirectory() as tmp:
             model, quality = write_model_dir(tmp, x, best, runs=runs, reducer=reducer, device=device,
                                              silhouette_sample=cfg.silhouette_sample, seed=cfg.seed)
-            for name in sorted(os.listdir(tmp)):
-                with open(os.path.join(tmp, name), "rb") as fh:
-                    self.folder.child(name).write_atomic(fh.read())
+            self.folder.upload(tmp)
         summary = {"n_clusters": model.n_clusters, "frames": int(len(x)), "inertia": best.inertia,
                    "best_seed": best.seed, "n_iter": best.n_iter, "device": device,
                    "silhouette": (quality.get("silhouette") or {}).get("mean"),

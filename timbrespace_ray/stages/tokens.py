@@ -1,7 +1,6 @@
 """Tokens stage: features -> nearest k-means centre per frame -> `tokens/*.parquet`."""
 from __future__ import annotations
 
-import os
 import tempfile
 
 import numpy as np
@@ -73,8 +72,7 @@ def load_model(uri: str, storage_options: dict | None = None) -> KMeansModel:
     if loc.is_local:
         return KMeansModel.load(loc.path)
     with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, MODEL_FILE), "wb") as fh:
-            fh.write(loc.child(MODEL_FILE).read_bytes())
+        loc.download([MODEL_FILE], tmp)
         return KMeansModel.load(tmp)
 
 

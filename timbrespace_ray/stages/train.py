@@ -29,17 +29,6 @@ TRAINING_STATE = "training_state.pt"
 SMALL_CORPUS_BYTES = 256 << 20
 
 
-def _download(folder: Location, names: list[str], target: str) -> None:
-    for name in names:
-        with open(os.path.join(target, name), "wb") as fh:
-            fh.write(folder.child(name).read_bytes())
-
-
-def _upload(source: str, folder: Location) -> None:
-    for name in sorted(os.listdir(source)):
-        folder.child(name).write_atomic(open(os.path.join(source, name), "rb").read())
-
-
 class EncoderCheckpoint:
     """The latest training state under `<encoder>/checkpoint/` on any filesystem."""
 
@@ -54,13 +43,13 @@ class EncoderCheckpoint:
             save_encoder(tmp, model)
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                        os.path.join(tmp, TRAINING_STATE))
-            _upload(tmp, self.folder)
+            self.folder.upload(tmp)
         # written last: a checkpoint is only complete once its state.json exists
         self.folder.child("state.json").write_json(state)
 
     def load(self) -> tuple[ProsodicSequenceEncoder, dict, dict]:
         with tempfile.TemporaryDirectory() as tmp:
-            _download(self.folder, ["config.json", "model.pt", TRAINING_STATE], tmp)
+            self.folder.download(["config.json", "model.pt", TRAINING_STATE], tmp)
             model = load_encoder(tmp)
             training = torch.load(os.path.join(tmp, TRAINING_STATE), weights_only=True)
         return model, training, self.folder.child("state.json").read_json()
@@ -191,7 +180,7 @@ class TrainStage(Stage):
         model, _, state = EncoderCheckpoint(self.folder).load()
         with tempfile.TemporaryDirectory() as tmp:
             save_encoder(tmp, model)
-            _upload(tmp, self.folder)
+            self.folder.upload(tmp)
         metrics = state.pop("metrics", [])
         self.folder.child("metrics.jsonl").write_atomic(
             "".join(json.dumps(m) + "\n" for m in metrics).encode())
