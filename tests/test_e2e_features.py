@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,7 +96,10 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
     proc = _cli([*common, "--output", str(resumed)], ray_cluster.env)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
-    assert f"{49 - n_done} to run" in out or f"{49 - n_done + 1} to run" in out
+    # units already executing when the driver died may still finish and mark themselves done
+    done_at_rerun = int(re.search(r"49 units, (\d+) already done", out).group(1))
+    assert n_done <= done_at_rerun < 49
+    assert f"{49 - done_at_rerun} to run" in out
     assert _table(resumed, "features") == _table(clean, "features")
     assert _table(resumed, "errors") == _table(clean, "errors")
     ids = [r[0] for r in _table(resumed, "features")]
