@@ -70,6 +70,18 @@ def test_numbers_equal_the_extractor_and_metadata_says_how(corpus, tmp_path):
     assert settings["features"]["hop_ms"] == 10.0 and meta[b"timbrespace_ray.stage"] == b"features"
 
 
+def test_measurements_are_stored_without_a_dictionary(corpus, tmp_path):
+    # floats almost never repeat: a dictionary page only costs time and space for them
+    root, _ = corpus
+    out = tmp_path / "out"
+    run_map_stage(make_stage(root, out), LocalExecutor(), echo=lambda s: None)
+    row_group = pq.ParquetFile(next((out / "features").glob("part-*.parquet"))).metadata.row_group(0)
+    encodings = {row_group.column(i).path_in_schema.split(".")[0]: row_group.column(i).encodings
+                 for i in range(row_group.num_columns)}
+    assert all("RLE_DICTIONARY" not in encodings[name] for name in FEATURE_NAMES), encodings
+    assert "RLE_DICTIONARY" in encodings["utt_id"]
+
+
 class Interrupt(Exception):
     pass
 
