@@ -155,8 +155,10 @@ class RayExecutor:
         ds = ray.data.from_items(_units_to_rows(units), override_num_blocks=len(units))
         # an actor pool: setup() once per actor, and each actor has its next unit queued, so
         # no worker waits between units (Ray Data's task dispatch leaves gaps of ~0.15 s)
+        least, most = self._pool_size(res, len(units))
         ds = ds.map_batches(_UnitActor, fn_constructor_args=(stage,), batch_size=1,
-                            concurrency=self._pool_size(res, len(units)), **remote_args)
+                            compute=ray.data.ActorPoolStrategy(min_size=least, max_size=most),
+                            **remote_args)
         for row in ds.iter_rows():
             on_result(UnitStats(**json.loads(row["stats"])))
 
