@@ -205,6 +205,20 @@ def build_zoo(root: Path, long_file: bool = True) -> dict[str, Kind]:
                       (Expect("shards/truncated.tar/t/first.wav"),
                        Expect("shards/truncated.tar/t/second.wav", "TarShardError",
                               "truncated or corrupt in member"))))
+    with tarfile.open(shard_dir / "links.tar", "w") as tar:
+        info = tarfile.TarInfo("l/real.wav")
+        info.size = len(good)
+        tar.addfile(info, io.BytesIO(good))
+        for name, link_type in (("l/soft.wav", tarfile.SYMTYPE), ("l/hard.wav", tarfile.LNKTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = link_type, "l/real.wav"
+            tar.addfile(info)
+    kinds.append(Kind("tar_link_members", "a tar shard with a WAV member, a symbolic link and a "
+                      "hard link to it", (Expect("shards/links.tar/l/real.wav"),
+                                          Expect("shards/links.tar/l/soft.wav", "TarShardError",
+                                                 "is a symbolic link to 'l/real.wav'"),
+                                          Expect("shards/links.tar/l/hard.wav", "TarShardError",
+                                                 "is a hard link to 'l/real.wav'"))))
     (shard_dir / "not_a_tar.tar").write_bytes(np.random.default_rng(3).bytes(5000))
     kinds.append(Kind("tar_not_a_tar", "random bytes named .tar",
                       (Expect("shards/not_a_tar.tar/", "TarShardError", "not a readable tar archive"),)))
@@ -232,7 +246,7 @@ KIND_NAMES = (
     "mp3", "ogg_vorbis", "opus", "flac", "flac_named_wav", "name_spaces", "name_non_ascii",
     "upper_case_ext", "nested_folders", "same_name_two_folders", "folder_named_wav",
     "not_audio_ignored", "tar_corrupt_member", "tar_path_traversal", "tar_truncated",
-    "tar_not_a_tar",
+    "tar_link_members", "tar_not_a_tar",
 )
 MANIFEST_KINDS = ("manifest_missing_file", "manifest_relative_path", "two_hours_over_limit")
 MANIFEST_MAX_DURATION_S = 3600.0

@@ -133,10 +133,15 @@ def iter_tar_members(fileobj, shard: InputRef, max_member_bytes: int) -> Iterato
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
             for member in tar:
                 last = member.name
-                if not member.isfile() or not _is_audio(member.name):
+                if member.isdir() or not _is_audio(member.name):
                     continue
                 utt_id = f"{shard.utt_id}/{member.name}"
                 source = f"{shard.source}#{member.name}"
+                if not member.isfile():
+                    # an input like any other member, so it is accounted for; a link is not
+                    # followed (its target may be outside the shard, or later in the stream)
+                    yield utt_id, source, TarShardError(_not_a_file(member))
+                    continue
                 if member.size > max_member_bytes:
                     yield utt_id, source, FileTooLargeError(
                         f"tar member is {member.size / 2**20:.0f} MiB, over the "
@@ -157,3 +162,11 @@ def iter_tar_members(fileobj, shard: InputRef, max_member_bytes: int) -> Iterato
         where = (f"corrupt or truncated after member {last!r}" if last
                  else "not a readable tar archive")
         yield f"{shard.utt_id}/", shard.source, TarShardError(f"{shard.source}: {where} ({exc})")
+
+
+def _not_a_file(member: tarfile.TarInfo) -> str:
+    if member.issym() or member.islnk():
+        kind = "a symbolic link" if member.issym() else "a hard link"
+        return (f"tar member {member.name!r} is {kind} to {member.linkname!r}; links inside a shard "
+                "are not followed: store the audio itself in the shard")
+    return f"tar member {member.name!r} is not a regular file (tar type {member.type!r})"
