@@ -4,12 +4,11 @@ Unknown keys and bad values are rejected before anything runs, with the key's fu
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .documents import read_document
 from .errors import ConfigError
 from .features.config import FeatureConfig
 
@@ -146,12 +145,7 @@ def load_config(path: str | None = None, **overrides: Any) -> PipelineConfig:
     e.g. load_config("c.yaml", **{"features.hop_ms": 10, "output": "s3://b/out"})."""
     doc: dict[str, Any] = {}
     if path:
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        doc = read_document(path, "YAML", ConfigError, f"config file not found: {path}") or {}
         if not isinstance(doc, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for dotted, value in overrides.items():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numba as nb
 import numpy as np
 
+from ..documents import read_document
 from ..errors import ModelFormatError
 from ..features.analysis import FEATURE_NAMES
 
@@ -121,13 +122,7 @@ class KMeansModel:
     @classmethod
     def load(cls, model_dir: str) -> "KMeansModel":
         path = os.path.join(model_dir, MODEL_FILE)
-        try:
-            with open(path) as fh:
-                doc = json.load(fh)
-        except FileNotFoundError as exc:
-            raise ModelFormatError(f"no {MODEL_FILE} in {model_dir}") from exc
-        except json.JSONDecodeError as exc:
-            raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
+        doc = read_document(path, "JSON", ModelFormatError, f"no {MODEL_FILE} in {model_dir}")
         try:
             centers = np.asarray(doc.pop("cluster_centers"), dtype=np.float32)
         except KeyError as exc:

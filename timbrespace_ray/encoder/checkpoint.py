@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.torch_version import TorchVersion
 
+from ..documents import read_document
 from ..errors import ModelFormatError
 from .model import ProsodicSequenceEncoder
 
@@ -145,13 +146,7 @@ def save_encoder(directory: str | os.PathLike, model: ProsodicSequenceEncoder,
 def load_encoder(directory: str | os.PathLike) -> ProsodicSequenceEncoder:
     """Encoder written by `save_encoder`."""
     cfg = os.path.join(directory, CONFIG_FILE)
-    try:
-        with open(cfg) as fh:
-            config = json.load(fh)
-    except FileNotFoundError as exc:
-        raise ModelFormatError(f"no {CONFIG_FILE} in {directory}") from exc
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{cfg} is not valid JSON: {exc}") from exc
+    config = read_document(cfg, "JSON", ModelFormatError, f"no {CONFIG_FILE} in {directory}")
     if not isinstance(config, dict):
         raise ModelFormatError(f"{cfg} must hold an object of constructor arguments")
     state = _torch_load(os.path.join(directory, WEIGHTS_FILE), [])
