@@ -108,6 +108,14 @@ class Location:
         except FileNotFoundError:
             return []
 
+    def remove(self) -> None:
+        """Delete this file, or this folder and everything in it (nothing if it is not there)."""
+        try:
+            with storage_errors("remove", self.uri):
+                self.fs.rm(self.path, recursive=True)
+        except FileNotFoundError:
+            pass
+
     def download(self, names: list[str], target: str) -> None:
         """Copy files of this folder into the local folder `target`."""
         for name in names:

@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 import time
+import uuid
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -26,33 +27,44 @@ from .parts import complete_parts
 
 CHECKPOINT = "checkpoint"
 TRAINING_STATE = "training_state.pt"
+STATE = "state.json"
 SMALL_CORPUS_BYTES = 256 << 20
 
 
 class EncoderCheckpoint:
-    """The latest training state under `<encoder>/checkpoint/` on any filesystem."""
+    """The latest training state under `<encoder>/checkpoint/`, on any filesystem.
+
+    Each save writes a new `step-<n>-<id>/` folder (config, weights, optimizer and scheduler)
+    and then `state.json`, one atomic write naming that folder: a kill at any moment leaves the
+    previous checkpoint whole and referenced. Folders no longer named are removed after a save.
+    """
 
     def __init__(self, folder: Location):
         self.folder = folder.child(CHECKPOINT)
 
     def exists(self) -> bool:
-        return self.folder.child("state.json").exists()
+        return self.folder.child(STATE).exists()
 
     def save(self, model: ProsodicSequenceEncoder, optimizer, scheduler, state: dict) -> None:
+        name = f"step-{state['step']:08d}-{uuid.uuid4().hex[:8]}"
         with tempfile.TemporaryDirectory() as tmp:
             save_encoder(tmp, model)
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                        os.path.join(tmp, TRAINING_STATE))
-            self.folder.upload(tmp)
-        # written last: a checkpoint is only complete once its state.json exists
-        self.folder.child("state.json").write_json(state)
+            self.folder.child(name).upload(tmp)
+        self.folder.child(STATE).write_json({**state, "folder": name})
+        for old in self.folder.list_names():
+            if old.startswith("step-") and old != name:
+                self.folder.child(old).remove()
 
     def load(self) -> tuple[ProsodicSequenceEncoder, dict, dict]:
+        state = self.folder.child(STATE).read_json()
         with tempfile.TemporaryDirectory() as tmp:
-            self.folder.download(["config.json", "model.pt", TRAINING_STATE], tmp)
+            self.folder.child(state.pop("folder")).download(
+                ["config.json", "model.pt", TRAINING_STATE], tmp)
             model = load_encoder(tmp)
             training = torch.load(os.path.join(tmp, TRAINING_STATE), weights_only=True)
-        return model, training, self.folder.child("state.json").read_json()
+        return model, training, state
 
 
 def _train_loop(cfg: dict) -> None:
