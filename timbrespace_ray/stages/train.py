@@ -173,7 +173,7 @@ class TrainStage(Stage):
         echo(f"encoder: {n_sequences} sequences, {total_steps} steps of {tc.batch_size} x "
              f"{tc.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'} -> {self.folder.uri}")
         fs = self._arrow_fs()
-        ds = ray.data.read_parquet([p.path for p in parts], filesystem=fs, columns=["tokens"])
+        ds = ray.data.read_parquet([p.path for p in parts], filesystem=fs).select_columns(["tokens"])
         if sum(p.fs.size(p.path) for p in parts) < SMALL_CORPUS_BYTES:
             ds = ds.materialize()  # read once, not once per epoch
         trainer = TorchTrainer(
