@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from infra.proxy import FlakyProxy
+from timbrespace_ray.storage import S3_CLIENT_CONFIG, Location
 from reliability_runtime import (  # noqa: F401 (no_leftover_drivers: a fixture)
     Driver, clean_reference, no_leftover_drivers, rows, s3_rows, wait_until)
 
@@ -139,3 +140,31 @@ def test_storage_gone_for_good_fails_fast_and_clearly(ref, s3_server, s3_bucket,
                      output), output[-3000:]
     assert _without_source(s3_rows(fs, f"{s3_bucket}/out/features")) == _without_source(
         rows(ref["out"], "features"))
+
+
+def test_s3_client_timeouts_default_and_yield_to_the_users():
+    options = {"key": "k", "secret": "s", "endpoint_url": "http://127.0.0.1:9"}
+    assert Location.of("s3://b/x", options).fs.config_kwargs == S3_CLIENT_CONFIG
+    mine = {"read_timeout": 300, "retries": {"max_attempts": 10}}
+    got = Location.of("s3://b/x", {**options, "config_kwargs": mine}).fs.config_kwargs
+    assert got == {**S3_CLIENT_CONFIG, **mine}
+
+
+def test_an_endpoint_that_never_answers_ends_the_run_clearly(ref, s3_server, proxy, ray_cluster,
+                                                            tmp_path):
+    # accepted, read, never answered; 1 s per answer and one attempt inside each of s3fs's, so
+    # the wait is mostly s3fs's own back-off instead of the defaults' quarter of an hour
+    proxy.mode = "silent"
+    doc = yaml.safe_load(open(_config(ref, tmp_path / "c.yaml", s3_server, proxy.url)))
+    doc["storage"]["storage_options"]["config_kwargs"] = {"read_timeout": 1,
+                                                          "retries": {"max_attempts": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    args = ["--input", "s3://never/corpus", "--output", "s3://never/out",
+            "--config", str(tmp_path / "c.yaml"), "--address", ray_cluster.address, "--no-progress"]
+    d = Driver("features", args, _env(ray_cluster))
+    rc, output = d.finish(GONE_LIMIT_S)
+    message = _gone_error(output)
+    assert rc == 2 and "s3://never/" in message and "timeout" in message.lower(), message
+    assert proxy.stats.connections >= 1 and proxy.stats.refused == 0
+    print(f"endpoint never answers: exit {rc} after {d.seconds():.1f} s, "
+          f"{proxy.stats.connections} connections: {message}")

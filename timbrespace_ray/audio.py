@@ -23,10 +23,11 @@ _BLOCK_FRAMES = 1 << 18  # ~5 s at 48 kHz per decoded block
 
 def open_source(path: str, storage_options: dict | None = None) -> BinaryIO:
     """A binary file object for a local path or any fsspec URL, with read errors made typed."""
-    import fsspec
+    from .storage import Location
 
     try:
-        return fsspec.open(path, "rb", **(storage_options or {})).open()
+        loc = Location.of(path, storage_options)
+        return loc.fs.open(loc.path, "rb")
     except FileNotFoundError as exc:
         raise AudioReadError(f"file not found: {path}") from exc
     except PermissionError as exc:

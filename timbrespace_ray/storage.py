@@ -23,6 +23,12 @@ from .errors import StorageError
 # in 3000 fail when a fifth of the connections drop, and a features input read that fails is
 # an error row); it backs off 0.1 s, 0.17 s ... between them. A refused connection is not retried.
 S3_RETRIES = 10
+# botocore's own defaults (60 s to wait for an answer, up to 5 attempts inside each of s3fs's)
+# would keep a call to an endpoint that accepts connections and never answers going for most of
+# an hour before saying anything; with these it is about a quarter of one. The user's
+# `config_kwargs` in storage_options win over them.
+S3_CLIENT_CONFIG = {"connect_timeout": 10, "read_timeout": 20,
+                    "retries": {"mode": "standard", "max_attempts": 3}}
 
 _SECRET_KEYS = ("key", "secret", "token", "password", "session_token", "aws_access_key_id",
                 "aws_secret_access_key", "aws_session_token", "access_key", "secret_key")
@@ -37,7 +43,10 @@ class Location:
 
     @classmethod
     def of(cls, uri: str, storage_options: dict | None = None) -> "Location":
-        fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        options = dict(storage_options or {})
+        if uri.partition("://")[0] in ("s3", "s3a"):
+            options["config_kwargs"] = {**S3_CLIENT_CONFIG, **options.get("config_kwargs", {})}
+        fs, path = fsspec.core.url_to_fs(uri, **options)
         protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
         if "s3" in protocols and getattr(fs, "retries", S3_RETRIES) < S3_RETRIES:
             fs.retries = S3_RETRIES

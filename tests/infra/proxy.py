@@ -18,7 +18,8 @@ Behaviour, per accepted connection:
   direction), so some die while the request is sent and some in the middle of a response body;
   when the exchange ends before that many bytes, the connection is cut as the next request on
   it starts (decided per request, not per connection: clients keep connections alive);
-* ``mode = "refuse"``: every new connection is reset before any byte; ``mode = "ok"``: no faults.
+* ``mode = "refuse"``: every new connection is reset before any byte; ``mode = "silent"``: new
+  connections are accepted and read but never answered (a black hole); ``mode = "ok"``: no faults.
 
 Bounded: the proxy thread stops by itself after ``max_lifetime_s``; idle connections are closed
 after ``idle_timeout_s``; ``stop()`` closes everything and joins the thread. It only ever binds
@@ -57,7 +58,7 @@ class FlakyProxy:
     seed: int = 0
     max_lifetime_s: float = 600.0
     idle_timeout_s: float = 60.0
-    mode: str = "flaky"  # "flaky" | "ok" | "refuse"
+    mode: str = "flaky"  # "flaky" | "ok" | "refuse" | "silent"
     port: int = 0
     stats: ProxyStats = field(default_factory=ProxyStats)
 
@@ -168,6 +169,14 @@ class FlakyProxy:
         if self.mode == "refuse":
             self.stats.refused += 1
             _reset(c_writer)
+            return
+        if self.mode == "silent":
+            self._writers.add(c_writer)
+            try:
+                while await c_reader.read(65536):
+                    pass
+            except OSError:
+                pass
             return
         try:
             u_reader, u_writer = await asyncio.wait_for(
