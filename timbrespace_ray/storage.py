@@ -24,9 +24,9 @@ from .errors import StorageError
 # an error row); it backs off 0.1 s, 0.17 s ... between them. A refused connection is not retried.
 S3_RETRIES = 10
 # botocore's own defaults (60 s to wait for an answer, up to 5 attempts inside each of s3fs's)
-# would keep a call to an endpoint that accepts connections and never answers going for most of
-# an hour before saying anything; with these it is about a quarter of one. The user's
-# `config_kwargs` in storage_options win over them.
+# would keep a request to an endpoint that accepts connections and never answers going for most
+# of an hour before saying anything; with these it is about 10 minutes (10 x 3 x 20 s plus
+# back-off). The user's `config_kwargs` in storage_options win over them.
 S3_CLIENT_CONFIG = {"connect_timeout": 10, "read_timeout": 20,
                     "retries": {"mode": "standard", "max_attempts": 3}}
 
@@ -44,11 +44,11 @@ class Location:
     @classmethod
     def of(cls, uri: str, storage_options: dict | None = None) -> "Location":
         options = dict(storage_options or {})
-        if uri.partition("://")[0] in ("s3", "s3a"):
+        s3 = uri.partition("://")[0] in ("s3", "s3a")
+        if s3:
             options["config_kwargs"] = {**S3_CLIENT_CONFIG, **options.get("config_kwargs", {})}
         fs, path = fsspec.core.url_to_fs(uri, **options)
-        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-        if "s3" in protocols and getattr(fs, "retries", S3_RETRIES) < S3_RETRIES:
+        if s3 and fs.retries < S3_RETRIES:
             fs.retries = S3_RETRIES
         return cls(fs, path.rstrip("/") or path)
 

@@ -20,10 +20,10 @@ def complete_parts(output: Location, upstream: str, consumer: str) -> list[Locat
     """The part files of a finished upstream stage, or a clear error naming what to run."""
     source = output.child(upstream)
     if not source.child(SUCCESS).exists():
-        command = "features" if upstream == "features" else "tokens"
+        # upstream stages (features, tokens) write folders named like their commands
         raise UpstreamIncompleteError(
             f"{consumer} needs a complete '{upstream}' stage in {output.uri}; run "
-            f"`timbrespace-ray {command}` first (or `timbrespace-ray run`)")
+            f"`timbrespace-ray {upstream}` first (or `timbrespace-ray run`)")
     return [source.child(n) for n in source.list_names()
             if n.startswith("part-") and n.endswith(".parquet")]
 
