@@ -159,12 +159,12 @@ def test_manifest_without_path_column_is_rejected(tmp_path):
 
 def test_units_are_deterministic_and_keep_shards_whole(corpus):
     root, _ = corpus
-    refs = discover(str(root))
-    a, b = group_units(refs, 2, 1 << 30), group_units(discover(str(root)), 2, 1 << 30)
+    items = discover(str(root)).items
+    a, b = group_units(items, 2, 1 << 30), group_units(discover(str(root)).items, 2, 1 << 30)
     assert a == b
-    shard_units = [u for u in a if any(i["kind"] == "tar" for i in u.items)]
+    shard_units = [u for u in a if any(i["reader"] == "tar" for i in u.items)]
     assert len(shard_units) == 1 and len(shard_units[0].items) == 1
-    assert sorted(i["utt_id"] for u in a for i in u.items) == sorted(r.utt_id for r in refs)
+    assert sorted(i["utt_id"] for u in a for i in u.items) == sorted(i["utt_id"] for i in items)
 
 
 def test_too_long_recording_becomes_an_error_row(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -36,14 +37,8 @@ def open_source(path: str, storage_options: dict | None = None) -> BinaryIO:
         raise AudioReadError(f"could not read {path}: {exc}") from exc
 
 
-def decode_audio(source: str | bytes | BinaryIO, sample_rate: int = 16000, *,
-                 max_duration_s: float | None = None, name: str | None = None,
-                 storage_options: dict | None = None) -> tuple[np.ndarray, int, float]:
-    """Decode to mono float32 at `sample_rate`; returns (waveform, original rate, duration s).
-
-    `source` is a path or URL, the file's bytes, or a seekable binary file object.
-    """
-    label = name or (source if isinstance(source, str) else "<bytes>")
+def _open_sound(source, label: str, storage_options: dict | None):
+    """(file object, SoundFile) for a path/URL, bytes or binary file object, errors typed."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise AudioDecodeError(f"{label}: the file is empty (0 bytes)")
@@ -52,64 +47,186 @@ def decode_audio(source: str | bytes | BinaryIO, sample_rate: int = 16000, *,
         fileobj = open_source(os.fspath(source), storage_options)
     else:
         fileobj = source
-    with fileobj:
-        try:
-            if not fileobj.read(1):
-                raise AudioDecodeError(f"{label}: the file is empty (0 bytes)")
-            fileobj.seek(0)
-            snd = sf.SoundFile(fileobj)
-        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            raise AudioDecodeError(
-                f"{label}: not a readable audio file ({_reason(exc)}); "
-                f"supported formats: {SUPPORTED_FORMATS}") from exc
-        except OSError as exc:
-            raise AudioReadError(f"{label}: could not read: {exc}") from exc
-        with snd:
-            return _decode_open(snd, sample_rate, max_duration_s, label)
-
-
-def _decode_open(snd: sf.SoundFile, sample_rate: int, max_duration_s: float | None,
-                 label: str) -> tuple[np.ndarray, int, float]:
-    in_rate = int(snd.samplerate)
-    if in_rate <= 0:
-        raise AudioDecodeError(f"{label}: the header gives an invalid sample rate {in_rate}")
-    duration = snd.frames / in_rate if snd.frames > 0 else 0.0
-    if max_duration_s is not None and duration > max_duration_s:
-        raise AudioTooLongError(
-            f"{label}: {duration / 60:.1f} min is longer than max_duration_s={max_duration_s:g} s; "
-            "raise the limit in the config or split the recording"
-        )
-    expected_out = int(np.ceil(max(snd.frames, 0) * sample_rate / in_rate)) + 16
-    out = np.empty(expected_out, dtype=np.float32)
-    filled = 0
-    resampler = soxr.ResampleStream(in_rate, sample_rate, 1, dtype="float32", quality="HQ") \
-        if in_rate != sample_rate else None
-    # only float PCM can carry NaN/inf; integer PCM and the codecs decode to finite values
-    check_finite = snd.subtype in ("FLOAT", "DOUBLE")
-    block = np.empty((_BLOCK_FRAMES, snd.channels), dtype=np.float32)
-    decoded = 0
     try:
-        while True:
-            n = snd.read(out=block)
-            n = n.shape[0] if isinstance(n, np.ndarray) else n
-            last = n < _BLOCK_FRAMES
-            decoded += n
-            mono = block[:n, 0] if snd.channels == 1 else block[:n].mean(axis=1, dtype=np.float32)
-            if check_finite and not np.isfinite(mono).all():
-                raise InvalidAudioError(f"{label}: the audio holds NaN or infinite samples")
-            chunk = resampler.resample_chunk(mono, last=last) if resampler else mono
+        if not fileobj.read(1):
+            raise AudioDecodeError(f"{label}: the file is empty (0 bytes)")
+        fileobj.seek(0)
+        return fileobj, sf.SoundFile(fileobj)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        fileobj.close()
+        raise AudioDecodeError(
+            f"{label}: not a readable audio file ({_reason(exc)}); "
+            f"supported formats: {SUPPORTED_FORMATS}") from exc
+    except OSError as exc:
+        fileobj.close()
+        raise AudioReadError(f"{label}: could not read: {exc}") from exc
+    except BaseException:
+        fileobj.close()
+        raise
+
+
+def decode_audio(source: str | bytes | BinaryIO, sample_rate: int = 16000, *,
+                 max_duration_s: float | None = None, name: str | None = None,
+                 storage_options: dict | None = None,
+                 channels: Sequence[int] | None = None) -> tuple[np.ndarray, int, float]:
+    """Decode to mono float32 at `sample_rate`; returns (waveform, original rate, duration s).
+
+    `source` is a path or URL, the file's bytes, or a seekable binary file object; `channels`
+    are the channels averaged to mono (default: all).
+    """
+    label = name or (source if isinstance(source, str) else "<bytes>")
+    fileobj, snd = _open_sound(source, label, storage_options)
+    with fileobj, snd:
+        in_rate = _check_rate(snd, label)
+        duration = snd.frames / in_rate if snd.frames > 0 else 0.0
+        if max_duration_s is not None and duration > max_duration_s:
+            raise AudioTooLongError(
+                f"{label}: {duration / 60:.1f} min is longer than max_duration_s={max_duration_s:g} s; "
+                "raise the limit in the config or split the recording"
+            )
+        out = np.empty(int(np.ceil(max(snd.frames, 0) * sample_rate / in_rate)) + 16, np.float32)
+        filled = 0
+        stream = MonoStream(snd, sample_rate, label, channels)
+        for chunk in stream:
             if filled + chunk.shape[0] > out.shape[0]:
                 out = np.resize(out, max(2 * out.shape[0], filled + chunk.shape[0]))
             out[filled : filled + chunk.shape[0]] = chunk
             filled += chunk.shape[0]
-            if last:
-                break
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioDecodeError(
-            f"{label}: decoding failed after {decoded} frames ({_reason(exc)})") from exc
-    if max_duration_s is not None and decoded / in_rate > max_duration_s:
-        raise AudioTooLongError(f"{label}: longer than max_duration_s={max_duration_s:g} s")
-    return out[:filled], in_rate, decoded / in_rate
+        if max_duration_s is not None and stream.decoded / in_rate > max_duration_s:
+            raise AudioTooLongError(f"{label}: longer than max_duration_s={max_duration_s:g} s")
+        return out[:filled], in_rate, stream.decoded / in_rate
+
+
+def _check_rate(snd: sf.SoundFile, label: str) -> int:
+    in_rate = int(snd.samplerate)
+    if in_rate <= 0:
+        raise AudioDecodeError(f"{label}: the header gives an invalid sample rate {in_rate}")
+    return in_rate
+
+
+class MonoStream:
+    """The recording as consecutive mono float32 chunks at `sample_rate`, block by block.
+
+    Chunks joined equal a one-shot HQ resample of the channel mean; a reader may stop early.
+    """
+
+    def __init__(self, snd: sf.SoundFile, sample_rate: int, label: str,
+                 channels: Sequence[int] | None = None):
+        self.snd, self.label = snd, label
+        self.in_rate = _check_rate(snd, label)
+        self.sample_rate = sample_rate
+        self.decoded = 0  # frames read at the original rate
+        self.channels = None if channels is None else list(channels)
+        if self.channels is not None:
+            bad = [c for c in self.channels if not 0 <= c < snd.channels]
+            if bad or not self.channels:
+                raise InvalidAudioError(
+                    f"{label}: channel(s) {bad or self.channels} asked for, but the file has "
+                    f"{snd.channels} channel(s) (0..{snd.channels - 1})")
+            if self.channels == list(range(snd.channels)):
+                self.channels = None
+
+    def __iter__(self):
+        snd = self.snd
+        resampler = soxr.ResampleStream(self.in_rate, self.sample_rate, 1, dtype="float32",
+                                        quality="HQ") if self.in_rate != self.sample_rate else None
+        # only float PCM can carry NaN/inf; integer PCM and the codecs decode to finite values
+        check_finite = snd.subtype in ("FLOAT", "DOUBLE")
+        block = np.empty((_BLOCK_FRAMES, snd.channels), dtype=np.float32)
+        try:
+            while True:
+                n = snd.read(out=block)
+                n = n.shape[0] if isinstance(n, np.ndarray) else n
+                last = n < _BLOCK_FRAMES
+                self.decoded += n
+                mono = self._mono(block[:n])
+                if check_finite and not np.isfinite(mono).all():
+                    raise InvalidAudioError(f"{self.label}: the audio holds NaN or infinite samples")
+                yield resampler.resample_chunk(mono, last=last) if resampler else mono
+                if last:
+                    return
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioDecodeError(
+                f"{self.label}: decoding failed after {self.decoded} frames ({_reason(exc)})") from exc
+
+    def _mono(self, frames: np.ndarray) -> np.ndarray:
+        if self.channels is not None:
+            if len(self.channels) == 1:
+                return np.ascontiguousarray(frames[:, self.channels[0]])
+            return frames[:, self.channels].mean(axis=1, dtype=np.float32)
+        return frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float32)
+
+
+def decode_ranges(source: str | bytes | BinaryIO, ranges: Sequence[tuple[int, int]],
+                  sample_rate: int = 16000, *, name: str | None = None,
+                  storage_options: dict | None = None, channels: Sequence[int] | None = None
+                  ) -> Iterator[tuple[int, np.ndarray, int, int]]:
+    """Sample ranges [start, end) of a recording decoded at `sample_rate`, streamed.
+
+    Yields (index into `ranges`, samples, length decoded so far, the file's own sample rate)
+    as soon as each range is
+    decoded; ranges that run past the end of the recording come last, clipped to it (the
+    length then is the recording's). Only the samples from the earliest unfinished range on
+    are kept, so memory is bounded by the longest range, not the recording; decoding stops
+    after the last range. Every range must have 0 <= start < end.
+    """
+    label = name or (source if isinstance(source, str) else "<bytes>")
+    pending = sorted(range(len(ranges)), key=lambda i: ranges[i][1])  # by end
+    if not pending:
+        return
+    fileobj, snd = _open_sound(source, label, storage_options)
+    with fileobj, snd:
+        window = _Window()
+        stream = MonoStream(snd, sample_rate, label, channels)
+        for chunk in stream:
+            window.append(chunk)
+            while pending and ranges[pending[0]][1] <= window.end:
+                i = pending.pop(0)
+                yield i, window.slice(*ranges[i]), window.end, stream.in_rate
+            if not pending:
+                return
+            window.drop_before(min(ranges[i][0] for i in pending))
+        for i in pending:
+            start, end = ranges[i]
+            yield i, window.slice(start, min(end, window.end)), window.end, stream.in_rate
+
+
+class _Window:
+    """The decoded samples from some index of the recording on: appended at the end, dropped
+    from the front, in one buffer grown by doubling (no copy of everything per chunk)."""
+
+    def __init__(self):
+        self.data = np.empty(1 << 16, np.float32)
+        self.lo = self.hi = 0  # valid samples: data[lo:hi]
+        self.offset = 0  # the recording's index of data[lo]
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.hi - self.lo
+
+    def append(self, chunk: np.ndarray) -> None:
+        n = chunk.shape[0]
+        if self.hi + n > self.data.shape[0]:
+            size = self.hi - self.lo
+            if size + n > self.data.shape[0] // 2:
+                grown = np.empty(max(2 * self.data.shape[0], 2 * (size + n)), np.float32)
+            else:
+                grown = self.data
+            grown[:size] = self.data[self.lo : self.hi]
+            self.data, self.lo, self.hi = grown, 0, size
+        self.data[self.hi : self.hi + n] = chunk
+        self.hi += n
+
+    def drop_before(self, index: int) -> None:
+        cut = min(max(0, index - self.offset), self.hi - self.lo)
+        self.lo += cut
+        self.offset += cut
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        """Samples [start, end) of the recording (a copy; empty where nothing is kept)."""
+        a = min(max(start - self.offset, 0), self.hi - self.lo)
+        b = min(max(end - self.offset, a), self.hi - self.lo)
+        return self.data[self.lo + a : self.lo + b].copy()
 
 
 def _reason(exc: Exception) -> str:

@@ -11,7 +11,15 @@ from .errors import TimbrespaceError
 
 def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
     if needs_input:
-        p.add_argument("--input", help="audio folder/prefix, tar shard(s) or manifest URI")
+        p.add_argument("--input", help="audio folder/prefix, tar shard(s), manifest, Parquet "
+                       "audio dataset or lhotse manifest URI")
+        p.add_argument("--audio-column", help="Parquet audio datasets: the struct<bytes, path> "
+                       "column (default: found from the schema)")
+        p.add_argument("--id-column", help="Parquet audio datasets: the column giving utt_id")
+        p.add_argument("--metadata-columns", type=lambda v: [c for c in v.split(",") if c],
+                       help="comma-separated input columns to carry into every table "
+                       "(default: every scalar column)")
+        p.add_argument("--supervisions", help="lhotse: the SupervisionSet of a RecordingSet input")
     p.add_argument("--output", help="output folder URI (local path, s3://, ...)")
     p.add_argument("--config", help="YAML config file (see jobs/configs/)")
     p.add_argument("--address", help="Ray cluster: 'auto', ray://host:10001, or a dashboard "
@@ -28,6 +36,10 @@ def _load(args):
         "input": getattr(args, "input", None), "output": args.output,
         "ray.address": args.address, "ray.num_cpus": args.num_cpus,
         "ray.progress_bars": False if args.no_progress else None,
+        "features.audio_column": getattr(args, "audio_column", None),
+        "features.id_column": getattr(args, "id_column", None),
+        "features.metadata_columns": getattr(args, "metadata_columns", None),
+        "features.lhotse_supervisions": getattr(args, "supervisions", None),
         "kmeans.n_clusters": getattr(args, "n_clusters", None),
         "kmeans.max_frames": getattr(args, "max_frames", None),
         "tokens.kmeans_model": getattr(args, "kmeans_model", None),

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .documents import read_document
 from .errors import ConfigError
 from .features.config import FeatureConfig
+from .inputs.base import InputOptions
 
 GiB = 1 << 30
 
@@ -47,6 +48,25 @@ class FeaturesStageConfig(FeatureConfig):
     bytes_per_unit: int = Field(256 << 20, ge=1 << 20)
     num_cpus: float = Field(1.0, gt=0, le=64, description="CPUs reserved per feature task")
     max_workers: int | None = Field(None, ge=1, description="cap on concurrent tasks")
+
+    metadata_columns: list[str] | None = Field(
+        None, description="the input's own columns to carry into every table (default: every "
+        "scalar one)")
+    audio_column: str | None = Field(
+        None, description="Parquet audio datasets: the struct<bytes, path> column (default: from "
+        "the schema)")
+    id_column: str | None = Field(
+        None, description="Parquet audio datasets: the column giving utt_id (default: utt_id, "
+        "id or key when present, else <shard>/<row>)")
+    lhotse_supervisions: str | None = Field(
+        None, description="lhotse: the SupervisionSet of a RecordingSet input (default: the "
+        "file beside it named with 'supervisions' for 'recordings', when there is one)")
+
+    def input_options(self) -> InputOptions:
+        return InputOptions(
+            metadata_columns=None if self.metadata_columns is None else tuple(self.metadata_columns),
+            audio_column=self.audio_column, id_column=self.id_column,
+            supervisions=self.lhotse_supervisions)
 
     def extractor_config(self) -> FeatureConfig:
         return FeatureConfig(**{k: getattr(self, k) for k in FeatureConfig.model_fields})

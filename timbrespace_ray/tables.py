@@ -19,6 +19,20 @@ ERRORS_SCHEMA = pa.schema([
 ])
 
 
+# Parquet key-value metadata naming the corpus's own columns (speaker, language...) of a
+# per-utterance table, so each later stage carries exactly those on
+METADATA_COLUMNS_KEY = b"timbrespace_ray.metadata_columns"
+
+
+def carried_columns(schema: pa.Schema) -> list[str]:
+    """The corpus metadata columns of a table written by one of our stages."""
+    return json.loads((schema.metadata or {}).get(METADATA_COLUMNS_KEY, b"[]"))
+
+
+def carried_metadata(columns: list[str]) -> dict[bytes, bytes]:
+    return {METADATA_COLUMNS_KEY: json.dumps(columns).encode()}
+
+
 def provenance(stage: str, settings: dict[str, Any]) -> dict[bytes, bytes]:
     """Key-value metadata saying how a file's numbers were made (no credentials)."""
     from . import __version__

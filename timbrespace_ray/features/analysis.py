@@ -61,13 +61,18 @@ def as_mono_float32(audio) -> np.ndarray:
     return arr
 
 
+def ms_to_sample(ms: float, sample_rate: int) -> int:
+    """Spec 1.2: the sample index a time in milliseconds starts at (truncated, as the original)."""
+    return int(ms * sample_rate / 1000)
+
+
 def condition(waveform: np.ndarray, config: FeatureConfig, start_ms=0, end_ms=-1,
               input_normalize=True) -> np.ndarray:
     """Spec 1.2-1.4: the time range, RMS normalization and pre-emphasis (a new float32 array)."""
     sr = config.sample_rate
     n = waveform.shape[0]
-    start = int(start_ms * sr / 1000) if start_ms >= 0 else 0
-    end = n if (end_ms <= -1 or end_ms <= start_ms) else min(n, int(end_ms * sr / 1000))
+    start = ms_to_sample(start_ms, sr) if start_ms >= 0 else 0
+    end = n if (end_ms <= -1 or end_ms <= start_ms) else min(n, ms_to_sample(end_ms, sr))
     segment = waveform[start:end]
     out = np.empty(segment.shape[0], dtype=np.float32)
     _normalize_emphasize(segment, np.float32(config.emphasize_ratio), input_normalize, out)

@@ -10,13 +10,15 @@ import pyarrow as pa
 from ..config import EmbedStageConfig
 from ..encoder import collate, embed, length_buckets, load_model, split_windows
 from ..storage import Location
-from ..tables import provenance, write_table
+from ..tables import carried_columns, carried_metadata, provenance, write_table
 from .base import Resources, UnitStats, WorkUnit
 from .parts import PartsStage
 
 
 def embeddings_schema(hidden_dim: int) -> pa.Schema:
-    return pa.schema([("utt_id", pa.string()), ("source", pa.string()), ("window", pa.int32()),
+    """Without the corpus's own columns, which follow `end_s`."""
+    return pa.schema([("utt_id", pa.string()), ("source", pa.string()), ("start_s", pa.float64()),
+                      ("end_s", pa.float64()), ("window", pa.int32()),
                       ("start_frame", pa.int32()), ("n_frames", pa.int32()),
                       ("embedding", pa.list_(pa.float32(), hidden_dim))])
 
@@ -48,7 +50,8 @@ class EmbedStage(PartsStage):
         if self._model is None:
             self.setup()
         model = self._model
-        table = self.read_part(unit, ["utt_id", "source", "duration_s", "tokens"])
+        table = self.read_part(unit)
+        carried = carried_columns(table.schema)
         seqs = table.column("tokens").to_pylist()
         windows = [(row, w, start, n) for row, seq in enumerate(seqs)
                    for w, start, n in split_windows(len(seq), model.pos_max_len)]
@@ -57,18 +60,19 @@ class EmbedStage(PartsStage):
             batch = collate([seqs[windows[i][0]][windows[i][2]:windows[i][2] + windows[i][3]]
                              for i in idx])
             vectors[idx] = embed(model, batch.tokens, batch.lengths, bf16=self.config.bf16).numpy()
-        utt, src = table.column("utt_id").to_pylist(), table.column("source").to_pylist()
-        schema = embeddings_schema(model.hidden_dim)
-        out = pa.table({
-            "utt_id": [utt[r] for r, *_ in windows], "source": [src[r] for r, *_ in windows],
-            "window": pa.array([w for _, w, _, _ in windows], pa.int32()),
-            "start_frame": pa.array([s for _, _, s, _ in windows], pa.int32()),
-            "n_frames": pa.array([n for *_, n in windows], pa.int32()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
-                                                           model.hidden_dim),
-        }, schema=schema)
-        write_table(self.part(unit), out, provenance(self.name, {"checkpoint": self.checkpoint,
-                                                                 "model": model.config}))
+        rows = pa.array([r for r, *_ in windows], pa.int64())
+        out = table.select(["utt_id", "source", "start_s", "end_s", *carried]).take(rows)
+        for name, values in [("window", pa.array([w for _, w, _, _ in windows], pa.int32())),
+                             ("start_frame", pa.array([s for _, _, s, _ in windows], pa.int32())),
+                             ("n_frames", pa.array([n for *_, n in windows], pa.int32())),
+                             ("embedding", pa.FixedSizeListArray.from_arrays(
+                                 pa.array(vectors.ravel(), pa.float32()), model.hidden_dim))]:
+            out = out.append_column(name, values)
+        out = out.select([*embeddings_schema(model.hidden_dim).names[:4], *carried,
+                          *embeddings_schema(model.hidden_dim).names[4:]])
+        write_table(self.part(unit), out, {
+            **provenance(self.name, {"checkpoint": self.checkpoint, "model": model.config}),
+            **carried_metadata(carried)})
         return UnitStats(unit.index, inputs=len(seqs), rows=len(seqs),
                          frames=int(sum(len(s) for s in seqs)),
                          audio_seconds=float(sum(table.column("duration_s").to_pylist())))

@@ -1,54 +1,68 @@
-"""Features stage: audio under an input URI -> `features/*.parquet` (+ `errors/`)."""
+"""Features stage: the utterances of any input form -> `features/*.parquet` (+ `errors/`)."""
 from __future__ import annotations
 
+import io
+import json
 import math
 import time
 
 import numpy as np
 import pyarrow as pa
 
-from ..audio import decode_audio
+from ..audio import decode_audio, decode_ranges
 from ..config import FeaturesStageConfig
-from ..errors import EmptyAudioError, FileTooLargeError, StorageError
-from ..features.analysis import FEATURE_NAMES, analyse
-from ..inputs import InputRef, discover, iter_tar_members
+from ..errors import AudioTooLongError, EmptyAudioError, StorageError
+from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
+from ..inputs import (END_TOLERANCE_S, ReadContext, Recording, Segment, SegmentRangeError,
+                      discover, read_item)
+from ..inputs.metadata import arrow_columns
 from ..storage import Location, redact_uri, unreachable_errors
-from ..tables import error_row, errors_table, provenance, write_table
+from ..tables import carried_metadata, error_row, errors_table, provenance, write_table
 from .base import MapStage, Resources, UnitStats, WorkUnit
 
 MIN_UNITS = 16  # small corpora are still split so that every worker gets work
 
-FEATURES_SCHEMA = pa.schema(
-    [("utt_id", pa.string()), ("source", pa.string()), ("duration_s", pa.float64()),
-     ("sample_rate", pa.int32()), ("n_frames", pa.int32())]
-    + [(name, pa.list_(pa.float32())) for name in FEATURE_NAMES]
-)
+BASE_FIELDS = [("utt_id", pa.string()), ("source", pa.string()), ("start_s", pa.float64()),
+               ("end_s", pa.float64()), ("duration_s", pa.float64()),
+               ("sample_rate", pa.int32()), ("n_frames", pa.int32())]
+FEATURE_FIELDS = [(name, pa.list_(pa.float32())) for name in FEATURE_NAMES]
+FEATURES_SCHEMA = pa.schema(BASE_FIELDS + FEATURE_FIELDS)  # without the corpus's own columns
 
 
-def group_units(refs: list[InputRef], files_per_unit: int, bytes_per_unit: int) -> list[WorkUnit]:
-    """Deterministic units: each tar shard alone, files in runs bounded by count and bytes."""
-    per_unit = max(1, min(files_per_unit, math.ceil(len(refs) / MIN_UNITS)))
+def features_schema(metadata: dict[str, str]) -> pa.Schema:
+    """Our columns, the corpus's metadata columns, then the six feature lists."""
+    from ..inputs.metadata import TYPES
+
+    return pa.schema(BASE_FIELDS + [(k, TYPES[t]) for k, t in metadata.items()] + FEATURE_FIELDS)
+
+
+def group_units(items: list[dict], per_unit_max: int, bytes_per_unit: int) -> list[WorkUnit]:
+    """Deterministic units of plan items: `alone` items (tar shards) each in a unit of their
+    own, the others in runs bounded by utterance count and bytes. An item is never split, so
+    the segments of one recording stay in one unit and it is decoded once."""
+    total = sum(i["count"] for i in items)
+    per_unit = max(1, min(per_unit_max, math.ceil(total / MIN_UNITS)))
     units: list[WorkUnit] = []
     batch: list[dict] = []
-    batch_bytes = 0
+    count = size = 0
 
     def flush():
-        nonlocal batch, batch_bytes
+        nonlocal batch, count, size
         if batch:
             units.append(WorkUnit(len(units), tuple(batch)))
-        batch, batch_bytes = [], 0
+        batch, count, size = [], 0, 0
 
-    for ref in refs:
-        item = {"utt_id": ref.utt_id, "source": ref.source, "size": ref.size, "kind": ref.kind}
-        if ref.kind == "tar":
+    for item in items:
+        if item["alone"]:
             flush()
             batch = [item]
             flush()
             continue
-        if batch and (len(batch) >= per_unit or batch_bytes + max(ref.size, 0) > bytes_per_unit):
+        if batch and (count + item["count"] > per_unit or size + max(item["size"], 0) > bytes_per_unit):
             flush()
         batch.append(item)
-        batch_bytes += max(ref.size, 0)
+        count += item["count"]
+        size += max(item["size"], 0)
     flush()
     return units
 
@@ -65,6 +79,7 @@ class FeaturesStage(MapStage):
         self.resources = Resources(num_cpus=config.num_cpus, max_workers=config.max_workers,
                                    memory_bytes=int(0.6e9 * config.max_duration_s / 3600 + 0.3e9))
         self._extractor_config = config.extractor_config()
+        self.metadata: dict[str, str] = {}  # the corpus's metadata columns, set by plan()
 
     # planning -----------------------------------------------------------------------------
     def plan(self) -> list[WorkUnit]:
@@ -72,10 +87,12 @@ class FeaturesStage(MapStage):
         # beside, not inside, features/: readers glob features/*.parquet
         plan_file = self.output.child("_plan", f"{self.name}.parquet")
         if plan_file.exists():
-            return _read_plan(plan_file)
-        refs = discover(self.input_uri, self.storage_options)
-        units = group_units(refs, self.config.files_per_unit, self.config.bytes_per_unit)
-        _write_plan(plan_file, units)
+            units, self.metadata = _read_plan(plan_file)
+            return units
+        corpus = discover(self.input_uri, self.storage_options, self.config.input_options())
+        units = group_units(corpus.items, self.config.files_per_unit, self.config.bytes_per_unit)
+        self.metadata = corpus.metadata
+        _write_plan(plan_file, units, self.metadata)
         return units
 
     # work -----------------------------------------------------------------------------------
@@ -92,104 +109,179 @@ class FeaturesStage(MapStage):
         stats = UnitStats(unit.index)
         rows: list[dict] = []
         errors: list[dict] = []
+        ctx = ReadContext(self.storage_options, self.config.max_file_bytes)
         for item in unit.items:
-            for utt_id, source, result in self._analyse_item(item):
+            for source, segment, result in self._analyse_item(item, ctx):
                 stats.inputs += 1
                 if isinstance(result, BaseException):
-                    errors.append(error_row(self.name, source, utt_id, result))
+                    errors.append(error_row(self.name, source, segment.utt_id, result))
                     stats.add_error(type(result).__name__)
                     continue
                 rows.append(result)
                 stats.rows += 1
                 stats.audio_seconds += result["duration_s"]
                 stats.frames += result["n_frames"]
-        meta = provenance(self.name, self.settings())
-        write_table(self.folder.child(f"part-{unit.name}.parquet"), _features_table(rows), meta)
+        meta = {**provenance(self.name, self.settings()), **carried_metadata(list(self.metadata))}
+        write_table(self.folder.child(f"part-{unit.name}.parquet"),
+                    _features_table(rows, self.metadata), meta)
         if errors:
             write_table(self.output.child("errors", f"{self.name}-{unit.name}.parquet"),
                         errors_table(errors), meta)
         return stats
 
-    def _analyse_item(self, item: dict):
-        if item["kind"] == "tar":
-            yield from self._analyse_shard(item)
+    def _analyse_item(self, item: dict, ctx: ReadContext):
+        """(source, segment, feature row or error) for every utterance of a plan item."""
+        recordings = read_item(item, ctx)
+        while True:
+            try:
+                rec = next(recordings)
+            except StopIteration:
+                return
+            except unreachable_errors() as exc:
+                raise StorageError(f"could not read {redact_uri(item['source'])}: {exc}") from exc
+            yield from self._analyse_recording(rec)
+
+    def _analyse_recording(self, rec: Recording):
+        if rec.error is not None:
+            for segment in rec.segments:
+                yield rec.source, segment, rec.error
             return
-        utt_id, source = item["utt_id"], item["source"]
+        whole = [s for s in rec.segments if s.whole]
+        ranged = [s for s in rec.segments if not s.whole]
         try:
-            loc = Location.of(source, self.storage_options)
-            size = item["size"] if item["size"] >= 0 else loc.fs.size(loc.path)
-            if size > self.config.max_file_bytes:
-                raise FileTooLargeError(
-                    f"{size / 2**20:.0f} MiB is over the {self.config.max_file_bytes / 2**20:.0f} MiB "
-                    "limit (features.max_file_bytes)")
-            with loc.fs.open(loc.path, "rb") as fh:
-                yield utt_id, source, self._features_row(utt_id, source, fh)
-        except FileNotFoundError:
-            yield utt_id, source, FileNotFoundError(f"file not found: {source}")
+            if whole:
+                yield from self._whole(rec, whole)
+            if ranged:
+                yield from self._ranges(rec, ranged)
         except unreachable_errors() as exc:
             # the store, not this input, is the problem: fail the unit (it is redone on rerun)
             # rather than record the input as bad
-            raise StorageError(f"could not read {redact_uri(source)}: {exc}") from exc
-        except Exception as exc:  # one bad input must never stop the stage
-            yield utt_id, source, exc
+            raise StorageError(f"could not read {redact_uri(rec.source)}: {exc}") from exc
 
-    def _analyse_shard(self, item: dict):
-        shard = InputRef(item["utt_id"], item["source"], item["size"], "tar")
-        loc = Location.of(shard.source, self.storage_options)
+    def _open(self, rec: Recording):
         try:
-            fh = loc.fs.open(loc.path, "rb")
-        except Exception as exc:
-            yield f"{shard.utt_id}/", shard.source, exc
+            return rec.open()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"file not found: {rec.source}") from None
+
+    def _whole(self, rec: Recording, segments: list[Segment]):
+        cfg = self._extractor_config
+        try:
+            audio, rate, duration = decode_audio(
+                self._open(rec), cfg.sample_rate, name=segments[0].utt_id, channels=rec.channels,
+                max_duration_s=self.config.max_duration_s)
+            if audio.size == 0:
+                raise EmptyAudioError(f"{segments[0].utt_id}: the file holds no audio samples")
+        except unreachable_errors():
+            raise
+        except Exception as exc:  # one bad input must never stop the stage
+            for segment in segments:
+                yield rec.source, segment, exc
             return
-        with fh:
-            for utt_id, source, data in iter_tar_members(fh, shard, self.config.max_file_bytes):
-                if isinstance(data, BaseException):
-                    yield utt_id, source, data
+        for segment in segments:
+            yield rec.source, segment, self._row(segment, rec.source, audio, rate, duration)
+
+    def _ranges(self, rec: Recording, segments: list[Segment]):
+        """Segments of one recording, decoded once in a stream that keeps only what the
+        unfinished segments need (a 10-hour recording is never in memory whole)."""
+        sr = self._extractor_config.sample_rate
+        valid: list[tuple[Segment, tuple[int, int]]] = []
+        for segment in segments:
+            problem = _range_problem(segment, self.config.max_duration_s)
+            if problem:
+                yield rec.source, segment, problem
+                continue
+            bounds = (ms_to_sample(segment.start_s * 1000, sr), ms_to_sample(segment.end_s * 1000, sr))
+            if bounds[1] <= bounds[0]:
+                yield rec.source, segment, SegmentRangeError(
+                    f"{segment.utt_id}: {segment.start_s:g}-{segment.end_s:g} s is shorter than "
+                    f"one sample at {sr} Hz")
+                continue
+            valid.append((segment, bounds))
+        if not valid:
+            return
+        done = set()
+        try:
+            for i, samples, decoded, rate in decode_ranges(
+                    self._open(rec), [b for _, b in valid], sr, name=rec.source,
+                    channels=rec.channels):
+                done.add(i)
+                segment, (start, end) = valid[i]
+                if end > decoded + END_TOLERANCE_S * sr or start >= decoded:
+                    yield rec.source, segment, SegmentRangeError(
+                        f"{segment.utt_id}: the segment {segment.start_s:g}-{segment.end_s:g} s "
+                        f"ends after the recording ({decoded / sr:.3f} s long)")
                     continue
                 try:
-                    yield utt_id, source, self._features_row(utt_id, source, data)
+                    yield rec.source, segment, self._row(segment, rec.source, samples, rate,
+                                                         samples.shape[0] / sr)
                 except Exception as exc:
-                    yield utt_id, source, exc
+                    yield rec.source, segment, exc
+        except unreachable_errors():
+            raise
+        except Exception as exc:  # the recording failed: its segments not yet out are errors
+            for i, (segment, _) in enumerate(valid):
+                if i not in done:
+                    yield rec.source, segment, exc
 
-    def _features_row(self, utt_id: str, source: str, data) -> dict:
-        cfg = self._extractor_config
-        audio, rate, duration = decode_audio(data, cfg.sample_rate, name=utt_id,
-                                             max_duration_s=self.config.max_duration_s)
-        if audio.size == 0:
-            raise EmptyAudioError(f"{utt_id}: the file holds no audio samples")
-        feats = analyse(audio, cfg)
-        row = {"utt_id": utt_id, "source": source, "duration_s": float(duration),
-               "sample_rate": int(rate), "n_frames": int(len(feats["f0"]))}
+    def _row(self, segment: Segment, source: str, audio: np.ndarray, rate: int,
+             duration: float) -> dict:
+        feats = analyse(audio, self._extractor_config)
+        row = {"utt_id": segment.utt_id, "source": source, "start_s": segment.start_s,
+               "end_s": segment.end_s, "duration_s": float(duration),
+               "sample_rate": rate, "n_frames": int(len(feats["f0"])),
+               "metadata": segment.metadata}
         row.update({k: feats[k].astype(np.float32) for k in FEATURE_NAMES})
         return row
 
 
-def _features_table(rows: list[dict]) -> pa.Table:
-    columns = {name: pa.array([r[name] for r in rows], FEATURES_SCHEMA.field(name).type)
-               for name in ("utt_id", "source", "duration_s", "sample_rate", "n_frames")}
+def _range_problem(segment: Segment, max_duration_s: float) -> Exception | None:
+    start, end = segment.start_s, segment.end_s
+    if start is None or end is None or math.isnan(start) or math.isnan(end):
+        return SegmentRangeError(f"{segment.utt_id}: the segment has no start or no end "
+                                 "(start, and end or duration, must both be given)")
+    if start < 0:
+        return SegmentRangeError(f"{segment.utt_id}: the segment starts before the recording "
+                                 f"(start {start:g} s)")
+    if end <= start:
+        return SegmentRangeError(f"{segment.utt_id}: the segment ends at {end:g} s, not after its "
+                                 f"start at {start:g} s")
+    if end - start > max_duration_s:
+        return AudioTooLongError(
+            f"{segment.utt_id}: the segment is {(end - start) / 60:.1f} min, longer than "
+            f"max_duration_s={max_duration_s:g} s")
+    return None
+
+
+def _features_table(rows: list[dict], metadata: dict[str, str]) -> pa.Table:
+    schema = features_schema(metadata)
+    columns = {name: pa.array([r[name] for r in rows], schema.field(name).type)
+               for name, _ in BASE_FIELDS}
+    columns.update(arrow_columns(metadata, [r["metadata"] for r in rows]))
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum([r["n_frames"] for r in rows])
     for name in FEATURE_NAMES:
         values = np.concatenate([r[name] for r in rows]) if rows else np.zeros(0, np.float32)
         columns[name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()))
-    return pa.table(columns, schema=FEATURES_SCHEMA)
+    return pa.table(columns, schema=schema)
 
 
-def _write_plan(location: Location, units: list[WorkUnit]) -> None:
-    rows = [dict(item, unit=u.index) for u in units for item in u.items]
-    table = pa.Table.from_pylist(rows, schema=pa.schema(
-        [("unit", pa.int32()), ("utt_id", pa.string()), ("source", pa.string()),
-         ("size", pa.int64()), ("kind", pa.string())]))
-    write_table(location, table, {b"timbrespace_ray.plan_created": time.strftime("%Y-%m-%dT%H:%M:%SZ").encode()})
+PLAN_METADATA_KEY = b"timbrespace_ray.metadata"
 
 
-def _read_plan(location: Location) -> list[WorkUnit]:
-    import io
+def _write_plan(location: Location, units: list[WorkUnit], metadata: dict[str, str]) -> None:
+    table = pa.table({"unit": pa.array([u.index for u in units], pa.int32()),
+                      "items": pa.array([json.dumps(u.items) for u in units], pa.large_string())})
+    write_table(location, table, {
+        b"timbrespace_ray.plan_created": time.strftime("%Y-%m-%dT%H:%M:%SZ").encode(),
+        PLAN_METADATA_KEY: json.dumps(metadata).encode()})
 
+
+def _read_plan(location: Location) -> tuple[list[WorkUnit], dict[str, str]]:
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(io.BytesIO(location.read_bytes())).to_pylist()
-    by_unit: dict[int, list[dict]] = {}
-    for r in rows:
-        by_unit.setdefault(r.pop("unit"), []).append(r)
-    return [WorkUnit(i, tuple(by_unit[i])) for i in sorted(by_unit)]
+    table = pq.read_table(io.BytesIO(location.read_bytes()))
+    metadata = json.loads((table.schema.metadata or {}).get(PLAN_METADATA_KEY, b"{}"))
+    units = [WorkUnit(int(i), tuple(json.loads(items)))
+             for i, items in zip(table.column("unit").to_pylist(), table.column("items").to_pylist())]
+    return units, metadata

@@ -38,7 +38,7 @@ class PartsStage(MapStage):
                        complete_parts(self.output, self.upstream, f"the {self.name} stage"))
         return [WorkUnit(int(n[5:-8]), ({"part": n},)) for n in names]
 
-    def read_part(self, unit: WorkUnit, columns: list[str]) -> pa.Table:
+    def read_part(self, unit: WorkUnit, columns: list[str] | None = None) -> pa.Table:
         loc = self.output.child(self.upstream, unit.items[0]["part"])
         return pq.read_table(io.BytesIO(loc.read_bytes()), columns=columns)
 

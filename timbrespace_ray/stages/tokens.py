@@ -10,13 +10,14 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from ..clustering.model import MODEL_FILE, KMeansModel, weighted_frames
 from ..features.analysis import FEATURE_NAMES
 from ..storage import Location
-from ..tables import provenance, write_table
+from ..tables import carried_columns, carried_metadata, provenance, write_table
 from .base import Resources, UnitStats, WorkUnit
 from .parts import PartsStage
 
 TOKENS_SCHEMA = pa.schema([("utt_id", pa.string()), ("source", pa.string()),
+                           ("start_s", pa.float64()), ("end_s", pa.float64()),
                            ("duration_s", pa.float64()), ("n_frames", pa.int32()),
-                           ("tokens", pa.list_(pa.int16()))])
+                           ("tokens", pa.list_(pa.int16()))])  # plus the corpus's own columns
 
 
 class TokensStage(PartsStage):
@@ -41,20 +42,21 @@ class TokensStage(PartsStage):
     def process(self, unit: WorkUnit) -> UnitStats:
         if self._model is None:
             self.setup()
-        table = self.read_part(unit, ["utt_id", "source", "duration_s", "n_frames", *FEATURE_NAMES])
+        table = self.read_part(unit)
+        carried = carried_columns(table.schema)
         stats = UnitStats(unit.index)
         n = table.num_rows
         offsets = table.column("f0").combine_chunks().offsets.to_numpy()
         values = np.stack([table.column(k).combine_chunks().flatten().to_numpy(zero_copy_only=False)
                            for k in FEATURE_NAMES], axis=1)
         tokens = self._assign(self._model.project(weighted_frames(values)))
-        out = pa.table({
-            "utt_id": table.column("utt_id"), "source": table.column("source"),
-            "duration_s": table.column("duration_s"), "n_frames": table.column("n_frames"),
-            "tokens": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(tokens, pa.int16())),
-        }, schema=TOKENS_SCHEMA)
-        write_table(self.part(unit), out, provenance(self.name, {"kmeans_model": self.model_uri,
-                                                                 "n_clusters": self._model.n_clusters}))
+        out = table.select([*TOKENS_SCHEMA.names[:-1], *carried]).append_column(
+            TOKENS_SCHEMA.field("tokens"),
+            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(tokens, pa.int16())))
+        write_table(self.part(unit), out, {
+            **provenance(self.name, {"kmeans_model": self.model_uri,
+                                     "n_clusters": self._model.n_clusters}),
+            **carried_metadata(carried)})
         stats.inputs = stats.rows = n
         stats.frames = int(len(tokens))
         stats.audio_seconds = float(pa.compute.sum(table.column("duration_s")).as_py() or 0.0)

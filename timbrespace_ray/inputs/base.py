@@ -1,0 +1,135 @@
+"""The one contract every input form follows: plan items on the driver, recordings on workers.
+
+A reader turns an input location into *plan items* on the driver (JSON-able dicts small enough
+to hold a million of them: a file, a tar shard, a recording with its segments, a slice of a
+Parquet shard's rows), and on a worker turns one plan item back into `Recording`s: where the
+audio is, which channels count, and the segments (utterances) to analyse in it, each with its
+time range and its metadata. The features stage decodes each recording once, whatever the
+number of its segments, and never needs to know which form the corpus came in.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, ClassVar
+
+from ..errors import TimbrespaceError
+from ..storage import Location
+
+
+class InputError(TimbrespaceError):
+    """The input location, manifest or dataset cannot be used."""
+
+
+class TarShardError(TimbrespaceError):
+    """A tar shard (or the rest of it, from some member on) cannot be read."""
+
+
+class SegmentRangeError(TimbrespaceError):
+    """A segment starts before its recording, ends after it, or ends before it starts."""
+
+
+class UnsupportedInputError(TimbrespaceError):
+    """An input uses a feature of its format that the pipeline does not read (e.g. a lhotse
+    recording with transforms, or a cut that mixes several recordings)."""
+
+
+# A segment may end this far past the decoded recording and is then clipped to its end, as
+# `extract(end_ms=...)` does: manifests round times, and lengths computed at another sample
+# rate differ by a few samples (lhotse allows the same 25 ms between a cut and its audio).
+END_TOLERANCE_S = 0.025
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One utterance: a time range of a recording (None, None: all of it) and its metadata."""
+
+    utt_id: str
+    start_s: float | None = None
+    end_s: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def whole(self) -> bool:
+        return self.start_s is None and self.end_s is None
+
+
+AudioOpener = Callable[[], "bytes | BinaryIO"]
+
+
+@dataclass
+class Recording:
+    """What a reader yields on a worker: one recording and the segments to analyse in it.
+
+    `open` gives the encoded audio (bytes already in memory, or a binary file object that the
+    caller closes); `channels` selects the channels averaged to mono (None: all of them).
+    `error` marks a recording that could not be read at all: each segment is then one error
+    row, so every planned input is accounted for.
+    """
+
+    source: str
+    segments: list[Segment]
+    open: AudioOpener | None = None
+    channels: tuple[int, ...] | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How the driver reads the input's own layout (the `features` section's input keys)."""
+
+    metadata_columns: tuple[str, ...] | None = None  # None: every scalar column
+    audio_column: str | None = None  # Parquet audio datasets: default found from the schema
+    id_column: str | None = None  # Parquet audio datasets: default utt_id, id or key if present
+    supervisions: str | None = None  # lhotse: the SupervisionSet of a RecordingSet input
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """Worker-side settings a reader needs (the same for every item of a stage)."""
+
+    storage_options: Mapping[str, Any]
+    max_file_bytes: int
+
+
+class Reader(ABC):
+    """One input form. Subclasses register themselves by `name`, which each plan item carries,
+    so a worker finds the reader for an item without any state from the driver."""
+
+    name: ClassVar[str]
+    registry: ClassVar[dict[str, type["Reader"]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Reader.registry[cls.name] = cls
+
+    @classmethod
+    @abstractmethod
+    def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:
+        """The recordings of one plan item, in a deterministic order."""
+
+
+def plan_item(reader: type[Reader], *, count: int, size: int = -1, alone: bool = False,
+              **fields: Any) -> dict:
+    """A plan item for `reader`: `count` utterances, `size` bytes (-1 unknown); `alone` items
+    (tar shards, whose members are only known by streaming them) get a unit of their own."""
+    return {"reader": reader.name, "count": count, "size": size, "alone": alone, **fields}
+
+
+def read_item(item: dict, ctx: ReadContext) -> Iterator[Recording]:
+    return Reader.registry[item["reader"]].read(item, ctx)
+
+
+def relative_uri(base: Location, path: str) -> tuple[str, str]:
+    """(full URI, id) of a path written in a manifest: a URI as it is, else relative to the
+    manifest's folder (an absolute path stays absolute); the id is the path as written,
+    normalized, without a leading slash or protocol."""
+    import posixpath
+
+    if "://" in path:
+        return path, path.split("://", 1)[1]
+    if path.startswith("/"):
+        return base.fs.unstrip_protocol(path), path.lstrip("/")
+    full = posixpath.normpath(posixpath.join(base.path, path))
+    return base.fs.unstrip_protocol(full), posixpath.relpath(full, base.path)
