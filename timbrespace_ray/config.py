@@ -66,7 +66,8 @@ class FeaturesStageConfig(FeatureConfig):
         return InputOptions(
             metadata_columns=None if self.metadata_columns is None else tuple(self.metadata_columns),
             audio_column=self.audio_column, id_column=self.id_column,
-            supervisions=self.lhotse_supervisions)
+            supervisions=self.lhotse_supervisions, unit_count=self.files_per_unit,
+            unit_bytes=self.bytes_per_unit)
 
     def extractor_config(self) -> FeatureConfig:
         return FeatureConfig(**{k: getattr(self, k) for k in FeatureConfig.model_fields})

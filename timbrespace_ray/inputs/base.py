@@ -83,6 +83,10 @@ class InputOptions:
     audio_column: str | None = None  # Parquet audio datasets: default found from the schema
     id_column: str | None = None  # Parquet audio datasets: default utt_id, id or key if present
     supervisions: str | None = None  # lhotse: the SupervisionSet of a RecordingSet input
+    # the most utterances and bytes one unit holds: a planner that can split an input (a
+    # Parquet row group into row slices) keeps each item within both
+    unit_count: int = 64
+    unit_bytes: int = 256 << 20
 
 
 @dataclass(frozen=True)
