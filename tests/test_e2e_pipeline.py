@@ -28,7 +28,7 @@ def pipeline_out(ray_cluster, tmp_path_factory):
     (tmp / "c.yaml").write_text(CONFIG)
     out = tmp / "out"
     code, logs = ray_cluster.submit_job(
-        f"python jobs/pipeline.py run --config {tmp / 'c.yaml'} --input timbrespace_ray/demo_corpus "
+        f"python jobs/pipeline.py run --config {tmp / 'c.yaml'} --input timbrespace_ray/demo_corpus/manifest.csv "
         f"--output {out} --no-progress", working_dir=REPO, timeout_s=600)
     assert code == 0, logs[-4000:]
     return out, logs
@@ -65,6 +65,9 @@ def test_tables_follow_the_data_contracts(pipeline_out):
     assert set(emb.column("utt_id").to_pylist()) == {r[0] for r in feats}
     assert np.isfinite(np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))).all()
     assert not (out / "errors").exists() or not list((out / "errors").glob("*.parquet"))
+    for table in ("features", "tokens", "embeddings"):  # the manifest's columns, everywhere
+        speakers = q(f"select distinct speaker, corpus, language from '{out}/{table}/*.parquet'")
+        assert len(speakers) == 6 and ("LibriVox reader", "LibriVox", "en") in speakers, table
 
 
 def test_models_and_reports_load_safely(pipeline_out):
@@ -97,4 +100,5 @@ def test_readme_queries_run_on_the_output(pipeline_out):
     assert polars
     scope = {}
     exec(polars[0].replace("OUT/", f"{out}/"), scope)
-    assert scope["per_speaker"].height == 10 and scope["per_speaker"]["f0_hz"].min() > 60
+    # the manifest's speaker column, carried: six voices (the five LibriVox files are one reader)
+    assert scope["per_speaker"].height == 6 and scope["per_speaker"]["f0_hz"].min() > 60

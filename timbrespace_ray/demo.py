@@ -11,17 +11,8 @@ import numpy as np
 
 DEMO_CORPUS = Path(__file__).parent / "demo_corpus"
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
-
-
-def speaker_of(utt_id: str) -> str:
-    """Recording groups of the demo corpus (the LibriVox files share one reader)."""
-    if "librivox" in utt_id:
-        return "LibriVox reader"
-    if "arctic" in utt_id:
-        return "CMU ARCTIC " + ("awb" if "a0007" in utt_id else "slt")
-    if "pyannote" in utt_id:
-        return "AMI meeting " + ("dev00" if "dev00" in utt_id else "trn01")
-    return "CMU Sphinx goforward"
+# the recordings with their speaker, corpus and language: carried into every table
+DEMO_MANIFEST = DEMO_CORPUS / "manifest.csv"
 
 
 def run_demo(output: str, config: str | None = None, num_cpus: int | None = None) -> None:
@@ -29,7 +20,7 @@ def run_demo(output: str, config: str | None = None, num_cpus: int | None = None
     from .pipeline import run_pipeline
 
     out = Path(output).resolve()
-    cfg = load_config(config or str(DEMO_CONFIG), input=str(DEMO_CORPUS), output=str(out),
+    cfg = load_config(config or str(DEMO_CONFIG), input=str(DEMO_MANIFEST), output=str(out),
                       **{"ray.num_cpus": num_cpus})
     print(f"timbrespace-ray demo: {len(list(DEMO_CORPUS.glob('*.wav')))} bundled recordings -> {out}")
     t0 = time.perf_counter()
@@ -94,9 +85,10 @@ def write_report(out: Path, results: dict, timings: dict) -> Path:
     fig.savefig(figs / "tokens.png", dpi=110)
     plt.close(fig)
     # 4. embeddings in 2-D (PCA of the per-utterance mean of window embeddings)
-    rows = con.sql(f"select utt_id, embedding, n_frames from '{out}/embeddings/*.parquet'").fetchall()
+    rows = con.sql(f"select utt_id, speaker, embedding, n_frames from '{out}/embeddings/*.parquet'").fetchall()
     by_utt: dict[str, list] = {}
-    for u, e, n in rows:
+    speaker = {u: s for u, s, _, _ in rows}
+    for u, _, e, n in rows:
         by_utt.setdefault(u, []).append(np.asarray(e) * n)
     ids = sorted(by_utt)
     x = np.stack([np.sum(by_utt[u], 0) for u in ids])
@@ -105,12 +97,12 @@ def write_report(out: Path, results: dict, timings: dict) -> Path:
     _, _, vt = np.linalg.svd(xc, full_matrices=False)
     xy = xc @ vt[:2].T
     fig, ax = plt.subplots(figsize=(7, 5.5))
-    groups = sorted({speaker_of(u) for u in ids})
+    groups = sorted(set(speaker.values()))
     for g, color in zip(groups, plt.cm.tab10.colors):
-        pts = np.array([xy[i] for i, u in enumerate(ids) if speaker_of(u) == g])
+        pts = np.array([xy[i] for i, u in enumerate(ids) if speaker[u] == g])
         ax.scatter(pts[:, 0], pts[:, 1], s=60, color=color, label=g)
     ax.legend(fontsize=8)
-    ax.set_title("Utterance embeddings (PCA), coloured by recording source")
+    ax.set_title("Utterance embeddings (PCA), coloured by the manifest's speaker column")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     fig.tight_layout()
@@ -147,10 +139,13 @@ One point per utterance (mean of its window embeddings). The five LibriVox files
 ![embeddings](report/embeddings.png)
 
 ## Query it yourself
+The input was `demo_corpus/manifest.csv`; its `speaker`, `corpus` and `language` columns are
+columns of every table.
 ```sql
 -- duckdb
-select utt_id, n_frames, list_avg(list_filter(f0, lambda x: x > 0)) * 320 + 80 as mean_f0_hz
-from '{out}/features/*.parquet' order by 1;
+select speaker, count(*) as utterances, sum(duration_s) as seconds,
+       avg(list_avg(list_filter(f0, lambda x: x > 0)) * 320 + 80) as mean_f0_hz
+from '{out}/features/*.parquet' group by speaker order by seconds desc;
 ```
 """)
     return report
