@@ -13,7 +13,7 @@ from ..audio import decode_audio, decode_ranges
 from ..config import FeaturesStageConfig
 from ..errors import AudioTooLongError, EmptyAudioError, StorageError
 from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
-from ..inputs import (END_TOLERANCE_S, ReadContext, Recording, Segment, SegmentRangeError,
+from ..inputs import (END_TOLERANCE_S, InputError, ReadContext, Recording, Segment, SegmentRangeError,
                       discover, read_item)
 from ..inputs.metadata import arrow_columns
 from ..storage import Location, redact_uri, unreachable_errors
@@ -281,6 +281,9 @@ def _read_plan(location: Location) -> tuple[list[WorkUnit], dict[str, str]]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(io.BytesIO(location.read_bytes()))
+    if "items" not in table.column_names:
+        raise InputError(f"{location.uri} is a plan written by an older version of timbrespace_ray; "
+                         "run into a new output folder (or delete this one)")
     metadata = json.loads((table.schema.metadata or {}).get(PLAN_METADATA_KEY, b"{}"))
     units = [WorkUnit(int(i), tuple(json.loads(items)))
              for i, items in zip(table.column("unit").to_pylist(), table.column("items").to_pylist())]
