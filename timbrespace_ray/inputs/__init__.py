@@ -7,10 +7,11 @@ path or segment manifests (manifest.py), Parquet audio datasets (audio_dataset.p
 manifests (lhotse.py).
 """
 from . import audio_dataset, files, lhotse, manifest, tar  # noqa: F401  (register the readers)
-from .base import (END_TOLERANCE_S, InputError, InputOptions, ReadContext, Reader, Recording,
-                   Segment, SegmentRangeError, TarShardError, UnsupportedInputError, read_item)
+from .base import (END_TOLERANCE_S, DatasetShardError, InputError, InputOptions,
+                   MissingAudioError, ReadContext, Reader, Recording, Segment, SegmentRangeError,
+                   TarShardError, UnsupportedInputError, read_item)
 from .discovery import Corpus, discover
 
-__all__ = ["Corpus", "END_TOLERANCE_S", "InputError", "InputOptions", "ReadContext", "Reader",
-           "Recording", "Segment", "SegmentRangeError", "TarShardError", "UnsupportedInputError",
-           "discover", "read_item"]
+__all__ = ["Corpus", "DatasetShardError", "END_TOLERANCE_S", "InputError", "InputOptions",
+           "MissingAudioError", "ReadContext", "Reader", "Recording", "Segment",
+           "SegmentRangeError", "TarShardError", "UnsupportedInputError", "discover", "read_item"]

@@ -26,6 +26,15 @@ class TarShardError(TimbrespaceError):
     """A tar shard (or the rest of it, from some member on) cannot be read."""
 
 
+class DatasetShardError(TimbrespaceError):
+    """A Parquet audio dataset shard (its footer, or the pages of one of its row groups) cannot
+    be read: damaged or truncated."""
+
+
+class MissingAudioError(TimbrespaceError):
+    """A dataset row holds no audio: its audio cell is null, or has neither bytes nor a path."""
+
+
 class SegmentRangeError(TimbrespaceError):
     """A segment starts before its recording, ends after it, or ends before it starts."""
 
