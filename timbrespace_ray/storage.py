@@ -140,12 +140,15 @@ class Location:
 
 def unreachable_errors() -> tuple[type[Exception], ...]:
     """The errors of an object store's client (botocore, under s3fs) saying that the store could
-    not be reached: connection refused or reset, timeouts. They are not OSErrors."""
+    not be reached: connection refused or reset, timeouts, or no credentials to sign with (a
+    worker without them fails every read: that is the store, not each input). They are not
+    OSErrors."""
     try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+        from botocore.exceptions import (ConnectionError as BotoConnectionError, HTTPClientError,
+                                         NoCredentialsError)
     except ImportError:
         return ()
-    return (BotoConnectionError, HTTPClientError)
+    return (BotoConnectionError, HTTPClientError, NoCredentialsError)
 
 
 def _reason(exc: Exception) -> str:
