@@ -247,16 +247,21 @@ def test_unsupported_cuts_sources_and_transforms_are_error_rows(audio, tmp_path)
                         16000, mono.num_samples, mono.duration)
     piped = MonoCut("piped", 0.0, 2.0, 0, recording=command,
                     supervisions=[SupervisionSegment("cmd-1", "cmd", 0.2, 1.0)])
+    shar = Recording("sh", [AudioSource("shar", [0], "")], 16000, mono.num_samples,
+                     mono.duration)
+    placeholder = MonoCut("placeholder", 0.0, 2.0, 0, recording=shar,
+                          supervisions=[SupervisionSegment("sh-1", "sh", 0.2, 1.0)])
     kept = MonoCut("kept", 0.0, 2.0, 0, recording=mono,
                    supervisions=[SupervisionSegment("ok-1", "mono", 0.5, 1.0)])
-    CutSet.from_cuts([mixed, padding, sped, piped, kept]).to_file(tmp_path / "cuts.jsonl.gz")
+    CutSet.from_cuts([mixed, padding, sped, piped, placeholder, kept]).to_file(tmp_path / "cuts.jsonl.gz")
     summary = run(tmp_path / "cuts.jsonl.gz", tmp_path / "out")
-    assert summary.rows == 1 and summary.errors == {"UnsupportedInputError": 5}
+    assert summary.rows == 1 and summary.errors == {"UnsupportedInputError": 6}
     bad = errors(tmp_path / "out")
-    assert sorted(bad) == ["cmd-1", "pad", "sp-1", "x-1", "y-1"]
+    assert sorted(bad) == ["cmd-1", "pad", "sh-1", "sp-1", "x-1", "y-1"]
     assert "MixedCut" in bad["x-1"]["message"] and "MixedCut" in bad["y-1"]["message"]
     assert "PaddingCut" in bad["pad"]["message"]
     assert "Speed" in bad["sp-1"]["message"] and "'command'" in bad["cmd-1"]["message"]
+    assert "'shar'" in bad["sh-1"]["message"]
     expect_features(rows(tmp_path / "out")["ok-1"], audio / "mono.wav", 0.5, 1.5)
 
 

@@ -84,12 +84,17 @@ def plan_manifest(manifest: Location, table: pa.Table, keep: Sequence[str] | Non
     meta_names = list(columns)
     by_source: dict[str, list] = {}
     shards: list[dict] = []
+    # a segment manifest names each recording on many rows: resolve each path once
+    resolved: dict[str, tuple[str, str, bool]] = {}  # path -> (uri, default id, is a shard)
     for row, path in enumerate(paths):
         if not path:
             raise InputError(f"manifest {manifest.uri} row {row} has an empty path")
-        uri, default_id = relative_uri(base, path)
+        known = resolved.get(path)
+        if known is None:
+            known = resolved[path] = (*relative_uri(base, path), is_shard(path))
+        uri, default_id, shard = known
         start_s, end_s = _segment_bounds(starts[row], ends[row], durations[row])
-        if is_shard(path):
+        if shard:
             if start_s is not None:
                 raise InputError(f"manifest {manifest.uri} row {row}: a tar shard cannot have "
                                  "a start or an end")
