@@ -403,3 +403,22 @@ def test_manifest_and_audio_on_s3(s3_server, s3_bucket, audio, tmp_path):
     expect_features(got["m"], audio / "mono.wav", 0.5, 1.5)
     expect_features(got["r"], audio / "stereo.wav", 1.0, 2.0, channels=[1])
     assert (got["r"]["start_s"], got["r"]["end_s"]) == (1.0, 2.0)
+
+
+def test_a_cut_without_a_channel_is_all_channels(audio, tmp_path):
+    import json
+
+    rec = Recording.from_file(audio / "stereo.wav", recording_id="stereo")
+    every = MonoCut("every", 0.5, 1.0, channel=0, recording=rec).to_dict()
+    del every["channel"]  # absent: all the recording's channels
+    every["type"] = "MultiCut"
+    none = {**MonoCut("none", 1.5, 1.0, channel=0, recording=rec).to_dict(), "channel": None}
+    right = MonoCut("right", 1.0, 1.0, channel=1, recording=rec).to_dict()
+    (tmp_path / "cuts.jsonl").write_text("".join(json.dumps(c) + "\n"
+                                                 for c in (every, none, right)))
+    summary = run(tmp_path / "cuts.jsonl", tmp_path / "out")
+    got = rows(tmp_path / "out")
+    assert summary.rows == 3, errors(tmp_path / "out")
+    expect_features(got["every"], audio / "stereo.wav", 0.5, 1.5)
+    expect_features(got["none"], audio / "stereo.wav", 1.5, 2.5)
+    expect_features(got["right"], audio / "stereo.wav", 1.0, 2.0, channels=[1])
