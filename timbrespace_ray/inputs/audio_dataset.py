@@ -11,9 +11,14 @@ comes from an id column (`--id-column`; default `utt_id`, `id` or `key`), else i
 
 Planning reads only the shards' footers (and the id column, to refuse duplicate ids), never the
 audio: each plan item is a slice of one row group, at most `unit_count` rows and `unit_bytes`
-(estimated) bytes, so a 500 MB shard is many small units rather than one straggler. A worker
-reads its slice in small batches. A shard whose footer cannot be read is one DatasetShardError
-row; a row group whose pages cannot be read is one error row for each of its rows not yet read.
+(estimated from the row group's size in the footer) bytes, so a 500 MB shard is many small units
+rather than one straggler. A worker reads its slice in small batches, page by page, reading and
+dropping the rows of the row group before the slice (Parquet cannot start mid-page); it holds a
+few rows and one page of the audio column at a time. `datasets` >= 4 writes pages of about
+1 MiB (content-defined chunking); a writer that puts a whole row group's audio in one page
+(pyarrow's defaults with large values) makes that page the bound. A shard whose footer cannot be
+read is one DatasetShardError row; a row group whose pages cannot be read is one error row for
+each of its rows not yet read.
 """
 from __future__ import annotations
 
