@@ -377,6 +377,7 @@ class AudioDatasetReader(Reader):
                 while failure is None:
                     try:
                         row, batch = next(batches)
+                        recordings = list(_recordings(item, row, batch, labels, base, ctx))
                     except StopIteration:
                         break
                     except unreachable_errors():
@@ -384,7 +385,7 @@ class AudioDatasetReader(Reader):
                     except Exception as exc:
                         failure = exc
                         break
-                    for rec in _recordings(item, row, batch, labels, base, ctx):
+                    for rec in recordings:
                         yield rec
                         done += 1
             if done < item["rows"]:
