@@ -121,9 +121,10 @@ class FeaturesStage(MapStage):
                 stats.rows += 1
                 stats.audio_seconds += result["duration_s"]
                 stats.frames += result["n_frames"]
-        meta = {**provenance(self.name, self.settings()), **carried_metadata(list(self.metadata))}
+        meta = provenance(self.name, self.settings())
         write_table(self.folder.child(f"part-{unit.name}.parquet"),
-                    _features_table(rows, self.metadata), meta)
+                    _features_table(rows, self.metadata),
+                    {**meta, **carried_metadata(list(self.metadata))})
         if errors:
             write_table(self.output.child("errors", f"{self.name}-{unit.name}.parquet"),
                         errors_table(errors), meta)
