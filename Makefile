@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench bench-inputs venv clean
 
 $(BIN)/timbrespace-ray: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: venv
 
 bench: venv
 	$(BIN)/python tests/benchmarks/bench_features.py
+
+bench-inputs: venv
+	$(BIN)/python tests/benchmarks/bench_inputs.py
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -1,0 +1,526 @@
+"""What the input forms cost: Parquet audio datasets and segment manifests against plain files,
+and planning a segment manifest of a million rows.
+
+Three figures, each measured in one run of this script:
+  (1) dataset: the features stage on a Parquet audio dataset (written with Hugging Face
+      `datasets`: an `Audio` column with the files' bytes embedded, as `push_to_hub` writes it,
+      several shards) against the stage on the same WAV files as plain files in folders. Both
+      hold the bundled recordings of real speech, copied to reach --minutes of audio.
+  (2) segments: long recordings (the bundled speech concatenated into WAVs of about
+      --recording-minutes each) cut into utterances of 3-15 s by a Parquet manifest with
+      `start`/`end` columns, against the same utterances written as plain WAV files of their own
+      (the very samples the stage decodes for each segment, 16 kHz, 16 bit: both sides analyse
+      identical audio, which the benchmark checks by their frame counts).
+  (3) planning: `FeaturesStage(...).plan()` (discover + units + the plan file written) on a
+      Parquet segment manifest of --plan-rows rows with a `speaker` and a `text` column, over
+      --plan-recordings recordings that need not exist (planning opens no audio), in a fresh
+      subprocess: its time and the process's peak RSS (VmHWM), with the RSS after imports.
+
+(1) and (2) run the stage end to end (plan, actor pool start-up, decode, extract, Parquet,
+markers) through `RayExecutor(num_cpus=--cpus)` on one embedded Ray, after a warm-up run of each
+form on a small corpus. The plain-file baseline and the candidate run back to back in the same
+process, in the order A B B A by default (--rounds 2: each side once early and once late, so a
+busy or quiet moment of a shared machine weighs on both); the ratio is the baseline's total wall
+time over the candidate's (the same audio on both sides), >= 0.9 being the target.
+
+Run: .venv/bin/python tests/benchmarks/bench_inputs.py [--minutes 1200] [--figures
+     dataset,segments,planning] [--json out.json]   (or `make bench-inputs`)
+Smoke test: .venv/bin/python tests/benchmarks/bench_inputs.py --minutes 3 --rounds 1 \
+     --plan-rows 20000 --plan-recordings 100
+The figures go to stdout; Ray's log and the stage's per-unit progress to stderr (2>/dev/null).
+A full run builds ~8 GB of corpora under --tmp, one figure at a time; each stage run of 20 h takes
+~40 s on the README's machine (2-core Xeon), ~2 min on a 2-core EPYC VM at a third of its speed.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # `datasets` writes local files only
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from conftest import DEMO_CORPUS  # noqa: E402
+
+SR = 16000
+FIGURES = ("dataset", "segments", "planning")
+WARM_MINUTES = 1.0
+
+
+# the machine ---------------------------------------------------------------------------------
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gb = int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(),
+            "usable_cores": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                             else None),
+            "memory_gb": None if mem_gb is None else round(mem_gb, 1),
+            "python": platform.python_version()}
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def machine_line(m: dict) -> str:
+    return (f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
+            f"{m['memory_gb']} GB, Python {m['python']}; load average now {load()}")
+
+
+# corpora -------------------------------------------------------------------------------------
+def _demo_files() -> list[Path]:
+    return sorted(DEMO_CORPUS.glob("*.wav"))
+
+
+def build_plain(root: Path, minutes: float) -> float:
+    """The bundled recordings copied into speakerNNN/ folders up to `minutes`; audio seconds."""
+    import soundfile as sf
+
+    files = _demo_files()
+    per_copy = sum(sf.info(str(f)).duration for f in files)
+    copies = max(1, math.ceil(minutes * 60 / per_copy))
+    for c in range(copies):
+        folder = root / f"speaker{c:03d}"
+        folder.mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, folder / f.name)
+    return copies * per_copy
+
+
+def build_dataset(plain: Path, root: Path, shards: int | None) -> tuple[int, int, int]:
+    """The files under `plain` as a Parquet audio dataset under root/data/, written by
+    `datasets` as `push_to_hub` writes one: `Audio` column, bytes embedded, contiguous shards
+    named train-XXXXX-of-NNNNN.parquet. Returns (shards, row groups, bytes)."""
+    import datasets
+    import pyarrow.parquet as pq
+    from datasets.table import embed_table_storage
+
+    datasets.disable_progress_bars()
+    files = sorted(p for p in plain.rglob("*.wav"))
+    total = sum(f.stat().st_size for f in files)
+    n = shards or max(4, math.ceil(total / 500e6))  # push_to_hub's default 500 MB shards
+    n = min(n, len(files))
+    ds = datasets.Dataset.from_dict({
+        "id": [str(f.relative_to(plain).with_suffix("")) for f in files],
+        "audio": [str(f) for f in files],
+        "speaker": [f.parent.name for f in files],
+    }).cast_column("audio", datasets.Audio())
+    (root / "data").mkdir(parents=True)
+    for i in range(n):
+        shard = ds.shard(num_shards=n, index=i, contiguous=True).with_format("arrow")
+        shard = shard.map(embed_table_storage, batched=True, keep_in_memory=True)
+        shard.with_format(None).to_parquet(str(root / "data" / f"train-{i:05d}-of-{n:05d}.parquet"))
+    written = sorted((root / "data").glob("*.parquet"))
+    return (n, sum(pq.ParquetFile(p).metadata.num_row_groups for p in written),
+            sum(p.stat().st_size for p in written))
+
+
+def _speech_int16() -> list[np.ndarray]:
+    import soundfile as sf
+
+    return [sf.read(str(f), dtype="int16")[0] for f in _demo_files()]
+
+
+def build_segments(root: Path, plain: Path, minutes: float, recording_minutes: float,
+                   seed: int = 0) -> dict:
+    """Long recordings root/long/recNNN.wav (the bundled speech concatenated, 16 kHz, 16 bit),
+    root/segments.parquet cutting them into 3-15 s utterances (gaps of 0.05-0.6 s between
+    them), and each segment's own samples as plain/recNNN/segNNNNN.wav."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    from timbrespace_ray.features.analysis import ms_to_sample
+
+    rng = np.random.default_rng(seed)
+    speech = _speech_int16()
+    rec_minutes = min(recording_minutes, minutes / 2)
+    n_recs = max(1, math.ceil(minutes / rec_minutes))
+    (root / "long").mkdir(parents=True)
+    rows = {"path": [], "start": [], "end": [], "speaker": []}
+    rec_s = seg_s = 0.0
+    n_segs = 0
+    for r in range(n_recs):
+        pieces, n = [], 0
+        k = r  # each recording starts at another of the bundled files
+        while n < rec_minutes * 60 * SR:
+            pieces.append(speech[k % len(speech)])
+            n += len(pieces[-1])
+            k += 1
+        audio = np.concatenate(pieces)
+        name = f"rec{r:03d}"
+        sf.write(str(root / "long" / f"{name}.wav"), audio, SR, subtype="PCM_16")
+        rec_s += len(audio) / SR
+        length = len(audio) / SR
+        folder = plain / name
+        folder.mkdir(parents=True)
+        t, i = 0.0, 0
+        while True:
+            start = round(t + rng.uniform(0.05, 0.6), 3)
+            end = round(start + rng.uniform(3.0, 15.0), 3)
+            if end > length:
+                break
+            # exactly the samples the stage decodes for this segment (features.py _ranges)
+            a, b = ms_to_sample(start * 1000, SR), ms_to_sample(end * 1000, SR)
+            sf.write(str(folder / f"seg{i:05d}.wav"), audio[a:b], SR, subtype="PCM_16")
+            rows["path"].append(f"long/{name}.wav")
+            rows["start"].append(start)
+            rows["end"].append(end)
+            rows["speaker"].append(f"speaker{r % 7}")
+            seg_s += (b - a) / SR
+            t, i = end, i + 1
+        n_segs += i
+    pq.write_table(pa.table(rows), str(root / "segments.parquet"))
+    return {"recordings": n_recs, "recording_minutes": round(rec_s / 60 / n_recs, 1),
+            "segments": n_segs, "recording_seconds": rec_s, "segment_seconds": seg_s,
+            "coverage": seg_s / rec_s}
+
+
+# running the stage ---------------------------------------------------------------------------
+class StageRunner:
+    """The features stage end to end on one embedded Ray, into a fresh folder each run."""
+
+    def __init__(self, cpus: int, tmp: Path):
+        from timbrespace_ray.config import load_config
+        from timbrespace_ray.runner import RayExecutor
+
+        self.executor = RayExecutor(num_cpus=cpus, progress_bars=False)
+        self.cfg = load_config().features
+        self.tmp = tmp
+        self.runs = 0
+
+    def __call__(self, input_uri: Path) -> tuple[float, object]:
+        from timbrespace_ray.runner import run_map_stage
+        from timbrespace_ray.stages.features import FeaturesStage
+        from timbrespace_ray.storage import Location
+
+        self.runs += 1
+        out = self.tmp / f"out{self.runs:02d}"
+        stage = FeaturesStage(Location.of(str(out)), str(input_uri), self.cfg)
+        t0 = time.perf_counter()
+        summary = run_map_stage(stage, self.executor, lambda s: None)
+        wall = time.perf_counter() - t0
+        assert summary.rows == summary.inputs and not summary.errors, summary
+        shutil.rmtree(out)
+        return wall, summary
+
+    def close(self) -> None:
+        import ray
+
+        ray.shutdown()
+        time.sleep(3)  # Ray's processes exit in the background
+
+
+def compare(run: StageRunner, base: Path, cand: Path, rounds: int, labels: tuple[str, str],
+            echo) -> dict:
+    """Baseline and candidate back to back, A B B A ...; per-run walls and the ratio."""
+    walls = {"baseline": [], "candidate": []}
+    summaries = {}
+    order = []
+    for r in range(rounds):
+        pair = [("baseline", base), ("candidate", cand)]
+        for side, uri in (pair if r % 2 == 0 else pair[::-1]):
+            wall, summary = run(uri)
+            walls[side].append(wall)
+            summaries[side] = summary
+            order.append(labels[0] if side == "baseline" else labels[1])
+            echo(f"    run {len(order)}: {order[-1]:<{max(map(len, labels))}} {wall:6.1f} s  "
+                 f"{summary.audio_hours * 3600 / wall:6.0f} x real time  (load {load()})")
+    b, c = summaries["baseline"], summaries["candidate"]
+    assert b.frames == c.frames and b.rows == c.rows, (b, c)  # the same audio on both sides
+    audio_s = c.audio_hours * 3600
+    out = {"order": " ".join(order), "audio_hours": round(c.audio_hours, 3),
+           "utterances": c.rows, "frames": c.frames}
+    cpus = run.executor.num_cpus
+    for side, s in summaries.items():
+        total = sum(walls[side])
+        out[side] = {"walls_s": [round(w, 2) for w in walls[side]],
+                     "mean_wall_s": round(total / rounds, 2),
+                     "x_real_time": round(audio_s * rounds / total, 1),
+                     "x_real_time_per_cpu": round(audio_s * rounds / total / cpus, 1),
+                     "units": s.units_total}
+    out["ratio"] = round(sum(walls["baseline"]) / sum(walls["candidate"]), 3)
+    return out
+
+
+def print_comparison(res: dict, labels: tuple[str, str], echo) -> None:
+    for side, label in zip(("baseline", "candidate"), labels):
+        s = res[side]
+        walls = " + ".join(f"{w:.1f}" for w in s["walls_s"])
+        echo(f"  {label:<38} {s['x_real_time']:6.0f} x real time "
+             f"({s['x_real_time_per_cpu']:.0f} per CPU), wall {walls} s, {s['units']} units")
+    echo(f"  ratio {labels[1]} / {labels[0]}: {res['ratio']:.3f}  (target >= 0.90: "
+         f"{'MET' if res['ratio'] >= 0.9 else 'NOT MET'}); same {res['utterances']} utterances and "
+         f"{res['frames']} frames on both sides")
+
+
+def figure_dataset(args, run: StageRunner, tmp: Path, echo) -> dict:
+    warm_plain, warm_ds = tmp / "warm_plain", tmp / "warm_ds"
+    build_plain(warm_plain, WARM_MINUTES)
+    build_dataset(warm_plain, warm_ds, 2)
+    plain, ds = tmp / "plain", tmp / "ds"
+    t0 = time.perf_counter()
+    audio_s = build_plain(plain, args.minutes)
+    shards, groups, size = build_dataset(plain, ds, args.shards)
+    built = time.perf_counter() - t0
+    os.sync()  # the copies' write-back must not run during the measurements
+    files = sum(1 for _ in plain.rglob("*.wav"))
+    echo(f"\n(1) Parquet audio dataset against plain WAV files: {audio_s / 3600:.2f} h of real "
+         f"speech, {files} files ({sum(f.stat().st_size for f in plain.rglob('*.wav')) / 1e9:.2f} "
+         f"GB) and the same as {shards} Parquet shards ({groups} row groups) written by datasets "
+         f"{_version('datasets')} ({size / 1e9:.2f} GB; built in {built:.0f} s)")
+    echo(f"  {machine_line(args.machine)}")
+    echo(f"  features stage end to end, RayExecutor(num_cpus={args.cpus}), embedded Ray, after a "
+         f"warm-up run of each form on {WARM_MINUTES:g} min; runs back to back in this process, "
+         "order below")
+    run(warm_plain), run(warm_ds)
+    labels = ("plain WAV files", "Parquet audio dataset")
+    res = compare(run, plain, ds, args.rounds, labels, echo)
+    print_comparison(res, labels, echo)
+    res.update(files=files, shards=shards, row_groups=groups, dataset_bytes=size, plain_bytes=sum(
+        f.stat().st_size for f in plain.rglob("*.wav")))
+    for p in (plain, ds, warm_plain, warm_ds):
+        shutil.rmtree(p)
+    return res
+
+
+def figure_segments(args, run: StageRunner, tmp: Path, echo) -> dict:
+    warm, warm_plain = tmp / "warm_seg", tmp / "warm_seg_plain"
+    build_segments(warm, warm_plain, WARM_MINUTES * 2, WARM_MINUTES, seed=1)
+    root, plain = tmp / "seg", tmp / "seg_plain"
+    t0 = time.perf_counter()
+    info = build_segments(root, plain, args.minutes, args.recording_minutes)
+    built = time.perf_counter() - t0
+    os.sync()
+    echo(f"\n(2) Segment manifest over long recordings against the segments as plain WAV files: "
+         f"{info['recordings']} recordings of ~{info['recording_minutes']:g} min "
+         f"({info['recording_seconds'] / 3600:.2f} h, real speech concatenated, 16 kHz 16-bit "
+         f"WAV), a Parquet manifest of {info['segments']} segments of 3-15 s (path, start, end, "
+         f"speaker) covering {info['coverage']:.0%} of them; the same segments' samples as "
+         f"{info['segments']} WAV files ({info['segment_seconds'] / 3600:.2f} h; built in "
+         f"{built:.0f} s)")
+    echo(f"  {machine_line(args.machine)}")
+    echo(f"  features stage end to end, RayExecutor(num_cpus={args.cpus}), embedded Ray, after a "
+         f"warm-up run of each form; runs back to back in this process, order below")
+    run(warm / "segments.parquet"), run(warm_plain)
+    labels = ("plain WAV files (segments)", "segment manifest")
+    res = compare(run, plain, root / "segments.parquet", args.rounds, labels, echo)
+    print_comparison(res, labels, echo)
+    res.update(info)
+    for p in (root, plain, warm, warm_plain):
+        shutil.rmtree(p)
+    return res
+
+
+# planning ------------------------------------------------------------------------------------
+WORDS = ("the of and to a in that is was he for it with as his on be at by had not are but "
+         "from or have an they which one you were her all she there would their we him been has "
+         "when who will more no if out so said what up its about into than them can only other "
+         "new some could time these two may then do first any my now such like our over man me "
+         "even most made after also did many before must through back years where much your way "
+         "well down should because each just those people how too little state good very make "
+         "world still own see men work long get here between both life being under never day "
+         "same another know while last might us great old year off come since against go came "
+         "right used take three").split()
+
+
+def build_plan_manifest(path: Path, rows: int, recordings: int, seed: int = 0) -> dict:
+    """A Parquet segment manifest: `rows` segments of 3-15 s over `recordings` recordings
+    (audio/spkNNN/recNNNNN.wav, relative, not written), speaker and a 12-word text per row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    rec = np.sort(rng.integers(0, recordings, rows))  # each recording's rows together
+    dur = rng.uniform(3, 15, rows)
+    gap = rng.uniform(0.05, 0.6, rows)
+    ends = np.cumsum(dur + gap)
+    first = np.searchsorted(rec, rec)  # the first row of each row's recording
+    offset = np.where(first > 0, ends[np.maximum(first - 1, 0)], 0.0)
+    end = np.round(ends - offset, 3)
+    start = np.round(end - dur, 3)
+    speakers = np.array([f"spk{r % 400:03d}" for r in range(recordings)], dtype=object)
+    paths = np.array([f"audio/spk{r % 400:03d}/rec{r:05d}.wav" for r in range(recordings)],
+                     dtype=object)
+    words = np.array(WORDS, dtype=object)
+    text = [" ".join(w) for w in words[rng.integers(0, len(words), (rows, 12))]]
+    table = pa.table({"path": pa.array(paths[rec], pa.string()), "start": start, "end": end,
+                      "speaker": pa.array(speakers[rec], pa.string()),
+                      "text": pa.array(text, pa.string())})
+    pq.write_table(table, str(path))
+    return {"rows": rows, "recordings": int(len(np.unique(rec))),
+            "manifest_bytes": path.stat().st_size}
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def plan_child(manifest: str, out: str) -> None:
+    """In a fresh process: plan() on the manifest; one JSON line with time and memory."""
+    import resource
+
+    import pyarrow.parquet  # noqa: F401  (what planning imports, in the baseline)
+
+    from timbrespace_ray.config import load_config
+    from timbrespace_ray.stages import features as features_mod
+    from timbrespace_ray.storage import Location
+
+    parts: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                parts[name] = parts.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    # plan() looks these up in its module when called: time each part of it
+    for name in ("discover", "group_units", "_write_plan"):
+        setattr(features_mod, name, timed(name, getattr(features_mod, name)))
+    stage = features_mod.FeaturesStage(Location.of(out), manifest, load_config().features)
+    rss0, hwm0 = _status_kb("VmRSS"), _status_kb("VmHWM")
+    t0 = time.perf_counter()
+    units = stage.plan()
+    wall = time.perf_counter() - t0
+    hwm = _status_kb("VmHWM")
+    plan_file = Path(out) / "_plan" / "features.parquet"
+    print(json.dumps({
+        "plan_s": wall, "parts_s": parts, "units": len(units),
+        "items": sum(len(u.items) for u in units),
+        "segments": sum(i["count"] for u in units for i in u.items),
+        "metadata": stage.metadata, "plan_file_bytes": plan_file.stat().st_size,
+        "rss_after_imports_mb": rss0 / 1024, "hwm_before_plan_mb": hwm0 / 1024,
+        "peak_rss_mb": hwm / 1024,
+        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def figure_planning(args, tmp: Path, echo) -> dict:
+    manifest = tmp / "plan_manifest.parquet"
+    t0 = time.perf_counter()
+    info = build_plan_manifest(manifest, args.plan_rows, args.plan_recordings)
+    built = time.perf_counter() - t0
+    echo(f"\n(3) Planning a segment manifest of {info['rows']:,} rows (Parquet, "
+         f"{info['manifest_bytes'] / 1e6:.0f} MB: path, start, end, speaker, text of 12 words) "
+         f"over {info['recordings']:,} recordings (not opened: planning reads the manifest only; "
+         f"built in {built:.0f} s)")
+    echo(f"  {machine_line(args.machine)}")
+    echo("  FeaturesStage(...).plan() = discover + group_units + plan file written, in a fresh "
+         "Python process (nothing else running in it)")
+    out = tmp / "plan_out"
+    proc = subprocess.run([sys.executable, __file__, "--plan-child", str(manifest), str(out)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the planning subprocess failed:\n{proc.stderr}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res.update(info)
+    parts = ", ".join(f"{k.strip('_')} {v:.1f} s" for k, v in res["parts_s"].items())
+    echo(f"  plan() {res['plan_s']:6.1f} s  ({parts}); {res['units']:,} units, {res['items']:,} "
+         f"items, {res['segments']:,} segments, metadata {res['metadata']}; plan file "
+         f"{res['plan_file_bytes'] / 1e6:.0f} MB")
+    echo(f"  RSS after imports {res['rss_after_imports_mb']:.0f} MB, peak during plan() "
+         f"{res['peak_rss_mb']:.0f} MB (VmHWM; ru_maxrss says {res['ru_maxrss_mb']:.0f} MB, "
+         "but Linux counts in it the pages the process had before exec: this forking "
+         "parent's)")
+    met = res["plan_s"] < 60 and res["peak_rss_mb"] < 2048
+    echo(f"  targets: under 60 s and under 2 GB peak RSS: {'MET' if met else 'NOT MET'}")
+    shutil.rmtree(out, ignore_errors=True)
+    manifest.unlink()
+    return res
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--plan-child":
+        plan_child(sys.argv[2], sys.argv[3])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=1200.0,
+                    help="audio per form in figures 1 and 2 (default 20 h: runs of 30-60 s each "
+                         "on 2 CPUs, so the pool's start-up of ~2 s is a small part)")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="runs of each side: round 1 baseline then candidate, round 2 the other "
+                         "way round, ... (default 2: A B B A)")
+    ap.add_argument("--shards", type=int, default=None,
+                    help="Parquet shards of the dataset (default: 500 MB each, at least 4)")
+    ap.add_argument("--recording-minutes", type=float, default=30.0,
+                    help="length of each long recording of figure 2 (at most half of --minutes)")
+    ap.add_argument("--plan-rows", type=int, default=1_000_000)
+    ap.add_argument("--plan-recordings", type=int, default=2000)
+    ap.add_argument("--figures", default=",".join(FIGURES),
+                    help=f"which to measure, in this order (default {','.join(FIGURES)})")
+    ap.add_argument("--tmp", default=None, help="folder for the corpora (default: the system's)")
+    ap.add_argument("--json", dest="json_path", default=None, help="also write the figures here")
+    args = ap.parse_args()
+    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    unknown = set(figures) - set(FIGURES)
+    if unknown:
+        ap.error(f"unknown figure(s) {sorted(unknown)}: choose from {FIGURES}")
+    args.machine = machine()
+    echo = lambda s: print(s, flush=True)  # noqa: E731
+    results: dict = {"machine": args.machine, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "args": {k: v for k, v in vars(args).items() if k != "machine"}}
+    with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench_inputs_") as tmp:
+        tmp = Path(tmp)
+        run = None
+        for name in figures:
+            if name == "planning":
+                if run is not None:  # Ray's processes must not share the CPUs with planning
+                    run.close()
+                    run = None
+                results[name] = figure_planning(args, tmp, echo)
+                continue
+            if run is None:
+                run = StageRunner(args.cpus, tmp)
+            fn = figure_dataset if name == "dataset" else figure_segments
+            results[name] = fn(args, run, tmp, echo)
+        if run is not None:
+            run.close()
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        echo(f"\nwritten: {args.json_path}")
+
+
+if __name__ == "__main__":
+    main()
