@@ -1,7 +1,7 @@
 """What the input forms cost: Parquet audio datasets and segment manifests against plain files,
 and planning a segment manifest of a million rows.
 
-Three figures, each measured in one run of this script:
+Four figures, each measured in one run of this script:
   (1) dataset: the features stage on a Parquet audio dataset (written with Hugging Face
       `datasets`: an `Audio` column with the files' bytes embedded, as `push_to_hub` writes it,
       several shards) against the stage on the same WAV files as plain files in folders. Both
@@ -15,6 +15,10 @@ Three figures, each measured in one run of this script:
       Parquet segment manifest of --plan-rows rows with a `speaker` and a `text` column, over
       --plan-recordings recordings that need not exist (planning opens no audio), in a fresh
       subprocess: its time and the process's peak RSS (VmHWM), with the RSS after imports.
+  (4) long: one --long-hours recording (16 kHz, 16 bit) with --long-segments segments of 1-4 s
+      spread over all of it, through the features stage in a fresh subprocess (one worker's
+      work, LocalExecutor): its peak RSS against the memory the stage asks of Ray per worker
+      and against the recording decoded whole.
 
 (1) and (2) run the stage end to end (plan, actor pool start-up, decode, extract, Parquet,
 markers) through `RayExecutor(num_cpus=--cpus)` on one embedded Ray, after a warm-up run of each
@@ -57,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from conftest import DEMO_CORPUS  # noqa: E402
 
 SR = 16000
-FIGURES = ("dataset", "segments", "planning")
+FIGURES = ("dataset", "segments", "planning", "long")
 WARM_MINUTES = 1.0
 
 
@@ -464,6 +468,70 @@ def figure_planning(args, tmp: Path, echo) -> dict:
     return res
 
 
+def build_long(root: Path, hours: float, segments: int, seed: int = 0) -> dict:
+    """root/long.wav (the bundled speech tiled, written in blocks) and root/segments.csv."""
+    import soundfile as sf
+
+    root.mkdir(parents=True)
+    speech = np.concatenate(_speech_int16())
+    total = int(hours * 3600 * 16000)
+    with sf.SoundFile(str(root / "long.wav"), "w", 16000, 1, "PCM_16") as fh:
+        for start in range(0, total, speech.shape[0]):
+            fh.write(speech[: min(speech.shape[0], total - start)])
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.uniform(0, hours * 3600 - 5, segments))
+    ends = starts + rng.uniform(1, 4, segments)
+    lines = ["path,start,end,speaker"] + [f"long.wav,{a:.3f},{b:.3f},spk{i % 7}"
+                                          for i, (a, b) in enumerate(zip(starts, ends))]
+    (root / "segments.csv").write_text("\n".join(lines) + "\n")
+    return {"hours": hours, "segments": segments, "segment_hours": float((ends - starts).sum() / 3600),
+            "wav_bytes": (root / "long.wav").stat().st_size}
+
+
+def long_child(manifest: str, out: str) -> None:
+    """In a fresh process: the features stage over one long segmented recording."""
+    from timbrespace_ray.config import load_config
+    from timbrespace_ray.runner import LocalExecutor, run_map_stage
+    from timbrespace_ray.stages.features import FeaturesStage
+    from timbrespace_ray.storage import Location
+
+    stage = FeaturesStage(Location.of(out), manifest, load_config().features)
+    stage.setup()
+    rss0 = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    summary = run_map_stage(stage, LocalExecutor(), lambda s: None)
+    print(json.dumps({"wall_s": time.perf_counter() - t0, "rows": summary.rows,
+                      "errors": summary.errors, "units": summary.units_total,
+                      "rss_after_setup_mb": rss0 / 1024, "peak_rss_mb": _status_kb("VmHWM") / 1024,
+                      "worker_memory_mb": stage.resources.memory_bytes / 2**20}))
+
+
+def figure_long(args, tmp: Path, echo) -> dict:
+    root = tmp / "long"
+    info = build_long(root, args.long_hours, args.long_segments)
+    echo(f"\n(4) One {info['hours']:g}-hour recording ({info['wav_bytes'] / 1e9:.2f} GB WAV, 16 kHz "
+         f"16 bit) with {info['segments']:,} segments of 1-4 s ({info['segment_hours']:.1f} h "
+         "analysed), features stage in a fresh process (one worker's work)")
+    echo(f"  {machine_line(args.machine)}")
+    proc = subprocess.run([sys.executable, __file__, "--long-child", str(root / "segments.csv"),
+                           str(tmp / "long_out")], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the long-recording subprocess failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res.update(info)
+    whole_mb = info["hours"] * 3600 * 16000 * 4 / 2**20
+    echo(f"  {res['rows']:,} rows, errors {res['errors'] or 'none'}, {res['units']} unit(s), "
+         f"{res['wall_s']:.0f} s")
+    echo(f"  peak RSS {res['peak_rss_mb']:.0f} MB (after imports and setup {res['rss_after_setup_mb']:.0f}"
+         f" MB); the stage asks Ray for {res['worker_memory_mb']:.0f} MB per worker; the "
+         f"recording decoded whole would be {whole_mb:.0f} MB of float32 alone")
+    met = res["peak_rss_mb"] < res["worker_memory_mb"] and res["rows"] == info["segments"]
+    echo(f"  target: within the worker memory bound: {'MET' if met else 'NOT MET'}")
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(tmp / "long_out", ignore_errors=True)
+    return res
+
+
 def _version(package: str) -> str:
     from importlib.metadata import version
 
@@ -473,6 +541,9 @@ def _version(package: str) -> str:
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--plan-child":
         plan_child(sys.argv[2], sys.argv[3])
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--long-child":
+        long_child(sys.argv[2], sys.argv[3])
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=1200.0,
@@ -488,6 +559,8 @@ def main() -> None:
                     help="length of each long recording of figure 2 (at most half of --minutes)")
     ap.add_argument("--plan-rows", type=int, default=1_000_000)
     ap.add_argument("--plan-recordings", type=int, default=2000)
+    ap.add_argument("--long-hours", type=float, default=10.0)
+    ap.add_argument("--long-segments", type=int, default=5000)
     ap.add_argument("--figures", default=",".join(FIGURES),
                     help=f"which to measure, in this order (default {','.join(FIGURES)})")
     ap.add_argument("--tmp", default=None, help="folder for the corpora (default: the system's)")
@@ -505,11 +578,11 @@ def main() -> None:
         tmp = Path(tmp)
         run = None
         for name in figures:
-            if name == "planning":
-                if run is not None:  # Ray's processes must not share the CPUs with planning
+            if name in ("planning", "long"):
+                if run is not None:  # Ray's processes must not share the CPUs with these
                     run.close()
                     run = None
-                results[name] = figure_planning(args, tmp, echo)
+                results[name] = (figure_planning if name == "planning" else figure_long)(args, tmp, echo)
                 continue
             if run is None:
                 run = StageRunner(args.cpus, tmp)
