@@ -37,11 +37,19 @@ def segment_manifest(root: Path) -> tuple[str, dict]:
     return "segments.csv", {"inputs": 2 * N + 1, "rows": 2 * N, "errors": 1, "units": N}
 
 
-def webdataset(root: Path) -> tuple[str, dict]:
-    """N shards of two samples (audio + .json + .txt), one member undecodable."""
+def shards(root: Path) -> tuple[str, dict]:
+    """One folder holding both kinds of shard a corpus ships in: WebDataset tar shards and a
+    Parquet audio dataset, each with `speaker` and `text` metadata."""
     (root / "shards").mkdir(parents=True)
-    for i in range(N):
-        with tarfile.open(root / "shards" / f"shard-{i:03d}.tar", "w") as tar:
+    _webdataset(root / "shards")
+    _audio_dataset(root / "shards")
+    return "shards", {"inputs": N + N, "rows": N - 1 + N - 1, "errors": 2, "units": N // 2 + N}
+
+
+def _webdataset(folder: Path) -> None:
+    """N/2 shards of two samples (audio + .json + .txt), one member undecodable."""
+    for i in range(N // 2):
+        with tarfile.open(folder / f"shard-{i:03d}.tar", "w") as tar:
             for j in range(2):
                 key = f"s{i:03d}_{j}"
                 data = SHORT[(i + j) % len(SHORT)].read_bytes()
@@ -50,16 +58,14 @@ def webdataset(root: Path) -> tuple[str, dict]:
                 add_tar_member(tar, f"{key}.wav", data)
                 add_tar_member(tar, f"{key}.json", json.dumps({"speaker": f"spk{i % 3}"}).encode())
                 add_tar_member(tar, f"{key}.txt", f"utterance {i} {j}".encode())
-    return "shards", {"inputs": 2 * N, "rows": 2 * N - 1, "errors": 1, "units": N}
 
 
-def audio_dataset(root: Path) -> tuple[str, dict]:
+def _audio_dataset(folder: Path) -> None:
     """Three shards written by `datasets` with the bytes embedded, row groups of two rows; one
     row's bytes are not audio."""
     import datasets
     from datasets.table import embed_table_storage
 
-    (root / "data").mkdir(parents=True)
     per_shard = N // 3
     for s in range(3):
         paths = [str(SHORT[(s * per_shard + r) % len(SHORT)]) for r in range(per_shard)]
@@ -73,8 +79,7 @@ def audio_dataset(root: Path) -> tuple[str, dict]:
             ds = ds.map(lambda row, i: {"audio": {"bytes": b"not audio" if i == 3 else row["audio"]["bytes"],
                                                   "path": row["audio"]["path"]}}, with_indices=True)
             ds = ds.cast_column("audio", datasets.Audio())
-        ds.to_parquet(str(root / "data" / f"train-{s:05d}-of-00003.parquet"), batch_size=2)
-    return "data", {"inputs": N, "rows": N - 1, "errors": 1, "units": N}
+        ds.to_parquet(str(folder / f"train-{s:05d}-of-00003.parquet"), batch_size=2)
 
 
 def lhotse_cuts(root: Path) -> tuple[str, dict]:
@@ -99,5 +104,4 @@ def lhotse_cuts(root: Path) -> tuple[str, dict]:
     return "cuts.jsonl.gz", {"inputs": 2 * N, "rows": 2 * N - 2, "errors": 2, "units": N}
 
 
-FORMS = {"segments": segment_manifest, "webdataset": webdataset, "audio_dataset": audio_dataset,
-         "lhotse": lhotse_cuts}
+FORMS = {"segments": segment_manifest, "shards": shards, "lhotse": lhotse_cuts}

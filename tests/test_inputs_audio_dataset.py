@@ -354,22 +354,5 @@ def test_a_storage_error_while_planning_is_not_a_damaged_shard(tmp_path, monkeyp
         discover(str(shard))
 
 
-@pytest.mark.slow  # starts a local Ray (about 20 s)
-def test_through_ray(tmp_path):
-    import ray
-
-    from timbrespace_ray.runner import RayExecutor
-
-    root = tmp_path / "c"
-    for s in range(2):
-        columns, _ = dataset_rows(3, id=[f"s{s}r{r}" for r in range(3)])
-        write_dataset(root / f"train-{s}.parquet", columns, rows_per_group=2)
-    started = not ray.is_initialized()
-    try:
-        summary = run_map_stage(make_stage(root, tmp_path / "out", files_per_unit=1),
-                                RayExecutor(num_cpus=2, progress_bars=False), echo=quiet)
-    finally:
-        if started:
-            ray.shutdown()
-    assert summary.units_total == 6 and summary.inputs == summary.rows == 6
-    assert sorted(rows(tmp_path / "out")) == [f"s{s}r{r}" for s in range(2) for r in range(3)]
+# Through a real Ray cluster, from S3, with a kill -9 of the driver and a rerun:
+# tests/test_reliability_input_forms.py (the `shards` corpus holds a Parquet audio dataset).
