@@ -114,7 +114,7 @@ def test_segments_out_of_range_are_one_error_row_each_and_the_rest_come_out(long
 
 
 def test_duration_column_whole_rows_and_one_decode_per_recording(long_recording, tmp_path, monkeypatch):
-    from timbrespace_ray.inputs import manifest as manifest_reader
+    from timbrespace_ray.inputs import files
 
     path, _ = long_recording
     manifest = tmp_path / "m.jsonl"
@@ -122,8 +122,8 @@ def test_duration_column_whole_rows_and_one_decode_per_recording(long_recording,
     docs.append({"path": str(SHORT[0]), "lang": "fr"})  # a whole file beside the segments
     manifest.write_text("".join(json.dumps(d) + "\n" for d in docs))
     opened = []
-    real = manifest_reader.open_checked
-    monkeypatch.setattr(manifest_reader, "open_checked", lambda s, *a: opened.append(s) or real(s, *a))
+    real = files.open_checked
+    monkeypatch.setattr(files, "open_checked", lambda s, *a: opened.append(s) or real(s, *a))
     out = tmp_path / "out"
     summary = run_features(manifest, out, files_per_unit=2)
     assert summary.rows == 6 and summary.errors == {}

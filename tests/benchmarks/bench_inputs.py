@@ -57,6 +57,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from bench_feature_stage import build_corpus  # noqa: E402  (the same plain-file corpus)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from conftest import DEMO_CORPUS  # noqa: E402
 
@@ -104,21 +106,6 @@ def machine_line(m: dict) -> str:
 # corpora -------------------------------------------------------------------------------------
 def _demo_files() -> list[Path]:
     return sorted(DEMO_CORPUS.glob("*.wav"))
-
-
-def build_plain(root: Path, minutes: float) -> float:
-    """The bundled recordings copied into speakerNNN/ folders up to `minutes`; audio seconds."""
-    import soundfile as sf
-
-    files = _demo_files()
-    per_copy = sum(sf.info(str(f)).duration for f in files)
-    copies = max(1, math.ceil(minutes * 60 / per_copy))
-    for c in range(copies):
-        folder = root / f"speaker{c:03d}"
-        folder.mkdir(parents=True)
-        for f in files:
-            shutil.copy(f, folder / f.name)
-    return copies * per_copy
 
 
 def build_dataset(plain: Path, root: Path, shards: int | None) -> tuple[int, int, int]:
@@ -290,11 +277,11 @@ def print_comparison(res: dict, labels: tuple[str, str], echo) -> None:
 
 def figure_dataset(args, run: StageRunner, tmp: Path, echo) -> dict:
     warm_plain, warm_ds = tmp / "warm_plain", tmp / "warm_ds"
-    build_plain(warm_plain, WARM_MINUTES)
+    build_corpus(warm_plain, WARM_MINUTES)
     build_dataset(warm_plain, warm_ds, 2)
     plain, ds = tmp / "plain", tmp / "ds"
     t0 = time.perf_counter()
-    audio_s = build_plain(plain, args.minutes)
+    audio_s = build_corpus(plain, args.minutes)
     shards, groups, size = build_dataset(plain, ds, args.shards)
     built = time.perf_counter() - t0
     os.sync()  # the copies' write-back must not run during the measurements

@@ -64,7 +64,7 @@ class Segment:
         return self.start_s is None and self.end_s is None
 
 
-AudioOpener = Callable[[], "bytes | BinaryIO"]
+AudioOpener = Callable[[], bytes | BinaryIO]
 
 
 @dataclass

@@ -37,3 +37,17 @@ class AudioFileReader(Reader):
         source, size = item["source"], item["size"]
         yield Recording(source, [Segment(item["utt_id"])],
                         open=lambda: open_checked(source, size, ctx))
+
+
+def segmented_recording(item: dict, ctx: ReadContext) -> Recording:
+    """The recording of a plan item that lists its segments (`segments`: [utt_id, start_s,
+    end_s, metadata values] with `columns` naming the values; optional `channels`)."""
+    source, names = item["source"], item["columns"]
+    segments = [Segment(utt_id, start, end, dict(zip(names, values)))
+                for utt_id, start, end, values in item["segments"]]
+    whole = all(s.whole for s in segments)
+    # a segmented recording is streamed, so only a whole-file decode is bounded by size
+    limit = ctx if whole else ReadContext(ctx.storage_options, max_file_bytes=1 << 62)
+    channels = item.get("channels")
+    return Recording(source, segments, open=lambda: open_checked(source, -1, limit),
+                     channels=None if channels is None else tuple(channels))

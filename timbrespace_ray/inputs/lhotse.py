@@ -77,9 +77,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..storage import Location
-from .base import (InputError, InputOptions, ReadContext, Reader, Recording, Segment,
+from .base import (InputError, InputOptions, ReadContext, Reader, Recording,
                    UnsupportedInputError, plan_item, relative_uri)
-from .files import open_checked
+from .files import segmented_recording
 from .metadata import RESERVED, plain_value, select_columns
 
 INSTALL = "pip install 'timbrespace-ray[lhotse]'"
@@ -492,16 +492,9 @@ class LhotseReader(Reader):
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:
-        source, names = item["source"], item["columns"]
-        segments = [Segment(utt_id, start, end, dict(zip(names, values)))
-                    for utt_id, start, end, values in item["segments"]]
+        recording = segmented_recording(item, ctx)
         if item.get("error"):
             kind, message = item["error"]
-            yield Recording(source, segments, error=ERRORS.get(kind, UnsupportedInputError)(message))
-            return
-        whole = all(s.whole for s in segments)
-        # a segmented recording is streamed, so only a whole-file decode is bounded by size
-        limit = ctx if whole else ReadContext(ctx.storage_options, max_file_bytes=1 << 62)
-        channels = item.get("channels")
-        yield Recording(source, segments, open=lambda: open_checked(source, -1, limit),
-                        channels=None if channels is None else tuple(channels))
+            recording.open = None
+            recording.error = ERRORS.get(kind, UnsupportedInputError)(message)
+        yield recording

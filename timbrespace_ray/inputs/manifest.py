@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 
 from ..storage import Location
-from .base import InputError, ReadContext, Reader, Recording, Segment, plan_item, relative_uri
-from .files import open_checked
+from .base import InputError, ReadContext, Reader, Recording, plan_item, relative_uri
+from .files import segmented_recording
 from .metadata import plain_type, select_columns, table_values
 from .tar import TarShardReader, is_shard
 
@@ -122,10 +122,4 @@ class ManifestReader(Reader):
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:
-        source, names = item["source"], item["columns"]
-        segments = [Segment(utt_id, start, end, dict(zip(names, values)))
-                    for utt_id, start, end, values in item["segments"]]
-        whole = all(s.whole for s in segments)
-        # a segmented recording is streamed, so only a whole-file decode is bounded by size
-        limit = ctx if whole else ReadContext(ctx.storage_options, max_file_bytes=1 << 62)
-        yield Recording(source, segments, open=lambda: open_checked(source, -1, limit))
+        yield segmented_recording(item, ctx)
