@@ -96,6 +96,9 @@ class TrainStageConfig(_Section):
     use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
     cpus_per_worker: float = Field(1.0, gt=0)
     bf16: bool = True
+    activation_checkpointing: bool | None = Field(
+        None, description="recompute layers in the backward pass; None: when the batch would "
+        "not fit a worker's memory otherwise")
     seed: int = 0
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(200, ge=1)

@@ -8,9 +8,15 @@ Built from the original toolkit's documented interface and its published state-d
 - token embedding scaled by sqrt(hidden_dim), then LayerNorm; fixed sinusoidal positions
   (`pos_encoder.pe`, a buffer of pos_max_len positions);
 - a post-norm `nn.TransformerEncoder` (GELU, feed-forward 4 x hidden), then a final LayerNorm;
+  its layers are `nn.TransformerEncoderLayer`s whose self-attention runs through
+  `scaled_dot_product_attention` (see `EncoderLayer`: same parameters, same numbers, no
+  [B, heads, T, T] weight matrix kept for the backward pass);
 - a two-layer prediction head (hidden -> 2 x hidden -> GELU -> dropout -> vocab_size) predicting
   the original token over the whole base vocabulary: the layout's head has vocab_size (122)
   outputs, so with 120 k-means clusters ids 120 and 121 are valid but never occur in the data.
+
+`activation_checkpointing = True` recomputes each layer in the backward pass instead of keeping its
+activations (training memory per token drops about ten-fold; see `memory.py`).
 
 `forward(x, training=True)` masks spans (see `masking.py`) and returns what masked-token training
 needs; `forward(x)` returns the mean of the final hidden states over real tokens. The `training`
@@ -23,7 +29,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .masking import DEFAULT_MASK_SPAN_DIST, SpanMasker
 
@@ -62,6 +70,92 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.dropout(x + self.pe[:, : x.shape[1]].to(x.dtype))
 
 
+# Elements of one [B, heads, queries, keys] block of attention weights that the CPU fallback with
+# attention dropout materialises at a time (x ~4 float copies in its backward: ~256 MB).
+ATTENTION_CHUNK_ELEMENTS = 1 << 24
+
+
+def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      allowed: torch.Tensor | None, dropout_p: float,
+                      chunk_elements: int = ATTENTION_CHUNK_ELEMENTS) -> torch.Tensor:
+    """`scaled_dot_product_attention` over blocks of queries, each recomputed in the backward.
+
+    For the kernel that materialises the weights (PyTorch's CPU kernel with dropout): each block
+    holds at most `chunk_elements` weights and only q, k, v are kept for the backward pass (the
+    recomputation replays the same dropout draws: checkpoint preserves the RNG state).
+    """
+    b, h, t_q, t_k = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    step = max(1, chunk_elements // max(1, b * h * t_k))
+    if step >= t_q:
+        return F.scaled_dot_product_attention(q, k, v, allowed, dropout_p)
+    return torch.cat([checkpoint(F.scaled_dot_product_attention, q[:, :, i:i + step], k, v,
+                                 allowed, dropout_p, use_reentrant=False)
+                      for i in range(0, t_q, step)], dim=2)
+
+
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """Post-norm `nn.TransformerEncoderLayer` (same parameters and state dict) whose
+    self-attention calls `scaled_dot_product_attention` on the `self_attn` projections.
+
+    `nn.MultiheadAttention` hands SDPA a [B, heads, T, T] float mask and, with attention dropout
+    on CPU, gets the math kernel that keeps several B x heads x T x T tensors per layer for the
+    backward pass (16 x 8 x 2,000 x 2,000 floats = 2 GB each). Here the key-padding mask stays a
+    broadcast [B, 1, 1, T] boolean: without dropout (eval, or dropout 0) on CPU the fused flash
+    kernel runs, on CUDA the memory-efficient one (dropout included); with dropout on CPU the
+    queries go in blocks (`chunked_attention`). Identical to the stock layer up to rounding.
+    """
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
+                src_key_padding_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        if src_mask is not None or is_causal or self.norm_first or src.dim() != 3:
+            raise ValueError("EncoderLayer supports batch-first [B, T, H] input with a key "
+                             "padding mask only (post-norm)")
+        x = self.norm1(src + self._attention_block(src, src_key_padding_mask))
+        return self.norm2(x + self._ff_block(x))
+
+    def _attention_block(self, x: torch.Tensor,
+                         key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        attn = self.self_attn
+        b, t, e = x.shape
+        heads = attn.num_heads
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+        # in_proj rows are [q; k; v], each split into heads of e // heads: [3, B, heads, T, d]
+        q, k, v = qkv.view(b, t, 3, heads, e // heads).permute(2, 0, 3, 1, 4)
+        allowed = None
+        if key_padding_mask is not None:
+            allowed = ~key_padding_mask.to(torch.bool).view(b, 1, 1, t)
+        p = attn.dropout if self.training else 0.0
+        if p > 0 and x.device.type == "cpu" and torch.is_grad_enabled():
+            out = chunked_attention(q, k, v, allowed, p)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, allowed, p)
+        return self.dropout1(attn.out_proj(out.transpose(1, 2).reshape(b, t, e)))
+
+
+class LayerStack(nn.TransformerEncoder):
+    """`nn.TransformerEncoder` (same state dict: `layers.<i>.*`) running its layers in a plain
+    loop, each optionally under activation checkpointing (`checkpointing`, training only)."""
+
+    def __init__(self, layer: nn.TransformerEncoderLayer, num_layers: int) -> None:
+        super().__init__(layer, num_layers, enable_nested_tensor=False)
+        self.checkpointing = False
+
+    def forward(self, src: torch.Tensor, mask: torch.Tensor | None = None,
+                src_key_padding_mask: torch.Tensor | None = None,
+                is_causal: bool | None = None) -> torch.Tensor:
+        if mask is not None or is_causal:
+            raise ValueError("LayerStack supports a key padding mask only")
+        h = src
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
+        for layer in self.layers:
+            if recompute:
+                h = checkpoint(layer, h, None, src_key_padding_mask, use_reentrant=False)
+            else:
+                h = layer(h, src_key_padding_mask=src_key_padding_mask)
+        return h if self.norm is None else self.norm(h)
+
+
 class ProsodicSequenceEncoder(nn.Module):
     """Masked-token transformer encoder over prosodic token sequences (see module doc)."""
 
@@ -90,10 +184,9 @@ class ProsodicSequenceEncoder(nn.Module):
 
         self.token_embedding = TokenEmbedding(vocab_size + 2, hidden_dim, self.pad_id)
         self.pos_encoder = SinusoidalPositionalEncoding(hidden_dim, pos_max_len, dropout_rate)
-        layer = nn.TransformerEncoderLayer(hidden_dim, nhead, 4 * hidden_dim, dropout_rate,
-                                           activation="gelu", batch_first=True,
-                                           norm_first=False)
-        self.transformer_encoder = nn.TransformerEncoder(layer, num_layers)
+        layer = EncoderLayer(hidden_dim, nhead, 4 * hidden_dim, dropout_rate,
+                             activation="gelu", batch_first=True, norm_first=False)
+        self.transformer_encoder = LayerStack(layer, num_layers)
         self.prediction_head = nn.Sequential(
             nn.Linear(hidden_dim, 2 * hidden_dim), nn.GELU(), nn.Dropout(dropout_rate),
             nn.Linear(2 * hidden_dim, vocab_size))
@@ -102,6 +195,16 @@ class ProsodicSequenceEncoder(nn.Module):
     @property
     def mask_prob(self) -> float:
         return self.masker.mask_prob
+
+    @property
+    def activation_checkpointing(self) -> bool:
+        """Recompute each layer's activations in the backward pass (a runtime choice: not part
+        of `config` or the state dict)."""
+        return self.transformer_encoder.checkpointing
+
+    @activation_checkpointing.setter
+    def activation_checkpointing(self, on: bool) -> None:
+        self.transformer_encoder.checkpointing = bool(on)
 
     @property
     def config(self) -> dict[str, Any]:

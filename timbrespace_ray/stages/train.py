@@ -21,6 +21,7 @@ import torch
 from ..config import TrainStageConfig
 from ..encoder import ProsodicSequenceEncoder, load_encoder, make_optimizer, save_encoder
 from ..encoder.loop import train_step, training_batches
+from ..encoder.memory import available_memory_bytes, plan_training_memory
 from ..storage import Location
 from .base import SUCCESS, Stage
 from .parts import complete_parts
@@ -84,6 +85,7 @@ def _train_loop(cfg: dict) -> None:
         model, training, state = ckpt.load()
     else:
         model, training, state = ProsodicSequenceEncoder(**cfg["model"]), None, {"step": 0, "epoch": 0}
+    model.activation_checkpointing = cfg.get("activation_checkpointing", False)
     model.to(device)
     optimizer, scheduler = make_optimizer(model, tc.lr, tc.weight_decay, cfg["warmup_steps"],
                                           cfg["total_steps"])
@@ -170,8 +172,20 @@ class TrainStage(Stage):
         total_steps = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
         use_gpu = tc.use_gpu if tc.use_gpu is not None else executor.cluster_gpus() > 0
         model_kwargs = tc.model_kwargs(self._n_clusters(parts))
+        # size the step before any worker starts: a batch that cannot fit is a ConfigError now,
+        # not Ray's out-of-memory killer later; each worker reserves its estimate from Ray
+        # (CPU workers: the estimate is of host memory, float32; GPU memory is not sized here)
+        memory = ""
+        checkpointing, need = bool(tc.activation_checkpointing), 0
+        if not use_gpu:
+            worker_memory = self._worker_memory(executor)
+            checkpointing, need = plan_training_memory(
+                model_kwargs, tc.batch_size, tc.max_len or tc.pos_max_len, worker_memory,
+                tc.activation_checkpointing)
+            memory = f", ~{need / 2**30:.1f} of {worker_memory / 2**30:.1f} GiB per worker"
         echo(f"encoder: {n_sequences} sequences, {total_steps} steps of {tc.batch_size} x "
-             f"{tc.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'} -> {self.folder.uri}")
+             f"{tc.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'}{memory}"
+             f"{', activation checkpointing' if checkpointing else ''} -> {self.folder.uri}")
         fs = self._arrow_fs()
         ds = ray.data.read_parquet([p.path for p in parts], filesystem=fs).select_columns(["tokens"])
         if sum(p.fs.size(p.path) for p in parts) < SMALL_CORPUS_BYTES:
@@ -179,9 +193,12 @@ class TrainStage(Stage):
         trainer = TorchTrainer(
             _train_loop,
             train_loop_config={"stage": self, "model": model_kwargs, "total_steps": total_steps,
-                               "warmup_steps": min(tc.warmup_steps, total_steps // 10)},
-            scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": tc.cpus_per_worker}),
+                               "warmup_steps": min(tc.warmup_steps, total_steps // 10),
+                               "activation_checkpointing": checkpointing},
+            scaling_config=ScalingConfig(
+                num_workers=tc.num_workers, use_gpu=use_gpu,
+                resources_per_worker={"CPU": tc.cpus_per_worker,
+                                      **({"memory": need} if need else {})}),
             # Ray Train's own run state lives beside our checkpoint (shared by every node)
             run_config=RunConfig(name="ray_train", storage_path=self.folder.child("_ray").path,
                                  storage_filesystem=fs,
@@ -201,6 +218,21 @@ class TrainStage(Stage):
         self.folder.child(SUCCESS).write_json(summary)
         echo(f"encoder: {summary['step']} steps, final loss {summary['final_loss']}")
         return summary
+
+    def _worker_memory(self, executor) -> int:
+        """Bytes of memory each of `num_workers` training workers can have: the largest share
+        that places them all on the nodes' Ray `memory` resources (an embedded Ray: at most
+        this machine's available memory)."""
+        import ray
+
+        nodes = [float(n["Resources"].get("memory", 0)) for n in ray.nodes() if n.get("Alive")]
+        if not getattr(executor, "address", None):
+            nodes = [min(m, available_memory_bytes()) if m else available_memory_bytes()
+                     for m in nodes or [0.0]]
+        workers = self.config.num_workers
+        shares = [m / k for m in nodes for k in range(1, workers + 1)]
+        fitting = [s for s in shares if sum(int(m // s) for m in nodes) >= workers]
+        return int(max(fitting, default=0))
 
     def _arrow_fs(self):
         import pyarrow.fs
