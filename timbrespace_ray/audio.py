@@ -77,7 +77,8 @@ def decode_audio(source: str | bytes | BinaryIO, sample_rate: int = 16000, *,
     label = name or (source if isinstance(source, str) else "<bytes>")
     fileobj, snd = _open_sound(source, label, storage_options)
     with fileobj, snd:
-        in_rate = _check_rate(snd, label)
+        stream = MonoStream(snd, sample_rate, label, channels)
+        in_rate = stream.in_rate
         duration = snd.frames / in_rate if snd.frames > 0 else 0.0
         if max_duration_s is not None and duration > max_duration_s:
             raise AudioTooLongError(
@@ -86,7 +87,6 @@ def decode_audio(source: str | bytes | BinaryIO, sample_rate: int = 16000, *,
             )
         out = np.empty(int(np.ceil(max(snd.frames, 0) * sample_rate / in_rate)) + 16, np.float32)
         filled = 0
-        stream = MonoStream(snd, sample_rate, label, channels)
         for chunk in stream:
             if filled + chunk.shape[0] > out.shape[0]:
                 out = np.resize(out, max(2 * out.shape[0], filled + chunk.shape[0]))
@@ -164,8 +164,7 @@ def decode_ranges(source: str | bytes | BinaryIO, ranges: Sequence[tuple[int, in
     """Sample ranges [start, end) of a recording decoded at `sample_rate`, streamed.
 
     Yields (index into `ranges`, samples, length decoded so far, the file's own sample rate)
-    as soon as each range is
-    decoded; ranges that run past the end of the recording come last, clipped to it (the
+    as soon as each range is decoded; ranges that run past the end of the recording come last, clipped to it (the
     length then is the recording's). Only the samples from the earliest unfinished range on
     are kept, so memory is bounded by the longest range, not the recording; decoding stops
     after the last range. Every range must have 0 <= start < end.

@@ -60,16 +60,15 @@ class EmbedStage(PartsStage):
             batch = collate([seqs[windows[i][0]][windows[i][2]:windows[i][2] + windows[i][3]]
                              for i in idx])
             vectors[idx] = embed(model, batch.tokens, batch.lengths, bf16=self.config.bf16).numpy()
+        names = embeddings_schema(model.hidden_dim).names
         rows = pa.array([r for r, *_ in windows], pa.int64())
-        out = table.select(["utt_id", "source", "start_s", "end_s", *carried]).take(rows)
+        out = table.select([*names[:4], *carried]).take(rows)
         for name, values in [("window", pa.array([w for _, w, _, _ in windows], pa.int32())),
                              ("start_frame", pa.array([s for _, _, s, _ in windows], pa.int32())),
                              ("n_frames", pa.array([n for *_, n in windows], pa.int32())),
                              ("embedding", pa.FixedSizeListArray.from_arrays(
                                  pa.array(vectors.ravel(), pa.float32()), model.hidden_dim))]:
             out = out.append_column(name, values)
-        out = out.select([*embeddings_schema(model.hidden_dim).names[:4], *carried,
-                          *embeddings_schema(model.hidden_dim).names[4:]])
         write_table(self.part(unit), out, {
             **provenance(self.name, {"checkpoint": self.checkpoint, "model": model.config}),
             **carried_metadata(carried)})

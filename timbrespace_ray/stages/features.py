@@ -15,7 +15,7 @@ from ..errors import AudioTooLongError, EmptyAudioError, StorageError
 from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
 from ..inputs import (END_TOLERANCE_S, InputError, ReadContext, Recording, Segment, SegmentRangeError,
                       discover, read_item)
-from ..inputs.metadata import arrow_columns
+from ..inputs.metadata import TYPES, arrow_columns
 from ..storage import Location, redact_uri, unreachable_errors
 from ..tables import carried_metadata, error_row, errors_table, provenance, write_table
 from .base import MapStage, Resources, UnitStats, WorkUnit
@@ -26,13 +26,10 @@ BASE_FIELDS = [("utt_id", pa.string()), ("source", pa.string()), ("start_s", pa.
                ("end_s", pa.float64()), ("duration_s", pa.float64()),
                ("sample_rate", pa.int32()), ("n_frames", pa.int32())]
 FEATURE_FIELDS = [(name, pa.list_(pa.float32())) for name in FEATURE_NAMES]
-FEATURES_SCHEMA = pa.schema(BASE_FIELDS + FEATURE_FIELDS)  # without the corpus's own columns
 
 
 def features_schema(metadata: dict[str, str]) -> pa.Schema:
     """Our columns, the corpus's metadata columns, then the six feature lists."""
-    from ..inputs.metadata import TYPES
-
     return pa.schema(BASE_FIELDS + [(k, TYPES[t]) for k, t in metadata.items()] + FEATURE_FIELDS)
 
 
@@ -132,15 +129,13 @@ class FeaturesStage(MapStage):
 
     def _analyse_item(self, item: dict, ctx: ReadContext):
         """(source, segment, feature row or error) for every utterance of a plan item."""
-        recordings = read_item(item, ctx)
-        while True:
-            try:
-                rec = next(recordings)
-            except StopIteration:
-                return
-            except unreachable_errors() as exc:
-                raise StorageError(f"could not read {redact_uri(item['source'])}: {exc}") from exc
-            yield from self._analyse_recording(rec)
+        try:
+            for rec in read_item(item, ctx):
+                yield from self._analyse_recording(rec)
+        except unreachable_errors() as exc:
+            # the store, not this input, is the problem: fail the unit (it is redone on rerun)
+            # rather than record the input as bad
+            raise StorageError(f"could not read {redact_uri(item['source'])}: {exc}") from exc
 
     def _analyse_recording(self, rec: Recording):
         if rec.error is not None:
@@ -149,15 +144,10 @@ class FeaturesStage(MapStage):
             return
         whole = [s for s in rec.segments if s.whole]
         ranged = [s for s in rec.segments if not s.whole]
-        try:
-            if whole:
-                yield from self._whole(rec, whole)
-            if ranged:
-                yield from self._ranges(rec, ranged)
-        except unreachable_errors() as exc:
-            # the store, not this input, is the problem: fail the unit (it is redone on rerun)
-            # rather than record the input as bad
-            raise StorageError(f"could not read {redact_uri(rec.source)}: {exc}") from exc
+        if whole:
+            yield from self._whole(rec, whole)
+        if ranged:
+            yield from self._ranges(rec, ranged)
 
     def _open(self, rec: Recording):
         try:
