@@ -3,13 +3,16 @@ from .batching import (PaddedBatch, collate, length_buckets, padding_fraction, r
                        split_windows)
 from .checkpoint import (SAFE_GLOBALS, encoder_state_dict, load_checkpoint, load_encoder,
                          load_model, save_encoder)
-from .inference import embed
+from .inference import embed, embed_windows, pool_windows
+from .normalization import NORMALIZATION_FILE, EmbeddingNormalization
 from .masking import DEFAULT_MASK_SPAN_DIST, SpanMasker
 from .model import PADDING_TOKEN_ID, ProsodicSequenceEncoder
 from .training import make_optimizer, masked_accuracy, masked_lm_loss, warmup_cosine
 
 __all__ = [
     "DEFAULT_MASK_SPAN_DIST",
+    "EmbeddingNormalization",
+    "NORMALIZATION_FILE",
     "PADDING_TOKEN_ID",
     "PaddedBatch",
     "ProsodicSequenceEncoder",
@@ -17,6 +20,7 @@ __all__ = [
     "SpanMasker",
     "collate",
     "embed",
+    "embed_windows",
     "encoder_state_dict",
     "length_buckets",
     "load_checkpoint",
@@ -26,6 +30,7 @@ __all__ = [
     "masked_accuracy",
     "masked_lm_loss",
     "padding_fraction",
+    "pool_windows",
     "random_crop",
     "save_encoder",
     "split_windows",

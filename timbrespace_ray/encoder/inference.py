@@ -1,11 +1,14 @@
-"""Pooled embeddings of a padded batch, for the embedding stage."""
+"""Pooled embeddings of padded batches and of whole token sequences (windowed), for the embed
+stage and the evaluation."""
 from __future__ import annotations
 
 import contextlib
 import warnings
 
+import numpy as np
 import torch
 
+from .batching import collate, length_buckets, split_windows
 from .model import ProsodicSequenceEncoder
 
 
@@ -25,3 +28,31 @@ def embed(model: ProsodicSequenceEncoder, batch: torch.Tensor,
         warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage")
         out = model(batch.to(device), None if lengths is None else lengths.to(device))
     return out.float().cpu()
+
+
+def embed_windows(model: ProsodicSequenceEncoder, sequences: list, batch_size: int,
+                  bf16: bool = True) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """Every sequence cut into windows of at most `pos_max_len` tokens (`split_windows`) and
+    embedded in length-sorted batches.
+
+    Returns `(windows, vectors)`: `windows[i] = (sequence, window_index, start, n_tokens)` and
+    `vectors[i]` its [hidden_dim] float32 embedding.
+    """
+    windows = [(row, w, start, n) for row, seq in enumerate(sequences)
+               for w, start, n in split_windows(len(seq), model.pos_max_len)]
+    vectors = np.zeros((len(windows), model.hidden_dim), np.float32)
+    for idx in length_buckets([n for *_, n in windows], batch_size):
+        batch = collate([sequences[windows[i][0]][windows[i][2]:windows[i][2] + windows[i][3]]
+                         for i in idx])
+        vectors[idx] = embed(model, batch.tokens, batch.lengths, bf16=bf16).numpy()
+    return windows, vectors
+
+
+def pool_windows(sequence_of_window: np.ndarray, n_tokens: np.ndarray, vectors: np.ndarray,
+                 n_sequences: int) -> np.ndarray:
+    """[n_sequences, H] utterance vectors: the token-weighted mean of each one's windows (what
+    one pass over the whole utterance would pool, were it short enough)."""
+    out = np.zeros((n_sequences, vectors.shape[1]), np.float64)
+    np.add.at(out, sequence_of_window, vectors * n_tokens[:, None])
+    totals = np.bincount(sequence_of_window, weights=n_tokens, minlength=n_sequences)
+    return (out / np.maximum(totals, 1)[:, None]).astype(np.float32)
