@@ -1,5 +1,7 @@
 """The whole pipeline on the bundled corpus through `ray job submit` on a local Ray cluster."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -102,3 +104,30 @@ def test_readme_queries_run_on_the_output(pipeline_out):
     exec(polars[0].replace("OUT/", f"{out}/"), scope)
     # the manifest's speaker column, carried: six voices (the five LibriVox files are one reader)
     assert scope["per_speaker"].height == 6 and scope["per_speaker"]["f0_hz"].min() > 60
+
+
+def test_evaluate_speakers_on_the_pipeline_output(pipeline_out, ray_cluster):
+    out, _ = pipeline_out
+
+    def evaluate(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "timbrespace_ray.cli", "evaluate", "--output", str(out),
+             "--address", ray_cluster.address, "--no-progress", *args],
+            env=ray_cluster.env, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    # all: with a few percent held out of 10 recordings, no speaker would have a pair
+    proc = evaluate("--label", "speaker", "--utterances", "all")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = out / "evaluation" / "speaker"
+    doc = json.loads((folder / "evaluation.json").read_text())
+    assert list(doc["representations"]) == [
+        "embeddings", "embeddings, normalised", "feature statistics", "bag of tokens",
+        "untrained encoder", "untrained encoder, centred"]
+    assert all(0 <= r["auc"] <= 1 for r in doc["representations"].values())
+    assert doc["utterances"]["evaluated"] == 10 and doc["labels"]["count"] == 6
+    assert doc["representations"]["embeddings"]["pairs"]["target"] == 10  # 5 LibriVox files
+    assert "| representation" in proc.stdout and "| untrained encoder, centred" in proc.stdout
+    assert (folder / "roc_det.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| bag of tokens" in (folder / "evaluation.md").read_text()
+    proc = evaluate("--label", "accent")
+    assert proc.returncode == 2 and "carry speaker, corpus, language" in proc.stderr

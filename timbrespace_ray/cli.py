@@ -1,4 +1,4 @@
-"""`timbrespace-ray` command line: one subcommand per stage, plus `run` and `demo`."""
+"""`timbrespace-ray` command line: one subcommand per stage, plus `run`, `evaluate` and `demo`."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +64,15 @@ def _run(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .evaluation.run import run_evaluation
+
+    limits = {k: v for k, v in (("max_utterances", args.max_utterances),
+                                ("max_pairs", args.max_pairs)) if v is not None}
+    run_evaluation(_load(args), args.label, args.utterances, **limits)
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -100,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="all stages in order, skipping finished ones")
     _common(run, needs_input=True)
     run.set_defaults(func=_run)
+    ev = sub.add_parser("evaluate", help="OUTPUT/embeddings -> OUTPUT/evaluation/LABEL/: "
+                        "retrieval of a label by cosine, against baselines")
+    _common(ev)
+    ev.add_argument("--label", required=True, help="the metadata column to tell apart (speaker...)")
+    ev.add_argument("--utterances", choices=["heldout", "all"], default="heldout",
+                    help="heldout: those the encoder's validation split kept out of training "
+                    "(all, with a warning, when it records none); all: every labelled one "
+                    "(default: %(default)s)")
+    # defaults live with run_evaluation (importing it here would import torch for every command)
+    ev.add_argument("--max-utterances", type=int,
+                    help="a deterministic sample beyond this many (default 20,000)")
+    ev.add_argument("--max-pairs", type=int,
+                    help="pairs scored for AUC/EER, a uniform sample beyond (default 2,000,000)")
+    ev.set_defaults(func=_evaluate)
     demo = sub.add_parser("demo", help="run on the bundled demo corpus and write a report")
     demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--config", help="YAML config (default: the bundled demo.yaml)")

@@ -17,6 +17,7 @@ DEMO_MANIFEST = DEMO_CORPUS / "manifest.csv"
 
 def run_demo(output: str, config: str | None = None, num_cpus: int | None = None) -> None:
     from .config import load_config
+    from .evaluation.run import run_evaluation
     from .pipeline import run_pipeline
 
     out = Path(output).resolve()
@@ -26,8 +27,11 @@ def run_demo(output: str, config: str | None = None, num_cpus: int | None = None
     t0 = time.perf_counter()
     timings = {}
     results = run_pipeline(cfg, echo=print, on_stage_done=lambda name, secs: timings.__setitem__(name, secs))
+    # all recordings: most speakers have one, so a held-out share would leave none to compare
+    print("==> evaluate")
+    evaluation = run_evaluation(cfg, "speaker", utterances="all", echo=print)
     total = time.perf_counter() - t0
-    report = write_report(out, results, timings)
+    report = write_report(out, results, timings, evaluation)
     print("\n" + summary_table(results, timings) + f"\n\ntotal {total:.0f} s\nReport: {report}")
 
 
@@ -49,13 +53,14 @@ def summary_table(results: dict, timings: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, results: dict, timings: dict) -> Path:
+def write_report(out: Path, results: dict, timings: dict, evaluation: dict) -> Path:
     import duckdb
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .evaluation.report import counts_line, results_table
     from .features import FEATURE_NAMES, FeatureConfig
     from .plotting import plot_features
 
@@ -137,6 +142,21 @@ Full report: `kmeans/report.txt`, `kmeans/quality.json`.
 One point per utterance (mean of its window embeddings). The five LibriVox files are one reader.
 
 ![embeddings](report/embeddings.png)
+
+## Does the embedding tell speakers apart?
+`timbrespace-ray evaluate --label speaker --utterances all`: cosine scores between utterances,
+the embeddings against simple baselines (full output: `evaluation/speaker/evaluation.md`).
+
+{results_table(evaluation)}
+
+{counts_line(evaluation)}.
+
+A tiny sample: {len(ids)} recordings, {evaluation['labels']['with_one_utterance']} of the
+{evaluation['labels']['count']} speakers with a single one, so only the LibriVox reader's
+recordings make same-speaker pairs and 1-NN queries; and the encoder was trained on (nearly) all
+of them. The table shows that the evaluation runs end to end, not how well the method works.
+
+![ROC and DET](evaluation/speaker/roc_det.png)
 
 ## Query it yourself
 The input was `demo_corpus/manifest.csv`; its `speaker`, `corpus` and `language` columns are

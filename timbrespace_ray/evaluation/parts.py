@@ -1,0 +1,137 @@
+"""The evaluation's work on one part: what an executor runs, one call per part (no Ray here).
+
+The features, tokens and embeddings stages number their parts alike (each part of a stage is
+made from the same-named part of the one before), so one part's utterances are found in the
+three files of that name.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from ..encoder import pool_windows
+from ..errors import TimbrespaceError
+from ..features.analysis import FEATURE_NAMES
+from ..storage import Location
+from .representations import (encoder_vectors, feature_statistics, token_frequencies,
+                              untrained_encoder)
+from .selection import Candidates, Holdout, candidates
+
+
+class InconsistentPartsError(TimbrespaceError):
+    """An utterance of an embeddings part is missing from the same-named tokens or features
+    part."""
+
+
+@dataclass(frozen=True)
+class PartsSpec:
+    """What every part's work needs, shipped to the workers once."""
+
+    output: Location
+    label: str
+    holdout: Holdout | None
+    max_utterances: int
+    model_config: dict  # the trained encoder's constructor arguments
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class PartCandidates:
+    """What the driver learns of one part's candidates: numbers, never every utt_id."""
+
+    positions: np.ndarray         # sampling positions of the first `max_utterances`
+    counts: dict[str, int]        # Candidates.counts()
+    first_of_label: dict[str, float]
+
+
+def candidate_positions(part: str, spec: PartsSpec) -> PartCandidates:
+    found = _candidates(_read(spec.output.child("embeddings", part), _candidate_columns(spec)),
+                        spec)
+    return PartCandidates(found.positions[:spec.max_utterances], found.counts(),
+                          found.first_of_each_label())
+
+
+def part_vectors(item: tuple[str, float], spec: PartsSpec) -> dict:
+    """For part `item[0]`'s candidates up to sampling position `item[1]`: their labels, pooled
+    trained embeddings, feature statistics, token frequencies and untrained encoder's vectors."""
+    part, last = item
+    stage = spec.output.child
+    embeddings = _read(stage("embeddings", part),
+                       [*_candidate_columns(spec), "n_frames", "embedding"])
+    utt_ids, labels = _candidates(embeddings, spec).up_to(last)
+    windows = _rows_of(embeddings, utt_ids)
+    index = {u: i for i, u in enumerate(utt_ids)}
+    dim = windows.schema.field("embedding").type.list_size
+    embedded = pool_windows(
+        np.array([index[u] for u in windows.column("utt_id").to_pylist()], np.int64),
+        windows.column("n_frames").to_numpy().astype(np.float64),
+        _flat(windows.column("embedding"))[0].reshape(-1, dim), len(utt_ids))
+    tokens, token_offsets = _flat(_in_order(_read(stage("tokens", part), ["utt_id", "tokens"]),
+                                            utt_ids, part, "tokens").column("tokens"))
+    features = _in_order(_read(stage("features", part), ["utt_id", *FEATURE_NAMES]), utt_ids,
+                         part, "features")
+    flat = {name: _flat(features.column(name)) for name in FEATURE_NAMES}
+    with _torch_threads(1):  # the call holds one CPU (see run.py)
+        untrained = encoder_vectors(untrained_encoder(spec.model_config), tokens, token_offsets,
+                                    spec.batch_size)
+    return {"label": labels, "embeddings": embedded,
+            "feature statistics": feature_statistics({k: v for k, (v, _) in flat.items()},
+                                                     flat["f0"][1]),
+            "token frequencies": token_frequencies(tokens, token_offsets,
+                                                   spec.model_config["vocab_size"]),
+            "untrained encoder": untrained}
+
+
+def _candidate_columns(spec: PartsSpec) -> list[str]:
+    key = [spec.holdout.key] if spec.holdout else []
+    return list(dict.fromkeys(["utt_id", spec.label, *key]))
+
+
+def _candidates(table: pa.Table, spec: PartsSpec) -> Candidates:
+    key = spec.holdout.key if spec.holdout else None
+    return candidates(table.column("utt_id").to_pylist(), table.column(spec.label).to_pylist(),
+                      table.column(key).to_pylist() if key else None, spec.holdout)
+
+
+def _read(loc: Location, columns: list[str]) -> pa.Table:
+    return pq.read_table(io.BytesIO(loc.read_bytes()), columns=columns)
+
+
+def _rows_of(table: pa.Table, utt_ids: list[str]) -> pa.Table:
+    chosen = pa.array(utt_ids, pa.string())
+    return table.filter(pc.is_in(table.column("utt_id"), value_set=chosen))
+
+
+def _in_order(table: pa.Table, utt_ids: list[str], part: str, folder: str) -> pa.Table:
+    """The rows of `utt_ids`, in that order (one row per utterance)."""
+    row = {u: i for i, u in enumerate(table.column("utt_id").to_pylist())}
+    missing = [u for u in utt_ids if u not in row]
+    if missing:
+        raise InconsistentPartsError(
+            f"{len(missing)} utterance(s) of embeddings/{part} (e.g. {missing[0]!r}) are not in "
+            f"{folder}/{part}: the stages' outputs disagree; rerun the stages from {folder} on")
+    return table.take(pa.array([row[u] for u in utt_ids], pa.int64()))
+
+
+def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(every row's values end to end, row offsets) of a list column."""
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+    return values, np.r_[0, np.cumsum(lengths)]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

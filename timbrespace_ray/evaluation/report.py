@@ -1,0 +1,122 @@
+"""The evaluation's outputs: the results table, `evaluation.md`, `roc_det.png` and
+`evaluation.json`."""
+from __future__ import annotations
+
+import io
+import json
+from statistics import NormalDist
+
+import numpy as np
+
+from ..storage import Location
+
+DESCRIPTIONS = {
+    "embeddings": "the embed stage's window embeddings, token-weighted mean per utterance",
+    "embeddings, normalised": "that vector through the encoder's normalisation",
+    "feature statistics": "mean and standard deviation of the six features where measured, "
+                          "z-scored",
+    "bag of tokens": "token histogram as frequencies, square-rooted (Hellinger), centred",
+    "untrained encoder": "an encoder of the same shape with its initial random weights (seed 0)",
+    "untrained encoder, centred": "that vector with the evaluated utterances' mean removed",
+}
+# DET axes: rates on a probit scale, as is usual for detection trade-offs
+DET_TICKS = [0.001, 0.01, 0.05, 0.2, 0.4, 0.6, 0.8, 0.95]
+DET_LIMITS = (0.0005, 0.99)
+
+
+def results_table(doc: dict) -> str:
+    """The Markdown table: one row per representation."""
+    rows = [("representation", "dim", "AUC", "EER", "1-NN acc ± SE")]
+    for name, r in doc["representations"].items():
+        nn = r["nearest_neighbour"]
+        accuracy = ("n/a" if nn["accuracy"] is None
+                    else f"{nn['accuracy']:.1%} ± {nn['stderr']:.1%}")
+        rows.append((name, str(r["dim"]), _or_na(r["auc"], "{:.3f}"), _or_na(r["eer"], "{:.1%}"),
+                     accuracy))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def counts_line(doc: dict) -> str:
+    u, labels = doc["utterances"], doc["labels"]
+    pairs = next(iter(doc["representations"].values()))["pairs"]
+    nn = next(iter(doc["representations"].values()))["nearest_neighbour"]
+    return (f"{u['evaluated']} utterances ({u['which']}), {labels['count']} {doc['label']} labels "
+            f"({labels['min_per_label']}-{labels['max_per_label']} utterances each), "
+            f"{pairs['scored']} pairs scored ({pairs['target']} same-{doc['label']}), "
+            f"{nn['queries']} 1-NN queries (chance {_or_na(nn['chance'], '{:.1%}')})")
+
+
+def markdown(doc: dict) -> str:
+    label, u = doc["label"], doc["utterances"]
+    described = "\n".join(f"- **{name}**: {DESCRIPTIONS[name]}" for name in doc["representations"])
+    caveats = "\n".join(f"- {c}" for c in doc["caveats"])
+    return f"""# Does the embedding tell `{label}` apart?
+
+{counts_line(doc)}.
+
+{results_table(doc)}
+
+AUC and EER: every pair of utterances (or a uniform sample of pairs) scored by cosine; a pair is
+a target when both share a `{label}`. 1-NN: leave-one-out, whether each utterance's most similar
+other utterance shares its `{label}`; chance is what a neighbour drawn at random would score.
+Utterances: {u['which']} ({u['seen']} in the embeddings, {u['unlabelled']} without a label,
+{u['left_out_as_trained_on']} left out as the encoder's training data, {u['evaluated']}
+evaluated).
+
+{described}
+
+## Caveats
+{caveats}
+
+![ROC and DET](roc_det.png)
+"""
+
+
+def plot_curves(doc: dict) -> bytes:
+    """ROC and DET side by side, one curve per representation, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probit = np.vectorize(NormalDist().inv_cdf)
+    fig, (roc_ax, det_ax) = plt.subplots(1, 2, figsize=(12, 5.2))
+    for name, r in doc["representations"].items():
+        if r["roc"] is None:
+            continue
+        fpr, tpr = np.asarray(r["roc"]["fpr"]), np.asarray(r["roc"]["tpr"])
+        style = "--" if name.startswith("untrained") else "-"
+        roc_ax.plot(fpr, tpr, style, label=f"{name} (AUC {r['auc']:.3f})")
+        det_ax.plot(probit(np.clip(fpr, *DET_LIMITS)), probit(np.clip(1 - tpr, *DET_LIMITS)),
+                    style, label=f"{name} (EER {r['eer']:.1%})")
+    roc_ax.plot([0, 1], [0, 1], ":", color="grey")
+    roc_ax.set(xlabel="false accept rate", ylabel="true accept rate", xlim=(0, 1), ylim=(0, 1),
+               title=f"ROC: same {doc['label']} vs different")
+    ticks = probit(DET_TICKS)
+    det_ax.plot(probit(DET_LIMITS), probit(DET_LIMITS), ":", color="grey")
+    det_ax.set(xlabel="false accept rate", ylabel="false reject rate", xticks=ticks, yticks=ticks,
+               xlim=probit(DET_LIMITS), ylim=probit(DET_LIMITS), title="DET (probit axes)")
+    det_ax.set_xticklabels([f"{t:.1%}".replace(".0%", "%") for t in DET_TICKS])
+    det_ax.set_yticklabels([f"{t:.1%}".replace(".0%", "%") for t in DET_TICKS])
+    for ax in (roc_ax, det_ax):
+        ax.legend(fontsize=8, loc="lower right" if ax is roc_ax else "upper right")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_outputs(folder: Location, doc: dict) -> None:
+    # in the table's order (Location.write_json sorts keys)
+    folder.child("evaluation.json").write_atomic(json.dumps(doc, indent=1).encode())
+    folder.child("evaluation.md").write_atomic(markdown(doc).encode())
+    folder.child("roc_det.png").write_atomic(plot_curves(doc))
+
+
+def _or_na(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else fmt.format(value)

@@ -1,0 +1,195 @@
+"""`timbrespace-ray evaluate`: does the encoder's embedding tell a label apart, and does it
+beat simple baselines? Writes `OUTPUT/evaluation/<label>/`.
+
+Two rounds of work over the embeddings parts, one call per part on one CPU each (reading, and
+for the second round an untrained encoder's forward passes, which torch runs on one thread):
+the first returns only sampling positions, from which the driver picks the cutoff of the
+`max_utterances` sample; the second returns the vectors of the utterances up to it. The driver
+then scores them (`metrics.py`).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ..config import PipelineConfig
+from ..encoder import EmbeddingNormalization
+from ..errors import ConfigError
+from ..runner import RayExecutor
+from ..stages.base import SUCCESS, Resources
+from ..stages.embed import load_normalization
+from ..storage import Location, redact_uri
+from ..tables import carried_columns, read_settings
+from .metrics import DEFAULT_MAX_PAIRS, DEFAULT_MAX_QUERIES, retrieval_figures
+from .parts import PartCandidates, PartsSpec, candidate_positions, part_vectors
+from .report import counts_line, results_table, write_outputs
+from .representations import UNTRAINED_SEED, compared
+from .selection import SAMPLE_SEED, Holdout, cutoff
+
+UTTERANCES = ("heldout", "all")
+DEFAULT_MAX_UTTERANCES = 20_000
+NOT_HELD_OUT = "not held out: the encoder saw these utterances"
+PART_RESOURCES = Resources(num_cpus=1.0)
+# (folder, command that writes it): what evaluate reads, in the order they are made
+STAGE_OUTPUTS = (("features", "features"), ("tokens", "tokens"), ("embeddings", "embed"))
+SCORING_SEED = 0  # pair sample and 1-NN query sample
+
+
+def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
+                   max_utterances: int = DEFAULT_MAX_UTTERANCES,
+                   max_pairs: int = DEFAULT_MAX_PAIRS, executor=None,
+                   echo: Callable[[str], None] = print) -> dict:
+    """Score the embeddings and the baselines on `label`; write and return every figure."""
+    if utterances not in UTTERANCES:
+        raise ConfigError(f"utterances must be one of {', '.join(UTTERANCES)}, "
+                          f"got {utterances!r}")
+    if max_utterances < 2 or max_pairs < 1:
+        raise ConfigError(f"max_utterances must be >= 2 and max_pairs >= 1, got {max_utterances} "
+                          f"and {max_pairs}")
+    if cfg.output is None:
+        raise ConfigError("no output: pass --output or set 'output' in the config")
+    opts = cfg.storage.storage_options
+    out = Location.of(cfg.output, opts)
+    parts = _embeddings_parts(out)
+    first = out.child("embeddings", parts[0])
+    with first.fs.open(first.path, "rb") as fh:
+        carried = carried_columns(pq.read_schema(fh))
+    if label not in carried:
+        raise ConfigError(f"no label column {label!r} in {out.uri}: the tables carry "
+                          f"{', '.join(carried) or 'no metadata columns'}")
+    encoder_uri = cfg.embed.checkpoint or out.child("encoder").uri
+    split = _holdout(encoder_uri, opts)
+    holdout = split if utterances == "heldout" else None
+    if holdout is not None and holdout.key not in ("utt_id", *carried):
+        raise ConfigError(f"the encoder's validation split is keyed by {holdout.key!r}, which the "
+                          f"tables do not carry; use --utterances all")
+    which = "heldout" if holdout is not None else "all"
+    if utterances == "heldout" and holdout is None:
+        echo(f"evaluate: the encoder records no validation split; evaluating all utterances "
+             f"({NOT_HELD_OUT})")
+    spec = PartsSpec(out, label, holdout, max_utterances, read_settings(first)["model"],
+                     cfg.embed.batch_size)
+    executor = executor or RayExecutor(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.progress_bars)
+    echo(f"evaluate: {label} over {which} utterances of {len(parts)} parts")
+    found, last, gathered = _gather(executor, parts, spec, which, echo)
+    labels = [lab for g in gathered for lab in g["label"]]
+    vectors = {k: np.concatenate([g[k] for g in gathered]) for k in gathered[0] if k != "label"}
+    normalization, normalization_doc = _normalization(encoder_uri, opts, vectors["embeddings"])
+    representations = compared(vectors, normalization)
+    echo(f"evaluate: scoring {len(representations)} representations")
+    counts = sum((Counter(f.counts) for f in found), Counter())
+    per_label = np.unique(labels, return_counts=True)[1]
+    doc = {
+        "label": label,
+        "utterances": {"requested": utterances, "which": which, "held_out": which == "heldout",
+                       "validation": None if holdout is None else asdict(holdout),
+                       "seen": counts["seen"], "unlabelled": counts["unlabelled"],
+                       "left_out_as_trained_on": counts["trained_on"], "evaluated": len(labels),
+                       "sampled": bool(np.isfinite(last)), "max_utterances": max_utterances},
+        "labels": {"count": len(per_label), "min_per_label": int(per_label.min()),
+                   "median_per_label": float(np.median(per_label)),
+                   "max_per_label": int(per_label.max()),
+                   "with_one_utterance": int(np.count_nonzero(per_label == 1))},
+        "normalization": normalization_doc,
+        "settings": {"output": redact_uri(out.uri), "encoder": redact_uri(encoder_uri),
+                     "scoring": "cosine", "max_pairs": max_pairs,
+                     "max_queries": DEFAULT_MAX_QUERIES,
+                     "scoring_seed": SCORING_SEED, "sample_seed": SAMPLE_SEED,
+                     "untrained_seed": UNTRAINED_SEED, "model": spec.model_config},
+        "representations": {name: {"dim": int(x.shape[1]),
+                                   **retrieval_figures(x, labels, max_pairs, DEFAULT_MAX_QUERIES,
+                                                       SCORING_SEED)}
+                            for name, x in representations.items()},
+    }
+    doc["caveats"] = _caveats(doc, holdout, split)
+    folder = out.child("evaluation", label)
+    write_outputs(folder, doc)
+    for line in ["", counts_line(doc), results_table(doc), *[f"- {c}" for c in doc["caveats"]],
+                 f"-> {folder.uri}/evaluation.md, evaluation.json, roc_det.png"]:
+        echo(line)
+    return doc
+
+
+def _gather(executor, parts: list[str], spec: PartsSpec, which: str,
+            echo: Callable[[str], None]) -> tuple[list[PartCandidates], float, list[dict]]:
+    """Both rounds over the parts: (every part's candidates, the sample's cutoff, the chosen
+    utterances' vectors per part). Stops before the expensive round when fewer than 2 labels
+    are among the chosen."""
+    found = executor.parallel(candidate_positions, parts, PART_RESOURCES, spec)
+    last = cutoff([f.positions for f in found], spec.max_utterances)
+    chosen = sum(int(np.count_nonzero(f.positions <= last)) for f in found)
+    labels = {lab for f in found for lab, position in f.first_of_label.items() if position <= last}
+    if len(labels) < 2:
+        hint = (" (held-out utterances only; --utterances all evaluates every one)"
+                if which == "heldout" else "")
+        raise ConfigError(f"fewer than 2 distinct {spec.label!r} labels among the {chosen} "
+                          f"labelled utterances{hint}: nothing to tell apart")
+    echo(f"evaluate: {chosen} utterances, {len(labels)} labels; computing their vectors")
+    items = [(p, last) for p, f in zip(parts, found) if len(f.positions) and f.positions[0] <= last]
+    return found, last, executor.parallel(part_vectors, items, PART_RESOURCES, spec)
+
+
+def _embeddings_parts(out: Location) -> list[str]:
+    """The embeddings part names, once every stage evaluate reads has finished."""
+    for folder, command in STAGE_OUTPUTS:
+        if not out.child(folder, SUCCESS).exists():
+            raise ConfigError(f"evaluate needs a complete '{folder}' stage in {out.uri}; run "
+                              f"`timbrespace-ray {command}` first (or `timbrespace-ray run`)")
+    parts = [n for n in out.child("embeddings").list_names()
+             if n.startswith("part-") and n.endswith(".parquet")]
+    if not parts:
+        raise ConfigError(f"{out.child('embeddings').uri} holds no parts: no utterance to evaluate")
+    return parts
+
+
+def _holdout(encoder_uri: str, opts: dict) -> Holdout | None:
+    success = Location.of(encoder_uri, opts).child(SUCCESS)
+    return Holdout.of(success.read_json()) if success.exists() else None
+
+
+def _normalization(encoder_uri: str, opts: dict,
+                   embedded: np.ndarray) -> tuple[EmbeddingNormalization, dict]:
+    """The encoder folder's normalisation, else a centring fitted on the evaluated utterances."""
+    stored = load_normalization(encoder_uri, opts)
+    if stored is not None:
+        return stored, {"source": "encoder", "method": stored.method, "fitted_on": stored.fitted_on}
+    fitted = EmbeddingNormalization.fit(embedded, method="center")
+    return fitted, {"source": "fitted on the evaluated utterances", "method": "center",
+                    "fitted_on": fitted.fitted_on}
+
+
+def _caveats(doc: dict, holdout: Holdout | None, split: Holdout | None) -> list[str]:
+    """`holdout`: the split the utterances were chosen by; `split`: the encoder's, if any."""
+    label, reps = doc["label"], doc["representations"]
+    first = next(iter(reps.values()))
+    caveats = []
+    if holdout is None:
+        but = "" if split is None else f" (all but its {split.fraction:.0%} validation share)"
+        caveats.append(f"{NOT_HELD_OUT}{but}: its figures may be optimistic")
+    elif holdout.key != label:
+        caveats.append(f"held out by {holdout.key}: the encoder may have seen other utterances "
+                       f"of the same {label}")
+    if doc["normalization"]["source"] != "encoder":
+        caveats.append("no normalisation stored with the encoder: 'embeddings, normalised' is "
+                       "centred on the evaluated utterances themselves")
+    caveats.append("the baselines' normalisations (z-scores, centring) are fitted on the "
+                   "evaluated utterances themselves, which can only favour them")
+    if doc["utterances"]["sampled"]:
+        caveats.append(f"a sample of {doc['utterances']['evaluated']} utterances (by a hash of "
+                       f"utt_id), not all")
+    if first["pairs"]["sampled"]:
+        caveats.append(f"AUC and EER over a uniform sample of {first['pairs']['scored']} of "
+                       f"{first['pairs']['total']} pairs")
+    nn = first["nearest_neighbour"]
+    if nn["excluded"]:
+        caveats.append(f"{nn['excluded']} utterances whose {label} no other utterance has are "
+                       "not 1-NN queries (they still count as neighbours and in pairs)")
+    if nn["sampled"]:
+        caveats.append(f"1-NN accuracy over a sample of {nn['queries']} queries")
+    if doc["utterances"]["evaluated"] < 100:
+        caveats.append(f"only {doc['utterances']['evaluated']} utterances: the figures are rough")
+    return caveats
