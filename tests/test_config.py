@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_every_key_has_a_default():
     cfg = load_config()
     assert cfg == PipelineConfig()
-    assert cfg.features.hop_ms == 16 and cfg.kmeans.n_clusters == 120 and cfg.train.hidden_dim == 768
+    assert cfg.features.hop_ms == 16 and cfg.kmeans.n_clusters == 120 and cfg.train.resolved(use_gpu=True).hidden_dim == 768
 
 
 @pytest.mark.parametrize("yaml_text,key", [
@@ -70,3 +70,15 @@ def test_cli_rejects_a_bad_config_before_running(tmp_path):
     assert proc.returncode == 2
     assert "features.files_per_unit" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_unset_recipe_keys_follow_the_cluster():
+    cfg = load_config().train
+    gpu, cpu = cfg.resolved(use_gpu=True), cfg.resolved(use_gpu=False)
+    assert (gpu.hidden_dim, gpu.num_layers, gpu.max_len, gpu.contrastive_weight) == (768, 8, 2000, 0.0)
+    assert gpu.max_steps is None and gpu.epochs == 1.0
+    assert (cpu.hidden_dim, cpu.num_layers, cpu.contrastive_weight) == (128, 2, 1.0)
+    assert cpu.max_steps == 2000  # a step budget on CPUs
+    # what the user sets wins; epochs set means no step budget from the recipe
+    mine = load_config(**{"train.hidden_dim": 64, "train.epochs": 3}).train.resolved(use_gpu=False)
+    assert (mine.hidden_dim, mine.epochs, mine.max_steps, mine.num_layers) == (64, 3.0, None, 2)

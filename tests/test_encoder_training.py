@@ -9,6 +9,8 @@ import torch
 
 from timbrespace_ray.encoder import (ProsodicSequenceEncoder, collate, make_optimizer,
                                      masked_accuracy, masked_lm_loss, warmup_cosine)
+from timbrespace_ray.encoder.loop import paired_batches
+from timbrespace_ray.encoder.training import contrastive_loss
 
 
 def test_masked_lm_loss_is_cross_entropy_on_targets_only():
@@ -113,3 +115,38 @@ def test_small_model_learns_on_cpu(one_thread):
     assert last < 0.6 * first, losses
     # below the entropy of the 20 ids alone: the model uses the context, not just frequencies
     assert last < math.log(20) - 0.3, losses
+
+
+def test_contrastive_loss_picks_the_twin():
+    # rows 0, 1 and their twins 2, 3: row 0 is as similar (cosine 1) to its twin as to nothing
+    # else, so at temperature 1 its loss is -log(e / (e + 1 + 1)); the same for every row
+    views = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 3.0]])
+    expected = -math.log(math.e / (math.e + 2))
+    assert contrastive_loss(views, 1.0).item() == pytest.approx(expected, rel=1e-6)
+    # twins swapped: each row's twin is now orthogonal to it, and the loss rises
+    swapped = views[[0, 1, 3, 2]]
+    assert contrastive_loss(swapped, 1.0).item() > expected + 0.5
+    # a sharper temperature makes a right choice cheaper
+    assert contrastive_loss(views, 0.1).item() < 1e-3
+
+
+def test_paired_batches_hold_two_disjoint_crops_of_each_utterance():
+    rng = np.random.default_rng(0)
+    # each utterance's tokens are a distinct range, so a crop tells which utterance it is from
+    # and where in it (the 5-token one is too short for two views and is left out)
+    utterances = [np.arange(1000 * i, 1000 * i + n) for i, n in enumerate([5, 8, 40, 90, 300, 900])]
+    seen = []
+    for batch in paired_batches([utterances], batch_size=2, max_len=200, rng=rng):
+        rows = [t[:n].numpy() for t, n in zip(batch.tokens, batch.lengths)]
+        half = len(rows) // 2
+        for first, second in zip(rows[:half], rows[half:]):
+            source = int(first[0]) // 1000
+            n = len(utterances[source])
+            assert int(second[0]) // 1000 == source
+            assert first[-1] < second[0]  # the first view ends before the second begins
+            cut_low, cut_high = 1000 * source + int(0.3 * n), 1000 * source + int(0.7 * n)
+            assert first[-1] < cut_high and second[0] >= cut_low
+            for crop in (first, second):  # contiguous, at most max_len
+                assert np.all(np.diff(crop) == 1) and 2 <= len(crop) <= 200
+            seen.append(source)
+    assert sorted(seen) == [1, 2, 3, 4, 5]

@@ -74,21 +74,28 @@ class FeaturesStageConfig(FeatureConfig):
 
 
 class TrainStageConfig(_Section):
-    """Masked-token pretraining of the encoder (defaults: the original's 58 M model)."""
+    """Masked-token pretraining of the encoder.
+
+    The model-shape and schedule keys left unset (None) take the recipe of the cluster the
+    stage runs on: on GPUs the original's 58 M model (`GPU_RECIPE`), on CPU-only clusters the
+    smaller recipe that the embedding benchmark found to train usefully there (`CPU_RECIPE`).
+    """
 
     vocab_size: int | None = Field(None, ge=2, description="default: k-means clusters + 2")
-    hidden_dim: int = Field(768, ge=8)
-    num_layers: int = Field(8, ge=1)
-    nhead: int = Field(8, ge=1)
+    hidden_dim: int | None = Field(None, ge=8)
+    num_layers: int | None = Field(None, ge=1)
+    nhead: int | None = Field(None, ge=1)
     pos_max_len: int = Field(2000, ge=8)
     dropout_rate: float = Field(0.1, ge=0, lt=1)
-    mask_prob: float = Field(0.15, gt=0, lt=1)
-    max_len: int | None = Field(None, ge=8, description="random crop length; default pos_max_len")
-    batch_size: int = Field(16, ge=1, description="sequences per worker and step")
+    mask_prob: float | None = Field(None, gt=0, lt=1)
+    max_len: int | None = Field(None, ge=8, description="random crop length; default: the "
+                                "recipe's, at most pos_max_len")
+    batch_size: int | None = Field(None, ge=1, description="sequences per worker and step")
     pool_batches: int = Field(32, ge=1, description="batches pooled for length bucketing")
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1, description="overrides epochs")
-    lr: float = Field(1e-4, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs (the CPU recipe "
+                                  "sets it unless epochs is set)")
+    lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(500, ge=0, description="capped at a tenth of the steps")
     grad_clip: float = Field(1.0, gt=0)
@@ -102,12 +109,55 @@ class TrainStageConfig(_Section):
     seed: int = 0
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(200, ge=1)
+    validation_fraction: float = Field(
+        0.05, ge=0, lt=1, description="share of utterances held out of training (by a hash of "
+        "validation_key) for the validation loss and the evaluation")
+    validation_key: str = Field(
+        "utt_id", description="the column whose hash decides the split; a label column "
+        "(e.g. speaker) holds out whole groups")
+    validation_max_tokens: int = Field(
+        200_000, ge=1000, description="tokens of the held-out set scored at each epoch's end")
+    normalization: Literal["none", "center", "whiten"] | None = Field(
+        None, description="embedding normalisation fitted after training and applied by the "
+        "embed stage (embedding_normalized)")
+    contrastive_weight: float | None = Field(
+        None, ge=0, description="weight of the contrastive loss between two crops of each "
+        "utterance (their pooled states must find each other in the batch), added to the "
+        "masked-token loss; 0: masked tokens only. It is what makes the pooled embedding "
+        "describe the voice rather than the words")
+    contrastive_temperature: float = Field(0.1, gt=0)
+    normalization_sequences: int = Field(
+        2000, ge=2, description="training utterances the normalisation is fitted on")
+
+    def resolved(self, use_gpu: bool) -> "TrainStageConfig":
+        """This config with every unset recipe key taken from the GPU or CPU recipe."""
+        recipe = dict(GPU_RECIPE if use_gpu else CPU_RECIPE)
+        if self.epochs is not None:  # the user's epochs, not the recipe's step budget
+            recipe.pop("max_steps", None)
+        recipe.setdefault("epochs", 1.0)
+        return self.model_copy(update={k: v for k, v in recipe.items()
+                                       if getattr(self, k) is None})
 
     def model_kwargs(self, n_clusters: int) -> dict:
         return {"vocab_size": self.vocab_size or n_clusters + 2, "hidden_dim": self.hidden_dim,
                 "num_layers": self.num_layers, "nhead": self.nhead,
                 "pos_max_len": self.pos_max_len, "dropout_rate": self.dropout_rate,
                 "mask_prob": self.mask_prob}
+
+
+# The original's encoder and schedule, for GPUs.
+GPU_RECIPE: dict[str, Any] = {
+    "hidden_dim": 768, "num_layers": 8, "nhead": 8, "mask_prob": 0.15, "max_len": 2000,
+    "batch_size": 16, "epochs": 1.0, "lr": 1e-4, "normalization": "center",
+    "contrastive_weight": 0.0}
+# What trains usefully within about half an hour on 2 CPUs (tests/benchmarks/bench_recipe.py):
+# a small encoder, a fixed step budget rather than epochs (a CPU cannot afford an epoch of a
+# large corpus, and a small one needs many), and the contrastive loss that makes the pooled
+# embedding describe the voice.
+CPU_RECIPE: dict[str, Any] = {
+    "hidden_dim": 128, "num_layers": 2, "nhead": 4, "mask_prob": 0.15, "max_len": 512,
+    "batch_size": 16, "max_steps": 2000, "lr": 1e-3, "normalization": "center",
+    "contrastive_weight": 1.0}
 
 
 class KMeansStageConfig(_Section):

@@ -30,6 +30,17 @@ def masked_accuracy(logits: torch.Tensor, original_tokens: torch.Tensor,
     return correct.sum() / target_mask.sum().clamp(min=1)
 
 
+def contrastive_loss(pooled: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over a [2B, H] batch whose rows i and i + B are two views of one utterance: each
+    row must pick its twin, by cosine similarity, among the other 2B - 1 rows."""
+    z = F.normalize(pooled.float(), dim=-1)
+    n = z.shape[0] // 2
+    sim = (z @ z.T / temperature).masked_fill(
+        torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    twins = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, twins)
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     """LR factor: linear rise to 1 over `warmup_steps` (the first step already non-zero), then
     cosine decay to 0 at `total_steps`, 0 after."""

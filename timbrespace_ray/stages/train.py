@@ -19,9 +19,12 @@ import pyarrow.parquet as pq
 import torch
 
 from ..config import TrainStageConfig
-from ..encoder import ProsodicSequenceEncoder, load_encoder, make_optimizer, save_encoder
-from ..encoder.loop import train_step, training_batches
+from ..encoder import (NORMALIZATION_FILE, EmbeddingNormalization, ProsodicSequenceEncoder,
+                       embed_windows, load_encoder, make_optimizer, pool_windows, save_encoder)
+from ..encoder.loop import paired_batches, train_step, training_batches, validation_metrics
+from ..encoder.split import is_validation, split_position
 from ..encoder.memory import available_memory_bytes, plan_training_memory
+from ..errors import ConfigError
 from ..storage import Location
 from .base import SUCCESS, Stage
 from .parts import complete_parts
@@ -46,10 +49,14 @@ class EncoderCheckpoint:
     def exists(self) -> bool:
         return self.folder.child(STATE).exists()
 
-    def save(self, model: ProsodicSequenceEncoder, optimizer, scheduler, state: dict) -> None:
+    def save(self, model: ProsodicSequenceEncoder, optimizer, scheduler, state: dict,
+             normalization: EmbeddingNormalization | None = None) -> None:
         name = f"step-{state['step']:08d}-{uuid.uuid4().hex[:8]}"
         with tempfile.TemporaryDirectory() as tmp:
             save_encoder(tmp, model)
+            if normalization is not None:
+                with open(os.path.join(tmp, NORMALIZATION_FILE), "w") as fh:
+                    fh.write(normalization.to_json())
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                        os.path.join(tmp, TRAINING_STATE))
             self.folder.child(name).upload(tmp)
@@ -67,6 +74,10 @@ class EncoderCheckpoint:
             training = torch.load(os.path.join(tmp, TRAINING_STATE), weights_only=True)
         return model, training, state
 
+    def latest(self) -> Location:
+        """The folder of the latest checkpoint (its config, weights and normalisation)."""
+        return self.folder.child(self.folder.child(STATE).read_json()["folder"])
+
 
 def _train_loop(cfg: dict) -> None:
     """Runs on every Ray Train worker."""
@@ -74,11 +85,11 @@ def _train_loop(cfg: dict) -> None:
     import ray.train.torch
 
     stage: TrainStage = cfg["stage"]
-    tc: TrainStageConfig = stage.config
+    tc: TrainStageConfig = cfg["train"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
+    torch.set_num_threads(max(1, round(tc.cpus_per_worker)))
     ckpt = EncoderCheckpoint(stage.folder)
     torch.manual_seed(tc.seed)
     if ckpt.exists():
@@ -96,44 +107,106 @@ def _train_loop(cfg: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     step, epoch = state["step"], state["epoch"]
     metrics: list[dict] = state.get("metrics", [])
-    max_len = tc.max_len or tc.pos_max_len
+    validation = _held_out(ray.train, "validation", tc.validation_max_tokens) if rank == 0 else []
     t_start = time.perf_counter()
     if rank == 0:
         print(f"[train] {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-              f"{world} worker(s) on {device}, steps {step} -> {cfg['total_steps']}", flush=True)
+              f"{world} worker(s) on {device}, steps {step} -> {cfg['total_steps']}, "
+              f"{len(validation)} validation utterances", flush=True)
+
+    def validate() -> None:
+        if rank == 0 and validation:
+            row = {"kind": "validation", "step": step, "epoch": epoch,
+                   **validation_metrics(model, validation, tc.max_len, tc.batch_size, device,
+                                        tc.seed)}
+            metrics.append(row)
+            print(f"[train] validation after step {step}: loss {row['loss']:.4f} "
+                  f"acc {row['accuracy']:.3f} ({row['targets']} masked tokens)", flush=True)
+
     while step < cfg["total_steps"]:
         # each rank repeats its shard until the common step count: DDP ranks stay in lock-step
         rng = np.random.default_rng([tc.seed, rank, epoch])
         pools = (b["tokens"] for b in shard.iter_batches(
             batch_size=tc.batch_size * tc.pool_batches, batch_format="numpy"))
         epoch_stats = []
-        for batch in training_batches(pools, tc.batch_size, max_len, rng):
-            m = train_step(ddp, optimizer, scheduler, batch, device, tc.grad_clip, tc.bf16)
+        batches = (paired_batches if tc.contrastive_weight else training_batches)(
+            pools, tc.batch_size, tc.max_len, rng)
+        for batch in batches:
+            m = train_step(ddp, optimizer, scheduler, batch, device, tc.grad_clip, tc.bf16,
+                           tc.contrastive_weight, tc.contrastive_temperature)
             step += 1
             epoch_stats.append(m)
             if rank == 0 and (step % tc.log_every == 0 or step == cfg["total_steps"]):
                 row = {"kind": "step", "step": step, "epoch": epoch, **m,
                        "elapsed_s": time.perf_counter() - t_start}
                 metrics.append(row)
+                nce = f" contrastive {m['contrastive']:.3f}" if "contrastive" in m else ""
                 print(f"[train] step {step}/{cfg['total_steps']} epoch {epoch} loss {m['loss']:.4f} "
-                      f"acc {m['accuracy']:.3f} lr {m['lr']:.2e} {m['tokens_per_s'] * world:.0f} tok/s",
-                      flush=True)
-            if step % tc.checkpoint_every == 0 or step >= cfg["total_steps"]:
+                      f"acc {m['accuracy']:.3f}{nce} lr {m['lr']:.2e} "
+                      f"{m['tokens_per_s'] * world:.0f} tok/s", flush=True)
+            if step >= cfg["total_steps"]:
+                break
+            if step % tc.checkpoint_every == 0:
                 if rank == 0:
                     ckpt.save(model, optimizer, scheduler,
                               {"step": step, "epoch": epoch, "metrics": metrics})
                 ray.train.report({"step": step, "loss": m["loss"]})
-            if step >= cfg["total_steps"]:
-                break
         if rank == 0 and epoch_stats:
-            metrics.append({"kind": "epoch", "step": step, "epoch": epoch,
-                            "loss": float(np.mean([s["loss"] for s in epoch_stats])),
-                            "accuracy": float(np.mean([s["accuracy"] for s in epoch_stats])),
-                            "tokens_per_s": float(np.mean([s["tokens_per_s"] for s in epoch_stats])) * world,
-                            "padding_fraction": float(np.mean([s["padding_fraction"] for s in epoch_stats]))})
+            means = {k: float(np.mean([s[k] for s in epoch_stats])) for k in epoch_stats[0]
+                     if k in ("loss", "accuracy", "contrastive", "padding_fraction")}
+            metrics.append({"kind": "epoch", "step": step, "epoch": epoch, **means,
+                            "steps": len(epoch_stats),
+                            "tokens_per_s": float(np.mean([s["tokens_per_s"] for s in epoch_stats])) * world})
+            validate()
         epoch += 1
     if rank == 0:
-        ckpt.save(model, optimizer, scheduler, {"step": step, "epoch": epoch, "metrics": metrics})
+        if not any(m["kind"] == "validation" and m["step"] == step for m in metrics):
+            validate()  # resumed at the last step, or it ended inside an epoch
+        normalization = None
+        if tc.normalization != "none":
+            sample = _held_out(ray.train, "normalization", None)
+            if len(sample) >= 2:
+                windows, vectors = embed_windows(model, sample, tc.batch_size, bf16=tc.bf16)
+                pooled = pool_windows(np.array([w[0] for w in windows]),
+                                      np.array([w[3] for w in windows], np.float64), vectors,
+                                      len(sample))
+                normalization = EmbeddingNormalization.fit(pooled, tc.normalization)
+        ckpt.save(model, optimizer, scheduler, {"step": step, "epoch": epoch, "metrics": metrics},
+                  normalization)
+    ray.train.report({"step": step})
+
+
+def _held_out(train_module, name: str, max_tokens: int | None) -> list[np.ndarray]:
+    """The token sequences of an unsplit dataset in utt_id order (so that their number does not
+    depend on the order blocks arrive in), up to `max_tokens` tokens."""
+    rows = []
+    for batch in train_module.get_dataset_shard(name).iter_batches(batch_format="numpy"):
+        rows.extend(zip(batch["utt_id"], batch["tokens"]))
+    rows.sort(key=lambda r: r[0])
+    out, total = [], 0
+    for _, tokens in rows:
+        if max_tokens is not None and total >= max_tokens:
+            break
+        out.append(np.asarray(tokens))
+        total += len(tokens)
+    return out
+
+
+def _split_rows(table, key: str, fraction: float, seed: int, part: str, sample: float = 1.0):
+    """The rows of one split: `part` is "train", "validation" or "normalization" (a
+    deterministic `sample` share of the training rows)."""
+    import pyarrow as pa
+
+    keys = [str(k) for k in table.column(key).to_pylist()]
+    held = [is_validation(k, fraction, seed) for k in keys]
+    if part == "validation":
+        mask = held
+    elif part == "train":
+        mask = [not h for h in held]
+    else:
+        ids = table.column("utt_id").to_pylist()
+        mask = [not h and split_position(u, seed + 1) < sample for h, u in zip(held, ids)]
+    return table.filter(pa.array(mask, pa.bool_())).select(["utt_id", "tokens"])
 
 
 class TrainStage(Stage):
@@ -155,22 +228,24 @@ class TrainStage(Stage):
 
     def run(self, executor, echo=print) -> dict:
         """Train (or resume) to the configured number of steps; returns the final state."""
-        import ray
-        import ray.data
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
         if self.is_complete():
             state = self.folder.child(SUCCESS).read_json()
             echo(f"encoder: already trained ({state['step']} steps); nothing to do")
             return state
-        parts = self._token_parts()
+        parts = sorted(self._token_parts(), key=lambda p: p.path)
         executor.connect()
-        tc = self.config
+        use_gpu = (self.config.use_gpu if self.config.use_gpu is not None
+                   else executor.cluster_gpus() > 0)
+        tc = self.config.resolved(use_gpu)
+        tc = tc.model_copy(update={"max_len": min(tc.max_len, tc.pos_max_len)})
+        key = self._check_key(parts[0], tc.validation_key)
         n_sequences = sum(pq.read_metadata(io.BytesIO(p.read_bytes())).num_rows for p in parts)
-        steps_per_epoch = max(1, math.ceil(n_sequences / (tc.batch_size * tc.num_workers)))
+        n_train = round(n_sequences * (1 - tc.validation_fraction))
+        steps_per_epoch = max(1, math.ceil(n_train / (tc.batch_size * tc.num_workers)))
         total_steps = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
-        use_gpu = tc.use_gpu if tc.use_gpu is not None else executor.cluster_gpus() > 0
         model_kwargs = tc.model_kwargs(self._n_clusters(parts))
         # size the step before any worker starts: a batch that cannot fit is a ConfigError now,
         # not Ray's out-of-memory killer later; each worker reserves its estimate from Ray
@@ -179,20 +254,22 @@ class TrainStage(Stage):
         checkpointing, need = bool(tc.activation_checkpointing), 0
         if not use_gpu:
             worker_memory = self._worker_memory(executor)
+            # the contrastive loss sees two crops of each utterance: twice the rows
+            rows = tc.batch_size * (2 if tc.contrastive_weight else 1)
             checkpointing, need = plan_training_memory(
-                model_kwargs, tc.batch_size, tc.max_len or tc.pos_max_len, worker_memory,
+                model_kwargs, rows, tc.max_len, worker_memory,
                 tc.activation_checkpointing)
             memory = f", ~{need / 2**30:.1f} of {worker_memory / 2**30:.1f} GiB per worker"
-        echo(f"encoder: {n_sequences} sequences, {total_steps} steps of {tc.batch_size} x "
-             f"{tc.num_workers} worker(s), {'GPU' if use_gpu else 'CPU'}{memory}"
+        shape = f"{model_kwargs['hidden_dim']} x {model_kwargs['num_layers']} layers"
+        echo(f"encoder: {n_sequences} sequences ({tc.validation_fraction:.0%} held out by "
+             f"{key}), {shape}, {total_steps} steps of {tc.batch_size} x {tc.num_workers} "
+             f"worker(s) on {'GPU' if use_gpu else 'CPU'}{memory}"
              f"{', activation checkpointing' if checkpointing else ''} -> {self.folder.uri}")
-        fs = self._arrow_fs()
-        ds = ray.data.read_parquet([p.path for p in parts], filesystem=fs).select_columns(["tokens"])
-        if sum(p.fs.size(p.path) for p in parts) < SMALL_CORPUS_BYTES:
-            ds = ds.materialize()  # read once, not once per epoch
+        validation = {"fraction": tc.validation_fraction, "key": key, "seed": tc.seed}
         trainer = TorchTrainer(
             _train_loop,
-            train_loop_config={"stage": self, "model": model_kwargs, "total_steps": total_steps,
+            train_loop_config={"stage": self, "train": tc, "model": model_kwargs,
+                               "total_steps": total_steps,
                                "warmup_steps": min(tc.warmup_steps, total_steps // 10),
                                "activation_checkpointing": checkpointing},
             scaling_config=ScalingConfig(
@@ -201,23 +278,57 @@ class TrainStage(Stage):
                                       **({"memory": need} if need else {})}),
             # Ray Train's own run state lives beside our checkpoint (shared by every node)
             run_config=RunConfig(name="ray_train", storage_path=self.folder.child("_ray").path,
-                                 storage_filesystem=fs,
+                                 storage_filesystem=self._arrow_fs(),
                                  failure_config=FailureConfig(max_failures=2)),
-            datasets={"train": ds},
+            datasets=self._datasets(parts, tc, key, n_train),
+            # blocks in file order: with one worker, the same seed trains the same weights
+            dataset_config=DataConfig(datasets_to_split=["train"],
+                                      execution_options=_ordered_ingest()),
         )
         trainer.fit()
-        model, _, state = EncoderCheckpoint(self.folder).load()
+        ckpt = EncoderCheckpoint(self.folder)
+        _, _, state = ckpt.load()
         with tempfile.TemporaryDirectory() as tmp:
-            save_encoder(tmp, model)
+            names = [n for n in ckpt.latest().list_names() if n != TRAINING_STATE]
+            ckpt.latest().download(names, tmp)
             self.folder.upload(tmp)
         metrics = state.pop("metrics", [])
         self.folder.child("metrics.jsonl").write_atomic(
             "".join(json.dumps(m) + "\n" for m in metrics).encode())
-        summary = {"step": state["step"], "epochs": state["epoch"], "model": model.config,
-                   "final_loss": next((m["loss"] for m in reversed(metrics) if m["kind"] == "step"), None)}
+        loss, kind, accuracy = _final_loss(metrics)
+        summary = {"step": state["step"], "epochs": state["epoch"], "model": model_kwargs,
+                   "final_loss": loss, "final_loss_kind": kind, "final_accuracy": accuracy,
+                   "validation": validation,
+                   "normalization": tc.normalization if NORMALIZATION_FILE in names else "none"}
         self.folder.child(SUCCESS).write_json(summary)
-        echo(f"encoder: {summary['step']} steps, final loss {summary['final_loss']}")
+        echo(f"encoder: {summary['step']} steps, {kind} loss {loss:.4f}, masked-token accuracy "
+             f"{accuracy:.3f}; normalisation: {summary['normalization']}")
         return summary
+
+    def _check_key(self, part: Location, key: str) -> str:
+        with part.fs.open(part.path, "rb") as fh:
+            names = pq.read_schema(fh).names
+        if key not in names:
+            raise ConfigError(f"train.validation_key: no column {key!r} in tokens/; its columns "
+                              f"are {', '.join(n for n in names if n != 'tokens')}")
+        return key
+
+    def _datasets(self, parts: list[Location], tc: TrainStageConfig, key: str,
+                  n_train: int) -> dict:
+        import ray.data
+
+        columns = list(dict.fromkeys(["utt_id", "tokens", key]))
+        ds = ray.data.read_parquet([p.path for p in parts],
+                                   filesystem=self._arrow_fs()).select_columns(columns)
+        split = {"key": key, "fraction": tc.validation_fraction, "seed": tc.seed}
+        sample = min(1.0, 1.5 * tc.normalization_sequences / max(1, n_train))
+        datasets = {part: ds.map_batches(_split_rows, batch_format="pyarrow",
+                                         fn_kwargs={**split, "part": part, "sample": sample})
+                    for part in ("train", "validation", "normalization")}
+        if sum(p.fs.size(p.path) for p in parts) < SMALL_CORPUS_BYTES:
+            # read and split once, before the trainer holds its CPUs (not once per epoch)
+            datasets = {part: d.materialize() for part, d in datasets.items()}
+        return datasets
 
     def _worker_memory(self, executor) -> int:
         """Bytes of memory each of `num_workers` training workers can have: the largest share
@@ -240,3 +351,20 @@ class TrainStage(Stage):
         if self.output.is_local:
             return pyarrow.fs.LocalFileSystem()
         return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(self.output.fs))
+
+
+def _ordered_ingest():
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
+
+
+def _final_loss(metrics: list[dict]) -> tuple[float, str, float]:
+    """The loss to report: the last validation, else the mean over the last epoch's steps."""
+    for kind, said in (("validation", "validation"), ("epoch", "last-epoch mean")):
+        rows = [m for m in metrics if m["kind"] == kind]
+        if rows:
+            return rows[-1]["loss"], said, rows[-1]["accuracy"]
+    return float("nan"), "none", float("nan")
