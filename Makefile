@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench bench-inputs venv clean
+.PHONY: demo test bench bench-inputs bench-recipe venv clean
 
 $(BIN)/timbrespace-ray: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ bench: venv
 
 bench-inputs: venv
 	$(BIN)/python tests/benchmarks/bench_inputs.py
+
+bench-recipe: venv
+	$(BIN)/python tests/benchmarks/bench_recipe.py --set train.cpus_per_worker=2
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -78,7 +78,7 @@ def test_unset_recipe_keys_follow_the_cluster():
     assert (gpu.hidden_dim, gpu.num_layers, gpu.max_len, gpu.contrastive_weight) == (768, 8, 2000, 0.0)
     assert gpu.max_steps is None and gpu.epochs == 1.0
     assert (cpu.hidden_dim, cpu.num_layers, cpu.contrastive_weight) == (128, 2, 1.0)
-    assert cpu.max_steps == 2000  # a step budget on CPUs
+    assert cpu.max_steps == 1500  # a step budget on CPUs
     # what the user sets wins; epochs set means no step budget from the recipe
     mine = load_config(**{"train.hidden_dim": 64, "train.epochs": 3}).train.resolved(use_gpu=False)
     assert (mine.hidden_dim, mine.epochs, mine.max_steps, mine.num_layers) == (64, 3.0, None, 2)

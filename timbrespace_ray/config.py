@@ -156,7 +156,7 @@ GPU_RECIPE: dict[str, Any] = {
 # embedding describe the voice.
 CPU_RECIPE: dict[str, Any] = {
     "hidden_dim": 128, "num_layers": 2, "nhead": 4, "mask_prob": 0.15, "max_len": 512,
-    "batch_size": 16, "max_steps": 2000, "lr": 1e-3, "normalization": "center",
+    "batch_size": 16, "max_steps": 1500, "lr": 1e-3, "normalization": "center",
     "contrastive_weight": 1.0}
 
 

@@ -96,7 +96,15 @@ def _train_loop(cfg: dict) -> None:
         model, training, state = ckpt.load()
     else:
         model, training, state = ProsodicSequenceEncoder(**cfg["model"]), None, {"step": 0, "epoch": 0}
-    model.activation_checkpointing = cfg.get("activation_checkpointing", False)
+    checkpointing = cfg.get("activation_checkpointing", False)
+    if device.type == "cuda":
+        # the driver cannot see a GPU's memory: size the step here, before the first one, and
+        # stop with the same ConfigError as on CPUs when even checkpointing cannot fit it
+        rows = tc.batch_size * (2 if tc.contrastive_weight else 1)
+        checkpointing, _ = plan_training_memory(cfg["model"], rows, tc.max_len,
+                                                torch.cuda.mem_get_info(device)[0],
+                                                tc.activation_checkpointing)
+    model.activation_checkpointing = checkpointing
     model.to(device)
     optimizer, scheduler = make_optimizer(model, tc.lr, tc.weight_decay, cfg["warmup_steps"],
                                           cfg["total_steps"])
@@ -249,7 +257,8 @@ class TrainStage(Stage):
         model_kwargs = tc.model_kwargs(self._n_clusters(parts))
         # size the step before any worker starts: a batch that cannot fit is a ConfigError now,
         # not Ray's out-of-memory killer later; each worker reserves its estimate from Ray
-        # (CPU workers: the estimate is of host memory, float32; GPU memory is not sized here)
+        # (CPU workers: the estimate is of host memory, float32; a GPU worker sizes its own
+        # step against its device's free memory, see _train_loop)
         memory = ""
         checkpointing, need = bool(tc.activation_checkpointing), 0
         if not use_gpu:
