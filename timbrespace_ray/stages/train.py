@@ -337,6 +337,10 @@ class TrainStage(Stage):
         if sum(p.fs.size(p.path) for p in parts) < SMALL_CORPUS_BYTES:
             # read and split once, before the trainer holds its CPUs (not once per epoch)
             datasets = {part: d.materialize() for part, d in datasets.items()}
+        for d in datasets.values():
+            # the workers iterate these in Ray Train's processes, whose progress bars would be
+            # redrawn into the driver's log line after line; our own per-step lines say it all
+            d.context.enable_progress_bars = False
         return datasets
 
     def _worker_memory(self, executor) -> int:
