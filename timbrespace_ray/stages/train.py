@@ -329,6 +329,12 @@ class TrainStage(Stage):
         columns = list(dict.fromkeys(["utt_id", "tokens", key]))
         ds = ray.data.read_parquet([p.path for p in parts],
                                    filesystem=self._arrow_fs()).select_columns(columns)
+        # (a copy of the driver's DataContext, shared by the datasets derived from `ds`)
+        # blocks in file order also when materialised here: one seed, the same weights
+        ds.context.execution_options.preserve_order = True
+        # the workers iterate these in Ray Train's processes, whose progress bars would be
+        # redrawn into the driver's log line after line; our own per-step lines say it all
+        ds.context.enable_progress_bars = False
         split = {"key": key, "fraction": tc.validation_fraction, "seed": tc.seed}
         sample = min(1.0, 1.5 * tc.normalization_sequences / max(1, n_train))
         datasets = {part: ds.map_batches(_split_rows, batch_format="pyarrow",
@@ -337,10 +343,6 @@ class TrainStage(Stage):
         if sum(p.fs.size(p.path) for p in parts) < SMALL_CORPUS_BYTES:
             # read and split once, before the trainer holds its CPUs (not once per epoch)
             datasets = {part: d.materialize() for part, d in datasets.items()}
-        for d in datasets.values():
-            # the workers iterate these in Ray Train's processes, whose progress bars would be
-            # redrawn into the driver's log line after line; our own per-step lines say it all
-            d.context.enable_progress_bars = False
         return datasets
 
     def _worker_memory(self, executor) -> int:
