@@ -3,7 +3,7 @@ from .batching import (PaddedBatch, collate, length_buckets, padding_fraction, r
                        split_windows)
 from .checkpoint import (SAFE_GLOBALS, encoder_state_dict, load_checkpoint, load_encoder,
                          load_model, save_encoder)
-from .inference import embed, embed_windows, pool_windows
+from .inference import embed, embed_utterances, embed_windows, pool_windows
 from .normalization import NORMALIZATION_FILE, EmbeddingNormalization
 from .masking import DEFAULT_MASK_SPAN_DIST, SpanMasker
 from .model import PADDING_TOKEN_ID, ProsodicSequenceEncoder
@@ -20,6 +20,7 @@ __all__ = [
     "SpanMasker",
     "collate",
     "embed",
+    "embed_utterances",
     "embed_windows",
     "encoder_state_dict",
     "length_buckets",

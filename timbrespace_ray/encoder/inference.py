@@ -56,3 +56,12 @@ def pool_windows(sequence_of_window: np.ndarray, n_tokens: np.ndarray, vectors: 
     np.add.at(out, sequence_of_window, vectors * n_tokens[:, None])
     totals = np.bincount(sequence_of_window, weights=n_tokens, minlength=n_sequences)
     return (out / np.maximum(totals, 1)[:, None]).astype(np.float32)
+
+
+def embed_utterances(model: ProsodicSequenceEncoder, sequences: list, batch_size: int,
+                     bf16: bool = True) -> np.ndarray:
+    """[len(sequences), hidden_dim] utterance vectors as the embed stage's windows add up to:
+    `embed_windows`, then `pool_windows` with each window's token count as its weight."""
+    windows, vectors = embed_windows(model, sequences, batch_size, bf16)
+    return pool_windows(np.array([w[0] for w in windows], np.int64),
+                        np.array([w[3] for w in windows], np.float64), vectors, len(sequences))

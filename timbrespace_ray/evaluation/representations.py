@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..encoder import EmbeddingNormalization, ProsodicSequenceEncoder, embed_windows, pool_windows
+from ..encoder import EmbeddingNormalization, ProsodicSequenceEncoder, embed_utterances
 from ..features.analysis import FEATURE_NAMES
 
 # The spec (prosodic-features.md, sections 4-5) writes 0 for every feature outside tracked voiced
@@ -73,9 +73,7 @@ def encoder_vectors(model: ProsodicSequenceEncoder, tokens: np.ndarray, offsets:
     """[n, hidden_dim] utterance vectors as the embed stage makes them: windows embedded, then
     their token-weighted mean."""
     sequences = [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    windows, vectors = embed_windows(model, sequences, batch_size)
-    return pool_windows(np.array([w[0] for w in windows], np.int64),
-                        np.array([w[3] for w in windows], np.float64), vectors, len(sequences))
+    return embed_utterances(model, sequences, batch_size)
 
 
 def centred(vectors: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 
 from ..config import TrainStageConfig
 from ..encoder import (NORMALIZATION_FILE, EmbeddingNormalization, ProsodicSequenceEncoder,
-                       embed_windows, load_encoder, make_optimizer, pool_windows, save_encoder)
+                       embed_utterances, load_encoder, make_optimizer, save_encoder)
 from ..encoder.loop import paired_batches, train_step, training_batches, validation_metrics
 from ..encoder.split import is_validation, split_position
 from ..encoder.memory import available_memory_bytes, plan_training_memory
@@ -174,10 +174,7 @@ def _train_loop(cfg: dict) -> None:
         if tc.normalization != "none":
             sample = _held_out(ray.train, "normalization", None)
             if len(sample) >= 2:
-                windows, vectors = embed_windows(model, sample, tc.batch_size, bf16=tc.bf16)
-                pooled = pool_windows(np.array([w[0] for w in windows]),
-                                      np.array([w[3] for w in windows], np.float64), vectors,
-                                      len(sample))
+                pooled = embed_utterances(model, sample, tc.batch_size, bf16=tc.bf16)
                 normalization = EmbeddingNormalization.fit(pooled, tc.normalization)
         ckpt.save(model, optimizer, scheduler, {"step": step, "epoch": epoch, "metrics": metrics},
                   normalization)
