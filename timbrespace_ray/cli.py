@@ -29,6 +29,11 @@ def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
     p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
 
 
+def _bins_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bins", help="level the profiles on this bins.json (e.g. another corpus's "
+                   "OUTPUT/profiles/bins.json) instead of fitting them on this corpus")
+
+
 def _load(args):
     from .config import load_config
 
@@ -44,6 +49,7 @@ def _load(args):
         "kmeans.max_frames": getattr(args, "max_frames", None),
         "tokens.kmeans_model": getattr(args, "kmeans_model", None),
         "embed.checkpoint": getattr(args, "checkpoint", None),
+        "profile.bins": getattr(args, "bins", None),
     })
 
 
@@ -106,8 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(emb)
     emb.add_argument("--checkpoint", help="encoder folder or original .ckpt (default OUTPUT/encoder)")
     emb.set_defaults(func=_stage_command("embed"))
+    prof = sub.add_parser("profile", help="OUTPUT/features -> OUTPUT/profiles/ (per utterance: "
+                          "pitch, rate, pauses, levels, a description) and OUTPUT/speakers/")
+    _common(prof)
+    _bins_option(prof)
+    prof.set_defaults(func=_stage_command("profile"))
     run = sub.add_parser("run", help="all stages in order, skipping finished ones")
     _common(run, needs_input=True)
+    _bins_option(run)
     run.set_defaults(func=_run)
     ev = sub.add_parser("evaluate", help="OUTPUT/embeddings -> OUTPUT/evaluation/LABEL/: "
                         "retrieval of a label by cosine, against baselines")

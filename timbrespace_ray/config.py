@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .documents import read_document
 from .errors import ConfigError
 from .features.config import FeatureConfig
+from .features.pitch import PitchConfig
+from .profiles.measures import MeasureConfig
 from .inputs.base import InputOptions
 
 GiB = 1 << 30
@@ -61,6 +63,9 @@ class FeaturesStageConfig(FeatureConfig):
     lhotse_supervisions: str | None = Field(
         None, description="lhotse: the SupervisionSet of a RecordingSet input (default: the "
         "file beside it named with 'supervisions' for 'recordings', when there is one)")
+    pitch: PitchConfig = Field(
+        default_factory=PitchConfig, description="the pitch_hz track beside the six features "
+        "(Praat's defaults; enabled: false writes zeros and saves its ~15 % of the stage's time)")
 
     def input_options(self) -> InputOptions:
         return InputOptions(
@@ -191,6 +196,28 @@ class EmbedStageConfig(_Section):
     bf16: bool = Field(True, description="bfloat16 autocast on GPU")
 
 
+class ProfileStageConfig(MeasureConfig):
+    """How utterances are measured (MeasureConfig), levelled and grouped into speakers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bins: str | None = Field(
+        None, description="a bins.json (URI) to level this corpus on, e.g. another corpus's "
+        "profiles/bins.json, so both share one scale; default: fitted on this corpus")
+    speaker_column: str = Field("speaker", description="the carried column naming each "
+                                "utterance's speaker: the speakers table's rows")
+    pitch_group_by: str = Field(
+        "auto", description="the carried column pitch is levelled within: 'auto' (gender when "
+        "carried, else the speaker column, else none), 'none' (the corpus), or a column name")
+    min_group_size: int = Field(20, ge=1, description="smaller pitch groups use the corpus-wide "
+                                "edges")
+    cpus_per_worker: float = Field(0.5, gt=0, description="per actor; the work is mostly "
+                                   "reading Parquet")
+
+    def measure_config(self) -> MeasureConfig:
+        return MeasureConfig(**{k: getattr(self, k) for k in MeasureConfig.model_fields})
+
+
 class PipelineConfig(_Section):
     input: str | None = None
     output: str | None = None
@@ -201,6 +228,7 @@ class PipelineConfig(_Section):
     tokens: TokensStageConfig = Field(default_factory=TokensStageConfig)
     train: TrainStageConfig = Field(default_factory=TrainStageConfig)
     embed: EmbedStageConfig = Field(default_factory=EmbedStageConfig)
+    profile: ProfileStageConfig = Field(default_factory=ProfileStageConfig)
 
 
 def _describe(exc: ValidationError) -> str:

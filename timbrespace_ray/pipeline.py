@@ -1,4 +1,4 @@
-"""The five stages built from one config, run alone or in order."""
+"""The stages built from one config, run alone or in order."""
 from __future__ import annotations
 
 import time
@@ -9,7 +9,7 @@ from .errors import ConfigError
 from .runner import RayExecutor, run_map_stage
 from .storage import Location
 
-STAGES = ("features", "kmeans", "tokens", "train", "embed")
+STAGES = ("features", "profile", "kmeans", "tokens", "train", "embed")
 
 
 def _gpu(flag: bool | None, executor) -> bool:
@@ -49,6 +49,10 @@ def run_stage(name: str, cfg: PipelineConfig, executor=None, echo: Callable[[str
         stage = EmbedStage(out, cfg.embed, cfg.embed.checkpoint, opts,
                            use_gpu=_needs_gpu(out, "embeddings", cfg.embed.use_gpu, executor))
         return run_map_stage(stage, executor, echo)
+    if name == "profile":
+        from .stages.profile import ProfileStage
+
+        return ProfileStage(out, cfg.profile, opts).run(executor, echo)
     raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
 
 

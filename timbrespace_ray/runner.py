@@ -184,9 +184,11 @@ class Progress:
               file=self.stream, flush=True)
 
 
-def run_map_stage(stage: MapStage, executor, echo: Callable[[str], None] = print) -> StageSummary:
-    """Run the units that are not done yet, then write the stage's summary and _SUCCESS."""
-    t0 = time.perf_counter()
+def run_map_stage(stage: MapStage, executor, echo: Callable[[str], None] = print,
+                  started: float | None = None) -> StageSummary:
+    """Run the units that are not done yet, then write the stage's summary and _SUCCESS.
+    `started` (a perf_counter time): when the stage's work began, if before this step's."""
+    t0 = time.perf_counter() if started is None else started
     if stage.is_complete():
         summary = StageSummary(**stage.folder.child("_SUCCESS").read_json())
         echo(f"{stage.name}: already complete ({summary.inputs} inputs, {summary.rows} rows); "

@@ -15,10 +15,10 @@ Steps, in numba (no per-frame Python):
   1. The 16 kHz samples are low-passed (49-tap linear-phase FIR, -6 dB at 1.8 kHz) and
      decimated to 4 kHz: the harmonics up to about 1.5 kHz that pass are plenty for a
      pitch, and the autocorrelations then cost a sixteenth.
-  2. Frame i is centred where the extractor's frame i is centred: at 16 kHz sample
-     i * hop + frame / 2 (default 16 ms hop and 50 ms frames: at i * 0.016 + 0.025 s; the
-     4 kHz sample j is the 16 kHz sample 4j, so a hop or frame that is not a multiple of 4
-     samples is rounded to the nearest 4 kHz sample, at most 0.125 ms off). Its analysis
+  2. Frame i is centred where the extractor's frame i is centred: at (i * hop + frame / 2) /
+     sample_rate seconds of the extractor's geometry (default 16 ms hop and 50 ms frames: at
+     i * 0.016 + 0.025 s). A centre between two 4 kHz samples is rounded to the nearer one, at
+     most 0.125 ms off. Its analysis
      window is a Hann window of 3 periods of the floor (40 ms at 75 Hz) over the local-mean-
      removed signal; beyond the samples' ends it is zeros, as the extractor's frames are.
   3. Voiced candidates: the local maxima, between the ceiling's and the floor's periods, of
@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .config import FeatureConfig
 
 SAMPLE_RATE = 16_000
+PITCH_COLUMN = "pitch_hz"  # the track's column in the features table
 DECIMATION = 4
 RATE = SAMPLE_RATE // DECIMATION  # the rate the autocorrelations run at: 4 kHz
 FIR_TAPS = 49
@@ -93,17 +94,16 @@ def pitch_track(samples_16k: np.ndarray, n_frames: int, config: PitchConfig | No
                 features: FeatureConfig | None = None) -> np.ndarray:
     """Pitch in Hz (float32, 0 = unvoiced) for each of `n_frames` frames of mono 16 kHz samples.
 
-    The frames are the extractor's for the same samples (`features`, default FeatureConfig():
+    The frames are the extractor's for the same audio (`features`, default FeatureConfig():
     16 ms hop, 50 ms frames): pass the samples the extractor analysed (after any start_ms /
-    end_ms cut) and the length of its `f0`, and frame i of both describes the same moment.
+    end_ms cut) and the length of its `f0`, and frame i of both describes the same moment. The
+    samples are always at 16 kHz; when the extractor runs at another rate, resample them first:
+    its frames are placed in seconds (hop_samples / sample_rate), not in samples.
     Amplitude does not matter (no RMS normalisation or pre-emphasis is needed). With
     `config.enabled` false, all zeros.
     """
     config = config or PitchConfig()
     features = features or FeatureConfig()
-    if features.sample_rate != SAMPLE_RATE:
-        raise ValueError(f"pitch_track needs 16 kHz samples; the feature config has "
-                         f"sample_rate={features.sample_rate}")
     n_frames = int(n_frames)
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
@@ -114,8 +114,10 @@ def pitch_track(samples_16k: np.ndarray, n_frames: int, config: PitchConfig | No
     if n_frames == 0 or x.size == 0 or not config.enabled:
         return out
     window, window16, window_ac = _windows(float(config.floor_hz))
-    hop = features.hop_samples
-    scale = 0.01 * SAMPLE_RATE / hop  # Praat's costs are per 10 ms
+    # the extractor's frame geometry in 4 kHz samples (fractional at rates other than 16 kHz)
+    hop = features.hop_samples * RATE / features.sample_rate
+    centre0 = features.frame_samples / 2 * RATE / features.sample_rate
+    scale = 0.01 * RATE / hop  # Praat's costs are per 10 ms
     jump_cost = config.octave_jump_cost * scale
     vu_cost = config.voiced_unvoiced_cost * scale
     # a voiced candidate is at most 1 + octave_cost * log2(ceiling / floor) strong, and being
@@ -125,8 +127,7 @@ def pitch_track(samples_16k: np.ndarray, n_frames: int, config: PitchConfig | No
     silent_above = (1.0 + config.octave_cost * math.log2(config.ceiling_hz / config.floor_hz)
                     + 2 * vu_cost + 1e-9)
     freq, strength = _candidates(
-        x, _fir(), window, window16, window_ac, features.frame_samples / 2 / DECIMATION,
-        hop / DECIMATION, n_frames, float(config.floor_hz), float(config.ceiling_hz),
+        x, _fir(), window, window16, window_ac, centre0, hop, n_frames, float(config.floor_hz), float(config.ceiling_hz),
         config.voicing_threshold, config.silence_threshold, config.octave_cost, silent_above)
     _viterbi(freq, strength, jump_cost, vu_cost, out)
     return out

@@ -8,11 +8,13 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import soxr
 
 from ..audio import decode_audio, decode_ranges
 from ..config import FeaturesStageConfig
 from ..errors import AudioTooLongError, EmptyAudioError, StorageError
 from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
+from ..features.pitch import PITCH_COLUMN, SAMPLE_RATE as PITCH_RATE, pitch_track
 from ..inputs import (END_TOLERANCE_S, InputError, ReadContext, Recording, Segment, SegmentRangeError,
                       discover, read_item)
 from ..inputs.metadata import TYPES, arrow_columns
@@ -25,11 +27,13 @@ MIN_UNITS = 16  # small corpora are still split so that every worker gets work
 BASE_FIELDS = [("utt_id", pa.string()), ("source", pa.string()), ("start_s", pa.float64()),
                ("end_s", pa.float64()), ("duration_s", pa.float64()),
                ("sample_rate", pa.int32()), ("n_frames", pa.int32())]
-FEATURE_FIELDS = [(name, pa.list_(pa.float32())) for name in FEATURE_NAMES]
+# the six Timbrespace features exactly as the original computes them, then our pitch track (Hz)
+FRAME_COLUMNS = (*FEATURE_NAMES, PITCH_COLUMN)
+FEATURE_FIELDS = [(name, pa.list_(pa.float32())) for name in FRAME_COLUMNS]
 
 
 def features_schema(metadata: dict[str, str]) -> pa.Schema:
-    """Our columns, the corpus's metadata columns, then the six feature lists."""
+    """Our columns, the corpus's metadata columns, then the six feature lists and pitch_hz."""
     return pa.schema(BASE_FIELDS + [(k, TYPES[t]) for k, t in metadata.items()] + FEATURE_FIELDS)
 
 
@@ -76,6 +80,7 @@ class FeaturesStage(MapStage):
         self.resources = Resources(num_cpus=config.num_cpus, max_workers=config.max_workers,
                                    memory_bytes=int(0.6e9 * config.max_duration_s / 3600 + 0.3e9))
         self._extractor_config = config.extractor_config()
+        self._pitch_config = config.pitch
         self.metadata: dict[str, str] = {}  # the corpus's metadata columns, set by plan()
 
     # planning -----------------------------------------------------------------------------
@@ -95,11 +100,14 @@ class FeaturesStage(MapStage):
     # work -----------------------------------------------------------------------------------
     def setup(self) -> None:
         # load the compiled numba kernels and the band projection before the first unit
-        analyse(np.random.default_rng(0).standard_normal(4 * self._extractor_config.frame_samples)
-                .astype(np.float32), self._extractor_config)
+        noise = (np.random.default_rng(0).standard_normal(4 * self._extractor_config.frame_samples)
+                 .astype(np.float32))
+        feats = analyse(noise, self._extractor_config)
+        self._pitch(noise, len(feats["f0"]))
 
     def settings(self) -> dict:
-        return {"features": self._extractor_config.model_dump(), "input": redact_uri(self.input_uri),
+        return {"features": self._extractor_config.model_dump(),
+                "pitch": self._pitch_config.model_dump(), "input": redact_uri(self.input_uri),
                 "max_duration_s": self.config.max_duration_s}
 
     def process(self, unit: WorkUnit) -> UnitStats:
@@ -223,7 +231,15 @@ class FeaturesStage(MapStage):
                "sample_rate": rate, "n_frames": int(len(feats["f0"])),
                "metadata": segment.metadata}
         row.update({k: feats[k].astype(np.float32) for k in FEATURE_NAMES})
+        row[PITCH_COLUMN] = self._pitch(audio, row["n_frames"])
         return row
+
+    def _pitch(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
+        """The pitch track on the extractor's frames; the tracker reads 16 kHz samples."""
+        cfg = self._extractor_config
+        if cfg.sample_rate != PITCH_RATE and self._pitch_config.enabled:
+            audio = soxr.resample(audio, cfg.sample_rate, PITCH_RATE, quality="HQ")
+        return pitch_track(audio, n_frames, self._pitch_config, cfg)
 
 
 def _range_problem(segment: Segment, max_duration_s: float) -> Exception | None:
@@ -251,7 +267,7 @@ def _features_table(rows: list[dict], metadata: dict[str, str]) -> pa.Table:
     columns.update(arrow_columns(metadata, [r["metadata"] for r in rows]))
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum([r["n_frames"] for r in rows])
-    for name in FEATURE_NAMES:
+    for name in FRAME_COLUMNS:
         values = np.concatenate([r[name] for r in rows]) if rows else np.zeros(0, np.float32)
         columns[name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()))
     return pa.table(columns, schema=schema)

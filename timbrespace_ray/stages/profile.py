@@ -1,0 +1,254 @@
+"""Profile stage: features -> every utterance (`profiles/`) and speaker (`speakers/`) described in
+physical units and plain words. The numbers come from `timbrespace_ray.profiles` (no Ray).
+
+Levels are quantiles of the whole corpus, so the stage runs in three resumable steps:
+  1. measures, one unit per features part -> `profiles/_measures/part-N.parquet`: every number
+     of the profile (reading the features table is nearly all of the stage's cost);
+  2. the bins: read from `profile.bins` (another corpus's `bins.json`: one scale for both), or
+     fitted on the headline measures of every utterance; written to `profiles/bins.json` once,
+     so a resumed run levels its remaining parts on the same edges as the finished ones. With a
+     speaker column carried, `speakers/part-000000.parquet` is written from the same read;
+  3. levels, one unit per measures part -> `profiles/part-N.parquet`: the measures plus the four
+     `*_level` words and the `description`; then `profiles/_SUCCESS`.
+
+Steps 2's read holds the speaker, group and summarised columns of every utterance on the driver
+(about 150 bytes each: 10 million utterances are 1.5 GB).
+"""
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
+
+from ..config import ProfileStageConfig
+from ..errors import ConfigError, TimbrespaceError
+from ..features.config import FeatureConfig
+from ..features.pitch import PITCH_COLUMN
+from ..profiles import (ATTRIBUTES, MEASURE_COLUMNS, SUMMARISED, Bins, describe,
+                        hop_seconds, level_column, level_names, speaker_table,
+                        utterance_measures)
+from ..profiles.measures import FEATURES_READ
+from ..storage import Location
+from ..tables import carried_columns, carried_metadata, provenance, write_table
+from .base import SUCCESS, Resources, Stage, StageSummary, UnitStats, WorkUnit
+from .parts import PartsStage, complete_parts
+
+BINS_FILE = "bins.json"
+MEASURES = "_measures"  # inside profiles/: `profiles/*.parquet` globs never reach it
+SPEAKERS = "speakers"
+IDENTITY = ("utt_id", "source", "start_s", "end_s", "n_frames")
+READ_RESOURCES = Resources(num_cpus=0.25)
+
+
+class NoPitchTrackError(TimbrespaceError):
+    """The features table has no usable pitch_hz track to profile."""
+
+
+class ProfileMeasuresStage(PartsStage):
+    """Step 1: a features part -> the measures of its utterances."""
+
+    name = "profile-measures"
+    upstream = "features"
+
+    def __init__(self, output: Location, config: ProfileStageConfig, num_cpus: float):
+        super().__init__(output)
+        self.folder = output.child("profiles", MEASURES)
+        self.config = config
+        self.resources = Resources(num_cpus=num_cpus)
+
+    def plan(self) -> list[WorkUnit]:
+        units = super().plan()
+        if units:  # on the driver, before any worker starts: one part's schema says it all
+            _check_pitch(self.output.child(self.upstream, units[0].items[0]["part"]))
+        return units
+
+    def process(self, unit: WorkUnit) -> UnitStats:
+        loc = self.output.child(self.upstream, unit.items[0]["part"])
+        data = io.BytesIO(loc.read_bytes())
+        schema = pq.read_schema(data)
+        carried = carried_columns(schema)
+        table = pq.read_table(data, columns=[*IDENTITY, "duration_s", *carried, *FEATURES_READ,
+                                             PITCH_COLUMN])
+        offsets = table.column(PITCH_COLUMN).combine_chunks().offsets.to_numpy()
+        frames = {name: _flat(table, name) for name in FEATURES_READ}
+        measures = utterance_measures(
+            frames, _flat(table, PITCH_COLUMN), offsets, hop_s=hop_seconds(_feature_config(schema)),
+            duration_s=table.column("duration_s").to_numpy(), config=self.config.measure_config())
+        out = table.select([*IDENTITY, *carried])
+        for name in MEASURE_COLUMNS:
+            out = out.append_column(name, _column(measures[name]))
+        write_table(self.part(unit), out, {
+            **provenance("profile", {"measures": self.config.measure_config().model_dump()}),
+            **carried_metadata(carried)})
+        stats = UnitStats(unit.index, inputs=table.num_rows, rows=table.num_rows,
+                          frames=int(offsets[-1]) if len(offsets) else 0)
+        stats.audio_seconds = float(np.nansum(measures["duration_s"]))
+        return stats
+
+
+class ProfileLevelsStage(PartsStage):
+    """Step 3: a measures part + the bins -> `profiles/part-N.parquet`."""
+
+    name = "profile"
+    upstream = f"profiles/{MEASURES}"
+
+    def __init__(self, output: Location, bins: Bins, num_cpus: float):
+        super().__init__(output)
+        self.folder = output.child("profiles")
+        self.bins = bins
+        self.resources = Resources(num_cpus=num_cpus)
+
+    def process(self, unit: WorkUnit) -> UnitStats:
+        table = self.read_part(unit)
+        levels = self.bins.apply(_numeric(table))
+        out = table
+        for attribute in ATTRIBUTES:
+            out = out.append_column(level_column(attribute), pa.array(
+                level_names(attribute, levels[attribute]), pa.string()))
+        out = out.append_column("description", pa.array(describe(levels), pa.string()))
+        write_table(self.part(unit), out, table.schema.metadata or {})
+        stats = UnitStats(unit.index, inputs=table.num_rows, rows=table.num_rows,
+                          frames=int(pa.compute.sum(table.column("n_frames")).as_py() or 0))
+        stats.audio_seconds = float(np.nansum(table.column("duration_s").to_numpy(
+            zero_copy_only=False)))
+        return stats
+
+
+class ProfileStage(Stage):
+    """The three steps in order; each skips what a previous run finished."""
+
+    name = "profiles"
+
+    def __init__(self, output: Location, config: ProfileStageConfig,
+                 storage_options: dict | None = None):
+        super().__init__(output)
+        self.config = config
+        self.storage_options = storage_options or {}
+
+    def run(self, executor, echo: Callable[[str], None] = print) -> StageSummary:
+        from ..runner import run_map_stage
+
+        if self.is_complete():
+            summary = StageSummary(**self.folder.child(SUCCESS).read_json())
+            echo(f"profile: already complete ({summary.rows} utterances); nothing to do")
+            return summary
+        t0 = time.perf_counter()
+        cpus = self.config.cpus_per_worker
+        run_map_stage(ProfileMeasuresStage(self.output, self.config, cpus), executor, echo)
+        parts = [p.uri for p in complete_parts(self.output, f"profiles/{MEASURES}", "profile")]
+        bins = self._bins(parts, executor, echo)
+        return run_map_stage(ProfileLevelsStage(self.output, bins, cpus), executor, echo,
+                             started=t0)
+
+    def _bins(self, parts: list[str], executor, echo: Callable[[str], None]) -> Bins:
+        """Step 2: the bins (fitted, given, or those of an interrupted run) and the speakers."""
+        stored = self.folder.child(BINS_FILE)
+        given = bins = None
+        if self.config.bins:
+            given = Bins.from_json(
+                Location.of(self.config.bins, self.storage_options).read_bytes().decode())
+        if stored.exists():
+            bins = Bins.from_json(stored.read_bytes().decode())
+        if bins and given and bins.to_dict() != given.to_dict():
+            raise ConfigError(f"{stored.uri} holds other bins than {self.config.bins}, and parts "
+                              "were already levelled with them; delete the profiles folder to "
+                              "level the corpus again")
+        carried = _carried(parts[0], self.storage_options) if parts else []
+        speaker = self.config.speaker_column if self.config.speaker_column in carried else None
+        group_by = self._pitch_group_by(carried, speaker)
+        columns = _gather(parts, executor, self.storage_options,
+                          [c for c in dict.fromkeys((speaker, group_by)) if c])
+        if not bins:
+            bins = given or Bins.fit(columns, pitch_group_by=group_by,
+                                     min_group_size=self.config.min_group_size)
+            stored.write_atomic(bins.to_json().encode())
+            how = f"from {self.config.bins}" if given else f"fitted on {bins.utterances} utterances"
+            echo(f"profile: bins {how} -> {stored.uri}")
+        if speaker is None:
+            echo(f"profile: no {self.config.speaker_column!r} column carried, so no speakers table")
+        else:
+            table = speaker_table(columns, bins, speaker_column=speaker)
+            target = self.output.child(SPEAKERS, "part-000000.parquet")
+            write_table(target, _table(table), provenance("profile", {"speaker_column": speaker}))
+            echo(f"profile: {len(table['speaker'])} speakers -> {target.uri}")
+        return bins
+
+    def _pitch_group_by(self, carried: list[str], speaker: str | None) -> str | None:
+        choice = self.config.pitch_group_by
+        if choice == "auto":
+            return "gender" if "gender" in carried else speaker
+        if choice == "none":
+            return None
+        if choice not in carried:
+            raise ConfigError(f"profile.pitch_group_by: no column {choice!r} in the features "
+                              f"table (its carried columns: {', '.join(carried) or 'none'})")
+        return choice
+
+
+def _check_pitch(part: Location) -> None:
+    with part.fs.open(part.path, "rb") as fh:
+        schema = pq.read_schema(fh)
+    rerun = ("; run the features stage again into a new output folder (or delete its "
+             "features/) to profile this corpus")
+    if PITCH_COLUMN not in schema.names:
+        raise NoPitchTrackError(f"{part.uri} has no {PITCH_COLUMN} column (written by an older "
+                                f"timbrespace_ray){rerun}")
+    if not _settings(schema).get("pitch", {}).get("enabled", True):
+        raise NoPitchTrackError(f"{part.uri} was written with features.pitch.enabled: false{rerun}")
+
+
+def _settings(schema: pa.Schema) -> dict:
+    import json
+
+    return json.loads((schema.metadata or {}).get(b"timbrespace_ray.settings", b"{}"))
+
+
+def _feature_config(schema: pa.Schema) -> FeatureConfig:
+    """The extractor settings the part was written with: its hop is what a frame lasts."""
+    return FeatureConfig(**_settings(schema).get("features", {}))
+
+
+def _flat(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+
+
+def _column(values: np.ndarray) -> pa.Array:
+    # NaN is "no value" here (no voiced frame, no pause): null, which SQL's avg() and count() skip
+    return pa.array(values, from_pandas=True)
+
+
+def _table(columns: dict[str, np.ndarray]) -> pa.Table:
+    return pa.table({name: _column(values) for name, values in columns.items()})
+
+
+def _numeric(table: pa.Table) -> dict:
+    """Float columns as numpy (null -> NaN), the others as they are (group keys take Arrow)."""
+    return {name: (col.to_numpy() if pa.types.is_floating(col.type) else col)
+            for name, col in zip(table.column_names, table.columns)}
+
+
+def _carried(part: str, storage_options: dict) -> list[str]:
+    loc = Location.of(part, storage_options)
+    with loc.fs.open(loc.path, "rb") as fh:
+        return carried_columns(pq.read_schema(fh))
+
+
+def _read_columns(part: str, shared: dict) -> pa.Table:
+    loc = Location.of(part, shared["storage_options"])
+    return pq.read_table(io.BytesIO(loc.read_bytes()), columns=shared["columns"])
+
+
+def _gather(parts: list[str], executor, storage_options: dict, keys: list[str]) -> dict:
+    """The key columns, durations and summarised measures of every utterance, read in parallel
+    tasks (thousands of small parts from an object store would take minutes one by one)."""
+    columns = [*keys, "duration_s", "voiced_s", *SUMMARISED]
+    tables = executor.parallel(_read_columns, parts, READ_RESOURCES,
+                               {"storage_options": storage_options, "columns": columns})
+    if not tables:
+        return {name: np.zeros(0) for name in columns}
+    return _numeric(pa.concat_tables(tables))
