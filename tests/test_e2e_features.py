@@ -47,9 +47,19 @@ def test_job_reads_and_writes_s3(s3_server, s3_bucket, ray_cluster, tmp_path):
     assert len(errors) == counts["errors"]
     summary = json.loads(fs.cat_file(fs.glob(f"{s3_bucket}/out/_runs/features-*.json")[0]))
     assert summary["inputs"] == counts["inputs"] and summary["rows"] == counts["rows"]
+    # the profile stage reads those features from S3 and writes beside them
+    code, profile_logs = ray_cluster.submit_job(
+        f"python jobs/pipeline.py profile --output s3://{s3_bucket}/out --no-progress",
+        working_dir=REPO, env=s3_server.env, timeout_s=300)
+    assert code == 0, profile_logs[-3000:]
+    profiles, _ = _read_s3_table(fs, f"{s3_bucket}/out/profiles")
+    assert [r["utt_id"] for r in profiles] == [r["utt_id"] for r in rows]
+    assert all(r["description"] and r["duration_s"] == f["duration_s"] for r, f in zip(profiles, rows))
+    assert json.loads(fs.cat_file(f"{s3_bucket}/out/profiles/bins.json"))["fitted"]["utterances"] == len(rows)
+    assert fs.exists(f"{s3_bucket}/out/profiles/_SUCCESS")
     # credentials appear nowhere a person or a table could see them
     secret, key = s3_server.secret_key, s3_server.access_key
-    texts = [logs, json.dumps(summary)] + [str(t.schema.metadata) for t in tables]
+    texts = [logs, profile_logs, json.dumps(summary)] + [str(t.schema.metadata) for t in tables]
     texts += [json.dumps(e) for e in errors]
     assert not any(secret in t or key in t for t in texts)
 

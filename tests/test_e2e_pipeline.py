@@ -42,13 +42,13 @@ def q(sql):
 
 def test_every_stage_ran_and_reported(pipeline_out):
     out, logs = pipeline_out
-    for stage in ("features", "kmeans", "tokens", "train", "embed"):
+    for stage in ("features", "profile", "kmeans", "tokens", "train", "embed"):
         assert f"==> {stage}" in logs
     assert "inputs seen 10 = rows 10 + errors 0" in logs
-    for folder in ("features", "kmeans", "tokens", "encoder", "embeddings"):
+    for folder in ("features", "profiles", "kmeans", "tokens", "encoder", "embeddings"):
         assert (out / folder / "_SUCCESS").exists(), folder
-    runs = sorted(p.name.split("-")[0] for p in (out / "_runs").glob("*.json"))
-    assert runs == ["embeddings", "features", "tokens"]
+    runs = sorted(p.name.rsplit("-", 1)[0] for p in (out / "_runs").glob("*.json"))
+    assert runs == ["embeddings", "features", "profile", "profile-measures", "tokens"]
 
 
 def test_tables_follow_the_data_contracts(pipeline_out):
@@ -67,7 +67,11 @@ def test_tables_follow_the_data_contracts(pipeline_out):
     assert set(emb.column("utt_id").to_pylist()) == {r[0] for r in feats}
     assert np.isfinite(np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))).all()
     assert not (out / "errors").exists() or not list((out / "errors").glob("*.parquet"))
-    for table in ("features", "tokens", "embeddings"):  # the manifest's columns, everywhere
+    profiles = q(f"select utt_id, n_frames, pitch_median_hz, description from '{out}/profiles/*.parquet'")
+    assert sorted((u, n) for u, n, _, _ in profiles) == sorted((r[0], r[4]) for r in feats)
+    assert all(60 < hz < 300 and text.endswith(("voice", "recording")) for _, _, hz, text in profiles)
+    assert q(f"select count(*), sum(utterances) from '{out}/speakers/*.parquet'") == [(6, 10)]
+    for table in ("features", "tokens", "embeddings", "profiles"):  # the manifest's columns, everywhere
         speakers = q(f"select distinct speaker, corpus, language from '{out}/{table}/*.parquet'")
         assert len(speakers) == 6 and ("LibriVox reader", "LibriVox", "en") in speakers, table
 
@@ -103,7 +107,7 @@ def test_readme_queries_run_on_the_output(pipeline_out):
     scope = {}
     exec(polars[0].replace("OUT/", f"{out}/"), scope)
     # the manifest's speaker column, carried: six voices (the five LibriVox files are one reader)
-    assert scope["per_speaker"].height == 6 and scope["per_speaker"]["f0_hz"].min() > 60
+    assert scope["per_speaker"].height == 6 and scope["per_speaker"]["pitch_hz"].min() > 60
 
 
 def test_evaluate_speakers_on_the_pipeline_output(pipeline_out, ray_cluster):

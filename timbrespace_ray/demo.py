@@ -13,6 +13,13 @@ DEMO_CORPUS = Path(__file__).parent / "demo_corpus"
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 # the recordings with their speaker, corpus and language: carried into every table
 DEMO_MANIFEST = DEMO_CORPUS / "manifest.csv"
+# a stage's output folder, where it is not the stage's name
+OUTPUT_FOLDER = {"embed": "embeddings", "profile": "profiles"}
+# speakers by median pitch and rate, from the profile stage's table
+PROFILE_QUERY = """select speaker, count(*) as utterances,
+       median(pitch_median_hz) as pitch_hz, median(onsets_per_s) as onsets_per_s,
+       mode(description) as most_frequent_description
+from '{out}/profiles/*.parquet' group by speaker order by pitch_hz;"""
 
 
 def run_demo(output: str, config: str | None = None, num_cpus: int | None = None) -> None:
@@ -39,7 +46,7 @@ def summary_table(results: dict, timings: dict) -> str:
     rows = [("stage", "output", "rows", "errors", "seconds")]
     for name, res in results.items():
         if hasattr(res, "rows"):
-            rows.append((name, name if name != "embed" else "embeddings", str(res.rows),
+            rows.append((name, OUTPUT_FOLDER.get(name, name), str(res.rows),
                          str(sum(res.errors.values())), f"{timings.get(name, 0):.1f}"))
         elif name == "kmeans":
             rows.append((name, "kmeans", f"k={res['n_clusters']} on {res['frames']} frames", "0",
@@ -143,6 +150,8 @@ One point per utterance (mean of its window embeddings). The five LibriVox files
 
 ![embeddings](report/embeddings.png)
 
+{profile_section(out, figs)}
+
 ## Does the embedding tell speakers apart?
 `timbrespace-ray evaluate --label speaker --utterances all`: cosine scores between utterances,
 the embeddings against simple baselines (full output: `evaluation/speaker/evaluation.md`).
@@ -168,6 +177,55 @@ columns of every table.
 select speaker, count(*) as utterances, sum(duration_s) as seconds,
        avg(list_avg(list_filter(f0, lambda x: x > 0)) * 320 + 80) as mean_f0_hz
 from '{out}/features/*.parquet' group by speaker order by seconds desc;
+
+{PROFILE_QUERY.format(out=out)}
 ```
 """)
     return report
+
+
+def profile_section(out: Path, figs: Path) -> str:
+    """The report's "Style profiles" section from `out`'s profiles/ (and speakers/, when the
+    corpus carries a speaker column): its pictures written into `figs` (a folder of `out`), its
+    Markdown returned."""
+    from .profiles.plots import (example_descriptions, examples_markdown, plot_levels,
+                                 plot_speakers, speakers_markdown)
+
+    profiles = _read_parts(out / "profiles")
+    plot_speakers(profiles, figs / "profile_speakers.png")
+    plot_levels(profiles, figs / "profile_levels.png")
+    pictures = figs.relative_to(out)
+    n = profiles.num_rows
+    speakers = ""
+    if (out / "speakers").is_dir():
+        speakers = f"""
+### Speakers (`speakers/`)
+Each speaker's medians over their utterances, and the levels of those medians.
+
+{speakers_markdown(_read_parts(out / "speakers"))}
+"""
+    return f"""## Style profiles
+`profiles/`: every utterance in physical units and plain words (pitch in Hz from the `pitch_hz`
+track, not the Timbrespace f0 feature; voiced onsets per second of speech; pauses; snr), four
+levels and a one-line description. The levels are sevenths of this corpus (edges in
+`profiles/bins.json`): with {n} utterances each holds about {n / 7:.1f}, so the words compare
+these recordings with one another, not with speech in general.
+
+![pitch and rate per speaker]({pictures}/profile_speakers.png)
+
+![levels]({pictures}/profile_levels.png)
+
+A few distinct descriptions, the most different first (`utterances`: how many share it):
+
+{examples_markdown(example_descriptions(profiles))}
+{speakers}"""
+
+
+def _read_parts(folder: Path):
+    """A folder's parquet parts as one pyarrow Table (empty without parts)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    # the parts, not the folder: profiles/ also holds bins.json
+    parts = sorted(str(p) for p in folder.glob("*.parquet"))
+    return ds.dataset(parts, format="parquet").to_table() if parts else pa.table({})

@@ -60,6 +60,11 @@ class _UnitActor:
         return _run_batch(self.stage, batch)
 
 
+def _unit_task(stage: MapStage, unit: WorkUnit) -> UnitStats:
+    stage.setup()
+    return stage.run_unit(unit)
+
+
 def _call_task(fn, item, shared):
     return fn(item, shared)
 
@@ -151,6 +156,8 @@ class RayExecutor:
             remote_args["num_gpus"] = res.num_gpus
         if res.memory_bytes:
             remote_args["memory"] = res.memory_bytes
+        if not res.actor_pool:
+            return self._map_tasks(stage, units, on_result, remote_args)
         # one unit per block: units are the scheduling grain, and a failed one retries alone
         ds = ray.data.from_items(_units_to_rows(units), override_num_blocks=len(units))
         # an actor pool: setup() once per actor, and each actor has its next unit queued, so
@@ -161,6 +168,25 @@ class RayExecutor:
                             **remote_args)
         for row in ds.iter_rows():
             on_result(UnitStats(**json.loads(row["stats"])))
+
+
+    def _map_tasks(self, stage: MapStage, units: list[WorkUnit], on_result: OnResult,
+                   options: dict) -> None:
+        """Each unit as a task, a bounded number in flight (twice what fits now, so a worker
+        never waits for its next unit); results in the order they finish."""
+        import ray
+
+        least, most = self._pool_size(stage.resources, len(units))
+        # on a cluster, queued tasks are the demand the autoscaler grows the cluster for
+        in_flight = min(2 * (most if self.address else least), 4096)
+        task = ray.remote(_unit_task).options(**options)
+        stage_ref = ray.put(stage)
+        queue, pending = list(units), []
+        while queue or pending:
+            while queue and len(pending) < in_flight:
+                pending.append(task.remote(stage_ref, queue.pop(0)))
+            done, pending = ray.wait(pending, num_returns=1)
+            on_result(ray.get(done[0]))
 
 
 class Progress:

@@ -30,6 +30,10 @@ class Resources:
     memory_bytes: int | None = None
     max_workers: int | None = None
     actors: bool = False  # Executor.parallel(): one actor per item instead of a task
+    # Executor.map(): an actor pool that runs setup() once per actor (model loading, compiled
+    # kernels); False: plain tasks on Ray's reusable workers, for a stage without a setup, which
+    # then costs no actor start-up (seconds: more than a small corpus's whole work)
+    actor_pool: bool = True
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,6 @@ BINS_FILE = "bins.json"
 MEASURES = "_measures"  # inside profiles/: `profiles/*.parquet` globs never reach it
 SPEAKERS = "speakers"
 IDENTITY = ("utt_id", "source", "start_s", "end_s", "n_frames")
-READ_RESOURCES = Resources(num_cpus=0.25)
 
 
 class NoPitchTrackError(TimbrespaceError):
@@ -59,7 +58,7 @@ class ProfileMeasuresStage(PartsStage):
         super().__init__(output)
         self.folder = output.child("profiles", MEASURES)
         self.config = config
-        self.resources = Resources(num_cpus=num_cpus)
+        self.resources = Resources(num_cpus=num_cpus, actor_pool=False)
 
     def plan(self) -> list[WorkUnit]:
         units = super().plan()
@@ -101,7 +100,7 @@ class ProfileLevelsStage(PartsStage):
         super().__init__(output)
         self.folder = output.child("profiles")
         self.bins = bins
-        self.resources = Resources(num_cpus=num_cpus)
+        self.resources = Resources(num_cpus=num_cpus, actor_pool=False)
 
     def process(self, unit: WorkUnit) -> UnitStats:
         table = self.read_part(unit)
@@ -162,7 +161,8 @@ class ProfileStage(Stage):
         speaker = self.config.speaker_column if self.config.speaker_column in carried else None
         group_by = self._pitch_group_by(carried, speaker)
         columns = _gather(parts, executor, self.storage_options,
-                          [c for c in dict.fromkeys((speaker, group_by)) if c])
+                          [c for c in dict.fromkeys((speaker, group_by)) if c],
+                          Resources(num_cpus=self.config.cpus_per_worker))
         if not bins:
             bins = given or Bins.fit(columns, pitch_group_by=group_by,
                                      min_group_size=self.config.min_group_size)
@@ -243,11 +243,13 @@ def _read_columns(part: str, shared: dict) -> pa.Table:
     return pq.read_table(io.BytesIO(loc.read_bytes()), columns=shared["columns"])
 
 
-def _gather(parts: list[str], executor, storage_options: dict, keys: list[str]) -> dict:
+def _gather(parts: list[str], executor, storage_options: dict, keys: list[str],
+            resources: Resources) -> dict:
     """The key columns, durations and summarised measures of every utterance, read in parallel
-    tasks (thousands of small parts from an object store would take minutes one by one)."""
+    tasks (thousands of small parts from an object store would take minutes one by one), with
+    the map steps' resources, so that the same Ray workers serve them."""
     columns = [*keys, "duration_s", "voiced_s", *SUMMARISED]
-    tables = executor.parallel(_read_columns, parts, READ_RESOURCES,
+    tables = executor.parallel(_read_columns, parts, resources,
                                {"storage_options": storage_options, "columns": columns})
     if not tables:
         return {name: np.zeros(0) for name in columns}
