@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench bench-inputs bench-recipe venv clean
+.PHONY: demo test bench bench-inputs bench-recipe bench-pitch bench-profile venv clean
 
 $(BIN)/timbrespace-ray: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ bench-inputs: venv
 
 bench-recipe: venv
 	$(BIN)/python tests/benchmarks/bench_recipe.py --set train.cpus_per_worker=2
+
+bench-pitch: venv
+	$(BIN)/python tests/benchmarks/bench_pitch.py
+
+bench-profile: venv
+	$(BIN)/python tests/benchmarks/bench_profile.py
 
 clean:
 	rm -rf $(VENV) demo_output

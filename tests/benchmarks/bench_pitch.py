@@ -20,6 +20,9 @@ Per utterance, over the frames each tracker calls voiced (an utterance counts wh
              (12 log2(f / median)), candidate against Praat              (target: r >= 0.8)
   r(1oct)    the same, each track's frames more than an octave from its median left out: the
              agreement of the contours once the few gross errors (either side's) are set aside
+  >1oct      the share of the tracker's voiced frames more than an octave from its utterance's
+             median, over all utterances (Praat's own on its row): those frames decide r(std),
+             so a tracker should have about as many as Praat, in the same places
   V/UV hit   the share of Praat's voiced frames that the candidate also calls voiced, and of
              Praat's unvoiced frames it calls unvoiced (Praat's frames matched to the
              candidate's nearest frame: ours and the extractor's f0 centred at
@@ -273,6 +276,7 @@ class Scores:
     no_pitch: float
     r_std: float
     r_std_octave: float
+    beyond_octave: float
     voiced_hit: float
     unvoiced_hit: float
     by_group: dict[str, tuple[int, int, float]]  # within 10%, utterances, r(std st)
@@ -282,6 +286,7 @@ def score(tracks: list[Track], refs: list[Track], utts: list[Utterance]) -> Scor
     within = hi = lo = none = 0
     std_c, std_p, oct_c, oct_p, std_group = [], [], [], [], []
     vh = vn = uh = un = 0
+    far = voiced = 0
     counts: dict[str, list[int]] = {}
     n = 0
     for track, ref, utt in zip(tracks, refs, utts):
@@ -297,6 +302,8 @@ def score(tracks: list[Track], refs: list[Track], utts: list[Utterance]) -> Scor
         if len(v) < MIN_VOICED:
             none += 1
             continue
+        far += int(np.sum(np.abs(np.log2(v / np.median(v))) > 1))
+        voiced += len(v)
         ratio = np.median(v) / np.median(p)
         if abs(ratio - 1) <= 0.1:
             within += 1
@@ -314,7 +321,20 @@ def score(tracks: list[Track], refs: list[Track], utts: list[Utterance]) -> Scor
         idx = [i for i, gr in enumerate(std_group) if gr == k]
         by_group[k] = (w, total, pearson([std_c[i] for i in idx], [std_p[i] for i in idx]))
     return Scores(n, within / n, hi / n, lo / n, none / n, pearson(std_c, std_p),
-                  pearson(oct_c, oct_p), vh / max(vn, 1), uh / max(un, 1), by_group)
+                  pearson(oct_c, oct_p), far / max(voiced, 1), vh / max(vn, 1), uh / max(un, 1),
+                  by_group)
+
+
+def beyond_octave_share(refs: list[Track]) -> float:
+    """Praat's own >1oct: the share of its voiced frames more than an octave from the median
+    of its utterance (utterances with >= MIN_PRAAT_VOICED voiced frames)."""
+    far = voiced = 0
+    for ref in refs:
+        p = ref.hz[ref.hz > 0]
+        if len(p) >= MIN_PRAAT_VOICED:
+            far += int(np.sum(np.abs(np.log2(p / np.median(p))) > 1))
+            voiced += len(p)
+    return far / max(voiced, 1)
 
 
 # ---------------------------------------------------------------- main
@@ -379,8 +399,8 @@ def main():
     print(f"\nPitch against Praat (to_pitch() defaults: ac, {FLOOR:.0f}-{CEILING:.0f} Hz, 10 ms), "
           "per utterance; speed on one core, one thread")
     head = (f"{'tracker':<27}{'utts':>5}{'within10%':>10}{'oct.hi':>7}{'oct.lo':>7}"
-            f"{'none':>6}{'r(std)':>7}{'r(1oct)':>8}{'V hit':>7}{'UV hit':>7}{'x rt':>7}"
-            f"{'vs ext':>7}{'stage':>6}")
+            f"{'none':>6}{'r(std)':>7}{'r(1oct)':>8}{'>1oct':>7}{'V hit':>7}{'UV hit':>7}"
+            f"{'x rt':>7}{'vs ext':>7}{'stage':>6}")
     print(head)
     print("-" * len(head))
     results = {}
@@ -392,19 +412,23 @@ def main():
         stage_txt = f"{stage_share(xrt):.2f}" if c.tracker else "-"
         print(f"{c.name:<27}{s.n:>5}{s.within10 * 100:>9.1f}%{s.octave_hi * 100:>6.1f}%"
               f"{s.octave_lo * 100:>6.1f}%{s.no_pitch * 100:>5.1f}%{s.r_std:>7.2f}"
-              f"{s.r_std_octave:>8.2f}{s.voiced_hit * 100:>6.1f}%{s.unvoiced_hit * 100:>6.1f}%"
+              f"{s.r_std_octave:>8.2f}{s.beyond_octave * 100:>6.1f}%"
+              f"{s.voiced_hit * 100:>6.1f}%{s.unvoiced_hit * 100:>6.1f}%"
               f"{xrt:>7.0f}{xrt / ext_xrt:>7.2f}{stage_txt:>6}")
-    blank = f"{'':>5}{'':>10}{'':>7}{'':>7}{'':>6}{'':>7}{'':>8}{'':>7}{'':>7}"
-    print(f"{'Praat to_pitch (reference)':<27}{blank}{praat_xrt:>7.0f}{praat_xrt / ext_xrt:>7.2f}"
+    blank = f"{'':>5}{'':>10}{'':>7}{'':>7}{'':>6}{'':>7}{'':>8}"
+    print(f"{'Praat to_pitch (reference)':<27}{blank}{beyond_octave_share(refs) * 100:>6.1f}%"
+          f"{'':>7}{'':>7}{praat_xrt:>7.0f}{praat_xrt / ext_xrt:>7.2f}"
           f"{stage_share(praat_xrt):>6.2f}")
+    blank += f"{'':>7}{'':>7}{'':>7}"
     print(f"{'bare extractor (6 features)':<27}{blank}{ext_xrt:>7.0f}{1.0:>7.2f}")
     for m in missing:
         print(f"not run: {m}")
     print("within10%: median within 10% of Praat's; oct.hi/lo: an octave above/below it; none: "
           "< 3 voiced frames; r(std): Pearson r of the\nstd of pitch in semitones; r(1oct): the "
           "same over each track's frames within an octave of its median (gross errors\nleft "
-          "out); V/UV hit: Praat's voiced/unvoiced frames called the same; x rt: x real time; "
-          "vs ext: that / the bare\nextractor's; stage: the features stage's throughput with the "
+          "out); >1oct: the share of its voiced frames beyond that octave (Praat's own on its "
+          "row); V/UV hit: Praat's\nvoiced/unvoiced frames called the same; x rt: x real time; "
+          "vs ext: that / the bare extractor's; stage: the features\nstage's throughput with the "
           "tracker added, share of today's (target >= 0.8)")
 
     print("\nby voice: within 10% / utterances, r(std)")
