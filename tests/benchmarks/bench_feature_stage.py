@@ -3,11 +3,12 @@
 Builds a corpus of real speech WAV files (the bundled recordings, copied under many names) and
 measures in the same process:
   (1) the bare extractor on one core, one thread, doing the stage's job without Ray:
-      `ProsodicFeatureExtractor.load_audio(file)` + `extract()` in one pass over every 5th folder
+      `ProsodicFeatureExtractor.load_audio(file)` + `extract()` + `pitch_track()` (the stage
+      writes the pitch track beside the six features) in one pass over every 5th folder
       of the same corpus, once before and once after the stage run (the mean is the baseline:
       both sides are then averages over tens of seconds on the same files, so a quiet or a
       busy moment of this shared machine does not decide the ratio). For reference also the
-      best of 3 short runs over the bundled recordings, load_audio + extract and `extract()`
+      best of 3 short runs over the bundled recordings, the same and extract + pitch_track
       alone on waveforms already in memory;
   (2) the Ray features stage end to end (plan, actor pool start-up, decode, extract, Parquet,
       markers, summary) on an embedded local Ray using every CPU, after a warm-up run of the
@@ -40,6 +41,7 @@ from conftest import DEMO_CORPUS  # noqa: E402
 
 from timbrespace_ray.config import load_config  # noqa: E402
 from timbrespace_ray.features import FeatureConfig, ProsodicFeatureExtractor, analyse  # noqa: E402
+from timbrespace_ray.features.pitch import pitch_track  # noqa: E402
 from timbrespace_ray.runner import RayExecutor, run_map_stage  # noqa: E402
 from timbrespace_ray.stages.features import FeaturesStage  # noqa: E402
 from timbrespace_ray.storage import Location  # noqa: E402
@@ -68,21 +70,23 @@ def _best_xrt(work, audio_s: float, repeats: int = 3) -> float:
 
 
 def bare_on_corpus(corpus: Path) -> float:
-    """load_audio + extract x real time, one pass over every 5th folder of the corpus (each
-    folder holds one copy of every recording, so the sample has the corpus's own mix)."""
+    """load_audio + extract + pitch_track x real time (the stage's job without Ray), one pass
+    over every 5th folder of the corpus (each folder holds one copy of every recording, so the
+    sample has the corpus's own mix)."""
     files = [f for folder in sorted(corpus.iterdir())[::5] for f in sorted(folder.glob("*.wav"))]
     extractor = ProsodicFeatureExtractor()
     audio_s = 0.0
     t0 = time.perf_counter()
     for f in files:
-        audio_s += len(extractor.load_audio(str(f))) / extractor.sample_rate
-        extractor.extract()
+        audio = extractor.load_audio(str(f))
+        audio_s += len(audio) / extractor.sample_rate
+        pitch_track(audio, len(extractor.extract()["f0"]))
     return audio_s / (time.perf_counter() - t0)
 
 
 def bare_extractor_xrt() -> tuple[float, float]:
-    """(load_audio + extract, extract alone) x real time, best of 3 short runs on the bundled
-    recordings."""
+    """(load_audio + extract + pitch_track, extract + pitch_track alone) x real time, best of 3
+    short runs on the bundled recordings."""
     files = sorted(DEMO_CORPUS.glob("*.wav"))
     extractor = ProsodicFeatureExtractor()
     cfg = FeatureConfig()
@@ -92,11 +96,12 @@ def bare_extractor_xrt() -> tuple[float, float]:
     def from_files():
         for _ in range(3):
             for f in files:
-                extractor.load_audio(str(f))
-                extractor.extract()
+                audio = extractor.load_audio(str(f))
+                pitch_track(audio, len(extractor.extract()["f0"]))
 
     return (_best_xrt(from_files, audio_s),
-            _best_xrt(lambda: [analyse(w, cfg) for _ in range(3) for w in waves], audio_s))
+            _best_xrt(lambda: [pitch_track(w, len(analyse(w, cfg)["f0"]))
+                               for _ in range(3) for w in waves], audio_s))
 
 
 def main() -> None:
@@ -137,10 +142,10 @@ def main() -> None:
     print(f"\nFeatures stage throughput ({audio_s / 60:.0f} min of real speech, "
           f"{summary.inputs} WAV files, {args.cpus} CPUs, embedded Ray; the actor pool's "
           "start-up is inside the timed run)")
-    print(f"  bare extractor, one core, same files {bare:6.0f} x real time (load_audio + extract; "
+    print(f"  bare extractor, one core, same files {bare:6.0f} x real time (load_audio + extract + pitch; "
           f"{bare_before:.0f} before, {bare_after:.0f} after the stage)")
-    print(f"    (best of 3 short runs: load_audio + extract {best_files:.0f}x, "
-          f"extract alone on audio in memory {best_in_memory:.0f}x)")
+    print(f"    (best of 3 short runs: load_audio + extract + pitch {best_files:.0f}x, "
+          f"extract + pitch alone on audio in memory {best_in_memory:.0f}x)")
     print(f"  Ray stage end to end, total          {audio_s / wall:6.0f} x real time ({wall:.1f} s)")
     print(f"  Ray stage end to end, per CPU        {per_cpu:6.0f} x real time")
     print(f"  ratio per CPU / bare                 {per_cpu / bare:6.2f}  (target >= 0.80: "
