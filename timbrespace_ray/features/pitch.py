@@ -324,13 +324,8 @@ def _low_band_candidates(y, start, window, window_ac, seg, ac, stamp, lag_min, l
         r = ac[lag]
         if r < 0.5 * voicing_threshold or r < ac[lag - 1] or r < ac[lag + 1]:
             continue
-        a = ac[lag - 1]
-        c = ac[lag + 1]
-        den = a - 2 * r + c
-        d = 0.5 * (a - c) / den if den < 0 else 0.0
         peak_lag[n_peaks] = lag
-        peak_tau[n_peaks] = lag + d
-        peak_r[n_peaks] = r - 0.25 * (a - c) * d
+        peak_tau[n_peaks], peak_r[n_peaks] = _parabola(ac, lag)
         best = max(best, peak_r[n_peaks])
         n_peaks += 1
     for q in range(n_peaks):
@@ -347,14 +342,8 @@ def _low_band_candidates(y, start, window, window_ac, seg, ac, stamp, lag_min, l
                     ac[m] = _lag_product(seg, m) / r0 / window_ac[m]
                     stamp[m] = i
             period, peak = _refine(ac, lag_hi, period)
-        if peak > 1.0:
-            peak = 1.0 / peak
-        f = RATE / period
-        if f * RANGE_TOLERANCE < floor_hz or f > RANGE_TOLERANCE * ceiling_hz:
-            continue
-        f = min(max(f, floor_hz), ceiling_hz)
-        s = peak * low_share - octave_cost * math.log2(floor_hz * period / RATE)
-        n_cand = _insert(freq, strength, i, n_cand, f, s)
+        n_cand = _add_candidate(freq, strength, i, n_cand, period, peak, RATE, low_share,
+                                floor_hz, floor_hz, ceiling_hz, octave_cost)
     return n_cand
 
 
@@ -385,20 +374,9 @@ def _full_band_candidates(x, s0, k0, k1, m16, window16, window16_ac, seg16, ac16
             r = ac16[lag]
             if r < 0.5 * voicing_threshold or r < ac16[lag - 1] or r < ac16[lag + 1]:
                 continue
-            a = ac16[lag - 1]
-            c = ac16[lag + 1]
-            den = a - 2 * r + c
-            d = 0.5 * (a - c) / den if den < 0 else 0.0
-            period = lag + d
-            peak = r - 0.25 * (a - c) * d
-            if peak > 1.0:
-                peak = 1.0 / peak
-            f = SAMPLE_RATE / period
-            if f * RANGE_TOLERANCE < fb_floor or f > RANGE_TOLERANCE * ceiling_hz:
-                continue
-            f = min(max(f, floor_hz), ceiling_hz)
-            s = peak - octave_cost * math.log2(floor_hz * period / SAMPLE_RATE)
-            n_cand = _insert(freq, strength, i, n_cand, f, s)
+            period, peak = _parabola(ac16, lag)
+            n_cand = _add_candidate(freq, strength, i, n_cand, period, peak, SAMPLE_RATE, 1.0,
+                                    fb_floor, floor_hz, ceiling_hz, octave_cost)
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
@@ -419,6 +397,34 @@ def _insert(freq, strength, i, n_cand, f, s):
     strength[i, slot] = s
     freq[i, slot] = f
     return n_cand
+
+
+@nb.njit(cache=True, fastmath=True)
+def _add_candidate(freq, strength, i, n_cand, period, peak, rate, weight, lowest_hz, floor_hz,
+                   ceiling_hz, octave_cost):
+    """A peak of the autocorrelation at `period` samples of `rate` as a candidate of frame i,
+    when its frequency lies in lowest_hz..ceiling_hz (a hair beyond counts, at the bound); its
+    strength is peak * weight - octave_cost * log2(floor * period). The count of candidates."""
+    if peak > 1.0:  # an interpolated peak above 1 is as far from periodic as its inverse
+        peak = 1.0 / peak
+    f = rate / period
+    if f * RANGE_TOLERANCE < lowest_hz or f > RANGE_TOLERANCE * ceiling_hz:
+        return n_cand
+    f = min(max(f, floor_hz), ceiling_hz)
+    s = peak * weight - octave_cost * math.log2(floor_hz * period / rate)
+    return _insert(freq, strength, i, n_cand, f, s)
+
+
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _parabola(ac, lag):
+    """The vertex (position, height) of the parabola through ac at lag - 1, lag, lag + 1: a
+    local maximum placed between lags."""
+    a = ac[lag - 1]
+    r = ac[lag]
+    c = ac[lag + 1]
+    den = a - 2 * r + c
+    d = 0.5 * (a - c) / den if den < 0 else 0.0
+    return lag + d, r - 0.25 * (a - c) * d
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
