@@ -176,6 +176,15 @@ def test_bins_of_another_corpus_put_both_on_one_scale(profiled, corpus, tmp_path
         run_stage("profile", cfg, LocalExecutor(), QUIET)
 
 
+def test_a_bins_file_that_is_missing_or_not_bins_is_refused_before_any_work(tmp_path):
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    for path, message in ((tmp_path / "none.json", "not found"), (tmp_path / "bad.json", "not a bins file")):
+        cfg = load_config(output=str(tmp_path / "out"), **{"profile.bins": str(path)})
+        with pytest.raises(ConfigError, match=message):
+            run_stage("profile", cfg, LocalExecutor(), QUIET)
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_interrupted_profile_resumes_on_the_same_bins(corpus, tmp_path):
     out = tmp_path / "out"
     profile_run(corpus, out)

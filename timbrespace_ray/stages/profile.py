@@ -26,7 +26,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from ..config import ProfileStageConfig
-from ..errors import ConfigError, TimbrespaceError
+from ..errors import ConfigError, ModelFormatError, TimbrespaceError
 from ..features.config import FeatureConfig
 from ..features.pitch import PITCH_COLUMN
 from ..profiles import (ATTRIBUTES, MEASURE_COLUMNS, SUMMARISED, Bins, describe,
@@ -137,20 +137,31 @@ class ProfileStage(Stage):
             echo(f"profile: already complete ({summary.rows} utterances); nothing to do")
             return summary
         t0 = time.perf_counter()
+        given = self._given_bins()  # a wrong path fails now, not after the measures
         cpus = self.config.cpus_per_worker
         run_map_stage(ProfileMeasuresStage(self.output, self.config, cpus), executor, echo)
         parts = [p.uri for p in complete_parts(self.output, f"profiles/{MEASURES}", "profile")]
-        bins = self._bins(parts, executor, echo)
+        bins = self._bins(parts, given, executor, echo)
         return run_map_stage(ProfileLevelsStage(self.output, bins, cpus), executor, echo,
                              started=t0)
 
-    def _bins(self, parts: list[str], executor, echo: Callable[[str], None]) -> Bins:
+    def _given_bins(self) -> Bins | None:
+        uri = self.config.bins
+        if not uri:
+            return None
+        location = Location.of(uri, self.storage_options)
+        if not location.exists():
+            raise ConfigError(f"profile.bins: {uri} not found")
+        try:
+            return Bins.from_json(location.read_bytes().decode())
+        except ModelFormatError as exc:
+            raise ConfigError(f"profile.bins: {uri}: {exc}") from None
+
+    def _bins(self, parts: list[str], given: Bins | None, executor,
+              echo: Callable[[str], None]) -> Bins:
         """Step 2: the bins (fitted, given, or those of an interrupted run) and the speakers."""
         stored = self.folder.child(BINS_FILE)
-        given = bins = None
-        if self.config.bins:
-            given = Bins.from_json(
-                Location.of(self.config.bins, self.storage_options).read_bytes().decode())
+        bins = None
         if stored.exists():
             bins = Bins.from_json(stored.read_bytes().decode())
         if bins and given and bins.to_dict() != given.to_dict():
@@ -160,6 +171,10 @@ class ProfileStage(Stage):
         carried = _carried(parts[0], self.storage_options) if parts else []
         speaker = self.config.speaker_column if self.config.speaker_column in carried else None
         group_by = self._pitch_group_by(carried, speaker)
+        # the levels follow the bins' own grouping (another corpus's may differ from ours)
+        known = bins or given
+        if known and known.pitch_group_by in carried:
+            group_by = known.pitch_group_by
         columns = _gather(parts, executor, self.storage_options,
                           [c for c in dict.fromkeys((speaker, group_by)) if c],
                           Resources(num_cpus=self.config.cpus_per_worker))
