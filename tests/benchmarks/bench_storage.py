@@ -1,0 +1,446 @@
+"""What object storage costs the features stage: the same corpus read from local disk, from a
+SeaweedFS S3 server on loopback, and from that server behind a proxy that adds a fixed latency
+to every request (30 ms by default, about what a cloud object store adds), in one run.
+
+Four input forms, all cut from the bundled recordings of real speech (copied and cut to reach
+--minutes of audio per form):
+  files     a folder of short WAV files of 3-8 s each (like LibriSpeech utterances), in
+            folders of 100;
+  tar       the same utterances as WebDataset tar shards (`key.wav` + `key.json` members) of
+            about --shard-mb each (default: <= 200 MB and at least 2 shards per CPU);
+  dataset   the same utterances as a Parquet audio dataset written by Hugging Face `datasets`
+            (`Audio` column, bytes embedded, as `push_to_hub` writes it; bench_inputs.py's
+            builder);
+  segments  a CSV segment manifest (`path,start,end,speaker`) cutting long recordings (the
+            speech concatenated into WAVs of about --recording-minutes) into 3-15 s segments
+            (bench_inputs.py's builder); its objects are the recordings (the manifest is read by
+            the planner alone).
+Each form is uploaded to the server with its fsspec filesystem, then run by the features stage
+end to end (`pipeline.run_stage("features", ...)`: plan, actor pool start-up, reads, decode,
+extract, Parquet, markers) on one embedded Ray (`RayExecutor(num_cpus=--cpus)`), output on
+local disk, from the three sources in turn: local disk, `s3://` direct, `s3://` through the
+latency proxy (`tests/infra/proxy.py`, no faults). A warm-up (Ray, numba caches, s3fs imports)
+runs first on a small corpus. The sources of a form run back to back in the order
+L S P, P S L, ... (--rounds 2: each once early and once late, so a busy or quiet moment of a
+shared machine weighs on all of them). Throughput is the audio over the mean wall time per
+run; the ratios are local's total wall over the other source's (the same audio on every side,
+checked by the row and frame counts). Target: s3 + latency / local >= 0.8.
+
+The proxy also counts the requests of each proxied run (ProxyStats.requests: one per HTTP
+request on a keep-alive connection), split into planning (the driver's listing, footers,
+manifest) and the workers' reads, per stored object, per unit and per utterance (how many round
+trips the reader makes for each input), and the bytes read through it against the bytes stored
+(how much a reader reads more than once).
+
+Run: .venv/bin/python tests/benchmarks/bench_storage.py [--minutes 90] [--forms
+     files,tar,dataset,segments] [--cpus N] [--latency-ms 30] [--rounds 2] [--json out.json]
+Smoke test: .venv/bin/python tests/benchmarks/bench_storage.py --minutes 4 --rounds 1
+The table goes to stdout; Ray's log and the stage's per-unit progress to stderr (2>/dev/null).
+Everything (SeaweedFS, the proxy, Ray) listens on 127.0.0.1 only and is stopped at the end, on
+errors too; the corpora live in a temporary folder (about 2 MB per minute of audio, on disk and
+in the server, one form at a time). A run of the defaults takes ~20 min on a 2-core VM.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # `datasets` writes local files only
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # never ask for instance credentials
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tarfile  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+# bench_inputs puts tests/ on sys.path (conftest, corpus, infra)
+from bench_inputs import (SR, _speech_int16, _version, build_dataset, build_segments,  # noqa: E402
+                          load, machine, machine_line)
+from corpus import add_tar_member  # noqa: E402
+from infra.proxy import FlakyProxy  # noqa: E402
+from infra.s3 import SeaweedS3  # noqa: E402
+
+FORMS = ("files", "tar", "dataset", "segments")
+SOURCES = ("local", "s3", "s3+lat")
+TARGET = 0.8
+WARM_MINUTES = 1.0
+BUCKET = "bench-storage"
+
+
+# corpora -------------------------------------------------------------------------------------
+def build_short_files(root: Path, minutes: float, seed: int = 0, lo: float = 3.0,
+                      hi: float = 8.0, per_folder: int = 100) -> dict:
+    """root/spkNNN/uttNNNNNN.wav: pieces of 3-8 s of the bundled speech (16 kHz, 16 bit), each
+    cut at a random place of the recordings played in a loop."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    speech = np.concatenate(_speech_int16())
+    target = int(minutes * 60 * SR)
+    written = i = 0
+    while written < target:
+        n = int(rng.uniform(lo, hi) * SR)
+        start = int(rng.integers(0, speech.shape[0]))
+        piece = np.take(speech, np.arange(start, start + n), mode="wrap")
+        folder = root / f"spk{i // per_folder:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(str(folder / f"utt{i:06d}.wav"), piece, SR, subtype="PCM_16")
+        written += n
+        i += 1
+    return {"objects": i, "utterances": i, "audio_s": written / SR, "bytes": _bytes(root)}
+
+
+def build_tar_shards(plain: Path, root: Path, shard_bytes: int) -> dict:
+    """The WAV files under `plain` as WebDataset shards root/shard-NNNNN.tar, in order:
+    `spkNNN/uttNNNNNN.wav` with a `spkNNN/uttNNNNNN.json` sidecar ({"speaker": ...})."""
+    root.mkdir(parents=True)
+    files = sorted(plain.rglob("*.wav"))
+    shards, size, tar = 0, 0, None
+    try:
+        for f in files:
+            data = f.read_bytes()
+            if tar is None or size + len(data) > shard_bytes:
+                if tar is not None:
+                    tar.close()
+                tar = tarfile.open(root / f"shard-{shards:05d}.tar", "w")
+                shards, size = shards + 1, 0
+            key = str(f.relative_to(plain).with_suffix(""))
+            add_tar_member(tar, f"{key}.wav", data)
+            add_tar_member(tar, f"{key}.json", json.dumps({"speaker": f.parent.name}).encode())
+            size += len(data)
+    finally:
+        if tar is not None:
+            tar.close()
+    return {"objects": shards, "utterances": len(files), "bytes": _bytes(root)}
+
+
+def build_segment_manifest(root: Path, minutes: float, recording_minutes: float) -> dict:
+    """root/long/recNNN.wav and root/segments.csv (path,start,end,speaker): bench_inputs.py's
+    long recordings and 3-15 s segments, the manifest written as CSV."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    throwaway = root.parent / f"{root.name}_plain"  # the builder also writes each segment alone
+    info = build_segments(root, throwaway, minutes, recording_minutes)
+    shutil.rmtree(throwaway)
+    pacsv.write_csv(pq.read_table(str(root / "segments.parquet")), str(root / "segments.csv"))
+    (root / "segments.parquet").unlink()
+    return {"objects": info["recordings"], "utterances": info["segments"],
+            "recording_minutes": info["recording_minutes"], "bytes": _bytes(root)}
+
+
+def _bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def build_form(form: str, tmp: Path, minutes: float, args, seed: int = 0) -> dict:
+    """Build one form under tmp/<form>; returns its description with `local` (the input path)
+    and `upload` (the folder to upload) and `key` (the input's path in the bucket)."""
+    plain = tmp / f"{form}_plain"
+    if form == "files":
+        info = build_short_files(tmp / form, minutes, seed)
+        return {**info, "upload": tmp / form, "input": ""}
+    if form in ("tar", "dataset"):
+        built = build_short_files(plain, minutes, seed)
+        if form == "tar":
+            shard_mb = args.shard_mb or max(1.0, min(200.0, built["bytes"] / 1e6 / (2 * args.cpus)))
+            info = build_tar_shards(plain, tmp / form, int(shard_mb * 1e6))
+            info["shard_mb"] = round(shard_mb, 1)
+        else:
+            shards, groups, size = build_dataset(plain, tmp / form, args.dataset_shards)
+            info = {"objects": shards, "row_groups": groups, "utterances": built["utterances"],
+                    "bytes": size}
+        shutil.rmtree(plain)
+        return {**info, "audio_s": built["audio_s"], "upload": tmp / form, "input": ""}
+    if form == "segments":
+        info = build_segment_manifest(tmp / form, minutes, min(args.recording_minutes, minutes / 2))
+        return {**info, "audio_s": None, "upload": tmp / form, "input": "segments.csv"}
+    raise ValueError(form)
+
+
+# services ------------------------------------------------------------------------------------
+class Services:
+    """SeaweedFS on loopback, the latency proxy in front of it, and one embedded Ray; each
+    source's input URI and storage options; stop() stops whatever was started."""
+
+    def __init__(self, cpus: int, latency_s: float):
+        from timbrespace_ray.runner import RayExecutor
+
+        self.s3 = self.proxy = None
+        self.executor = RayExecutor(num_cpus=cpus, progress_bars=False)
+        try:
+            self.s3 = SeaweedS3.start()
+            self.s3.create_bucket(BUCKET)
+            port = int(self.s3.endpoint_url.rsplit(":", 1)[1])
+            # no faults; lives as long as the benchmark; keep-alive connections idle between runs
+            self.proxy = FlakyProxy(("127.0.0.1", port), latency_s=(latency_s, latency_s),
+                                    max_lifetime_s=7 * 24 * 3600.0, idle_timeout_s=3600.0)
+            self.proxy.start()
+            self.fs = self.s3.filesystem()
+        except BaseException:
+            self.stop()
+            raise
+
+    def options(self, source: str) -> dict:
+        if source == "local":
+            return {}
+        opts = self.s3.storage_options
+        return opts if source == "s3" else {**opts, "endpoint_url": self.proxy.url}
+
+    def upload(self, local: Path, key: str) -> float:
+        t0 = time.perf_counter()
+        self.fs.put(str(local) + "/", f"{BUCKET}/{key}/", recursive=True)
+        return time.perf_counter() - t0
+
+    def uri(self, source: str, form: dict, key: str) -> str:
+        if source == "local":
+            base = str(form["upload"])
+        else:
+            base = f"s3://{BUCKET}/{key}"
+        return f"{base}/{form['input']}" if form["input"] else base
+
+    def stop(self) -> None:
+        errors = []
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+                time.sleep(2)  # Ray's processes exit in the background
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        for what in (self.proxy, self.s3):
+            if what is not None:
+                try:
+                    what.stop()
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+class StageRunner:
+    """`run_stage("features", ...)` into a fresh local output folder, timed; the proxy's
+    requests counted during planning and in all."""
+
+    def __init__(self, services: Services, tmp: Path):
+        from timbrespace_ray.stages.features import FeaturesStage
+
+        self.services = services
+        self.tmp = tmp
+        self.runs = 0
+        self.plan_s = 0.0
+        self.plan_requests = 0
+        stats = lambda: services.proxy.stats.requests  # noqa: E731
+        original = FeaturesStage.plan
+
+        def timed_plan(stage):  # the driver's own reads (workers use the class unpatched)
+            t0, r0 = time.perf_counter(), stats()
+            try:
+                return original(stage)
+            finally:
+                self.plan_s = time.perf_counter() - t0
+                self.plan_requests = stats() - r0
+
+        self._restore = lambda: setattr(FeaturesStage, "plan", original)
+        FeaturesStage.plan = timed_plan
+
+    def __call__(self, source: str, input_uri: str) -> dict:
+        from timbrespace_ray.config import load_config
+        from timbrespace_ray.pipeline import run_stage
+
+        self.runs += 1
+        out = self.tmp / f"out{self.runs:03d}"
+        opts = self.services.options(source)
+        overrides = {"storage.storage_options": opts} if opts else {}
+        cfg = load_config(input=input_uri, output=str(out), **overrides)
+        r0, b0 = self.services.proxy.stats.requests, self.services.proxy.stats.bytes_down
+        t0 = time.perf_counter()
+        summary = run_stage("features", cfg, self.services.executor,
+                            lambda s: print(s, file=sys.stderr, flush=True))
+        wall = time.perf_counter() - t0
+        requests = self.services.proxy.stats.requests - r0
+        bytes_down = self.services.proxy.stats.bytes_down - b0
+        if summary.errors or summary.rows != summary.inputs:
+            raise RuntimeError(f"{source} {input_uri}: the stage recorded errors: {summary}")
+        shutil.rmtree(out)
+        return {"wall_s": wall, "plan_s": self.plan_s, "requests": requests,
+                "bytes_down": bytes_down,
+                "plan_requests": self.plan_requests if source == "s3+lat" else 0,
+                "rows": summary.rows, "frames": summary.frames, "units": summary.units_total,
+                "audio_s": summary.audio_hours * 3600, "busy_s": summary.busy_seconds}
+
+    def close(self) -> None:
+        self._restore()
+
+
+# measuring -----------------------------------------------------------------------------------
+def warm_up(services: Services, run: StageRunner, tmp: Path, echo) -> None:
+    """Ray, the numba caches, s3fs/botocore imports and the server's first volumes."""
+    t0 = time.perf_counter()
+    root = tmp / "warm"
+    build_short_files(root, WARM_MINUTES, seed=99)
+    services.upload(root, "warm")
+    form = {"upload": root, "input": ""}
+    for source in SOURCES:
+        run(source, services.uri(source, form, "warm"))
+    shutil.rmtree(root)
+    echo(f"warm-up: {WARM_MINUTES:g} min of short files from each source, "
+         f"{time.perf_counter() - t0:.0f} s")
+
+
+def measure_form(name: str, args, services: Services, run: StageRunner, tmp: Path, echo) -> dict:
+    t0 = time.perf_counter()
+    form = build_form(name, tmp, args.minutes, args)
+    built = time.perf_counter() - t0
+    os.sync()  # the copies' write-back must not run during the measurements
+    uploaded = services.upload(form["upload"], name)
+    desc = {"files": "short WAV files", "tar": f"tar shards (~{form.get('shard_mb')} MB)",
+            "dataset": f"Parquet audio dataset (datasets {_version('datasets')}, "
+                       f"{form.get('row_groups')} row groups)",
+            "segments": f"CSV segment manifest over long WAVs (~{form.get('recording_minutes')} "
+                        "min each)"}[name]
+    echo(f"\n[{name}] {desc}: {form['objects']} objects, {form['utterances']} utterances, "
+         f"{form['bytes'] / 1e6:.0f} MB; built in {built:.0f} s, uploaded in {uploaded:.0f} s "
+         f"(load {load()})")
+    runs = {s: [] for s in SOURCES}
+    order = []
+    for r in range(args.rounds):
+        for source in (SOURCES if r % 2 == 0 else SOURCES[::-1]):
+            res = run(source, services.uri(source, form, name))
+            runs[source].append(res)
+            order.append(source)
+            req = (f", {res['requests']} requests ({res['plan_requests']} planning)"
+                   if source == "s3+lat" else "")
+            echo(f"  run {len(order):2d}: {source:<7} {res['wall_s']:6.1f} s "
+                 f"(plan {res['plan_s']:4.1f} s) {res['audio_s'] / res['wall_s']:6.0f} x real "
+                 "time, "
+                 f"{res['units']} units, worker busy {res['busy_s']:.0f} s{req}  (load {load()})")
+    first = runs["local"][0]
+    for source in SOURCES:  # the same audio from every source
+        for res in runs[source]:
+            assert (res["rows"], res["frames"]) == (first["rows"], first["frames"]), (source, res)
+    audio_s = first["audio_s"]
+    out = {"form": name, "description": desc, "objects": form["objects"],
+           "utterances": first["rows"], "audio_minutes": audio_s / 60, "bytes": form["bytes"],
+           "order": " ".join(order), "runs": runs}
+    total = {s: sum(r["wall_s"] for r in runs[s]) for s in SOURCES}
+    for s in SOURCES:
+        out[f"x_{s}"] = audio_s * args.rounds / total[s]
+    out["ratio_s3"] = total["local"] / total["s3"]
+    out["ratio_lat"] = total["local"] / total["s3+lat"]
+    busy = {s: sum(r["busy_s"] for r in runs[s]) for s in SOURCES}
+    out["busy_ratio_s3"] = busy["local"] / busy["s3"]
+    out["busy_ratio_lat"] = busy["local"] / busy["s3+lat"]
+    lat = runs["s3+lat"]
+    reqs = sum(r["requests"] for r in lat) / len(lat)
+    plan_reqs = sum(r["plan_requests"] for r in lat) / len(lat)
+    out.update(requests=reqs, plan_requests=plan_reqs,
+               bytes_down=sum(r["bytes_down"] for r in lat) / len(lat),
+               worker_requests_per_object=(reqs - plan_reqs) / form["objects"],
+               worker_requests_per_unit=(reqs - plan_reqs) / first["units"],
+               worker_requests_per_utterance=(reqs - plan_reqs) / first["rows"],
+               requests_per_run=[r["requests"] for r in lat])
+    shutil.rmtree(form["upload"])
+    services.fs.rm(f"{BUCKET}/{name}", recursive=True)
+    return out
+
+
+def print_table(results: list[dict], args, echo) -> None:
+    lat = f"s3+{args.latency_ms:g}ms"
+    echo(f"\nfeatures stage, RayExecutor(num_cpus={args.cpus}), {args.rounds} run(s) of each "
+         f"source per form; x real time = audio / mean wall; ratio = local wall / source wall")
+    head = (f"{'form':<9} {'objects':>7} {'utts':>6} {'audio min':>9} {'local x':>8} {'s3 x':>7} "
+            f"{lat + ' x':>11} {'s3/local':>8} {lat + '/local':>15}  target >= {TARGET:g}")
+    echo(head)
+    echo("-" * len(head))
+    for r in results:
+        met = "met" if r["ratio_lat"] >= TARGET else "NOT MET"
+        echo(f"{r['form']:<9} {r['objects']:>7} {r['utterances']:>6} {r['audio_minutes']:>9.1f} "
+             f"{r['x_local']:>8.0f} {r['x_s3']:>7.0f} {r['x_s3+lat']:>11.0f} {r['ratio_s3']:>8.2f} "
+             f"{r['ratio_lat']:>15.2f}  {met}")
+    echo("\nthe same ratios on the workers' summed unit time (no pool start-up, no idle tail; "
+         "what overlapping reads with compute inside a unit can win):")
+    for r in results:
+        echo(f"{r['form']:<9} s3/local {r['busy_ratio_s3']:.2f}, {lat}/local "
+             f"{r['busy_ratio_lat']:.2f}")
+    echo(f"\nrequests through the {args.latency_ms:g} ms proxy, per run (planning on the driver; "
+         "workers' reads per stored object and per utterance), and the bytes they read:")
+    for r in results:
+        echo(f"{r['form']:<9} {' / '.join(str(n) for n in r['requests_per_run'])} requests: "
+             f"planning {r['plan_requests']:.0f}, "
+             f"workers {r['requests'] - r['plan_requests']:.0f} = "
+             f"{r['worker_requests_per_object']:.2f} per object ({r['objects']} objects), "
+             f"{r['worker_requests_per_unit']:.2f} per unit ({r['runs']['local'][0]['units']}), "
+             f"{r['worker_requests_per_utterance']:.2f} per utterance; "
+             f"{r['bytes_down'] / 1e6:.0f} MB read for {r['bytes'] / 1e6:.0f} MB stored")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=90.0,
+                    help="audio per form (default 90: runs of 10-40 s from local disk, up to "
+                         "~1.5 min through the proxy, on 2 CPUs today; the actor pool's start-up, "
+                         "a few seconds, is in every run's wall)")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--forms", default=",".join(FORMS),
+                    help=f"which forms to measure, in this order (default {','.join(FORMS)})")
+    ap.add_argument("--latency-ms", type=float, default=30.0,
+                    help="latency the proxy adds to each request (default 30)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="runs of each source per form: local, s3, s3+latency, then the other way "
+                         "round, ... (default 2)")
+    ap.add_argument("--shard-mb", type=float, default=0.0,
+                    help="tar shard size (default: 200 MB, less so that there are at least 2 "
+                         "shards per CPU: each shard is a unit of its own)")
+    ap.add_argument("--dataset-shards", type=int, default=None,
+                    help="Parquet dataset shards (default: 500 MB each, at least 4)")
+    ap.add_argument("--recording-minutes", type=float, default=10.0,
+                    help="length of each long recording of the segment manifest")
+    ap.add_argument("--tmp", default=None, help="folder for the corpora (default: the system's)")
+    ap.add_argument("--json", dest="json_path", default=None, help="also write the figures here")
+    args = ap.parse_args()
+    forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+    unknown = set(forms) - set(FORMS)
+    if unknown:
+        ap.error(f"unknown form(s) {sorted(unknown)}: choose from {FORMS}")
+    echo = lambda s: print(s, flush=True)  # noqa: E731
+    echo(machine_line(machine()))
+    results: list[dict] = []
+    services = run = None
+    try:
+        with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench_storage_") as tmp:
+            tmp = Path(tmp)
+            t0 = time.perf_counter()
+            services = Services(args.cpus, args.latency_ms / 1000)
+            echo(f"SeaweedFS {services.s3.endpoint_url} "
+                 f"(started in {services.s3.startup_s:.0f} s), "
+                 f"proxy {services.proxy.url} adding {args.latency_ms:g} ms per request; "
+                 f"{time.perf_counter() - t0:.0f} s")
+            run = StageRunner(services, tmp)
+            warm_up(services, run, tmp, echo)
+            for name in forms:
+                results.append(measure_form(name, args, services, run, tmp, echo))
+            print_table(results, args, echo)
+    finally:
+        if run is not None:
+            run.close()
+        if services is not None:
+            services.stop()
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(
+            {"args": vars(args), "machine": machine(), "results": results}, indent=2,
+            default=str) + "\n")
+        echo(f"\nwritten: {args.json_path}")
+
+
+if __name__ == "__main__":
+    main()
