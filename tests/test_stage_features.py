@@ -221,3 +221,119 @@ def test_unreachable_storage_fails_the_unit_instead_of_blaming_the_input(tmp_pat
     with pytest.raises(StorageError, match="could not read s3://corpus/a.wav"):
         run_map_stage(stage, LocalExecutor(), echo=lambda s: None)
     assert not (out / "features" / "_done").exists() and not (out / "errors").exists()
+
+
+def _one_unit_tables(root, out, **features):
+    """The features and errors tables, in the order written, of one unit holding every plan
+    item of the corpus (and a file that is gone), so that items are read ahead of each other."""
+    from timbrespace_ray.inputs.files import AudioFileReader
+    from timbrespace_ray.stages.base import WorkUnit
+
+    stage = make_stage(root, out, **features)
+    stage.plan()  # the corpus's metadata columns
+    items = [*discover(str(root)).items,
+             AudioFileReader.item("gone.wav", (root / "gone.wav").as_uri(), 1000)]
+    stats = stage.process(WorkUnit(0, tuple(items)))
+    features_table = pq.read_table(out / "features" / "part-000000.parquet")
+    errors_table = pq.read_table(out / "errors" / "features-000000.parquet")
+    return stats, features_table, errors_table
+
+
+def test_prefetching_gives_the_tables_of_sequential_reading(corpus, tmp_path):
+    root, counts = corpus
+    sequential = _one_unit_tables(root, tmp_path / "seq", prefetch_items=1)
+    # a budget of 1 MiB makes the threads wait on the consumer, not only run ahead
+    for n, options in enumerate([{}, {"prefetch_items": 3, "prefetch_bytes": 1 << 20}]):
+        stats, features_table, errors_table = _one_unit_tables(root, tmp_path / f"p{n}", **options)
+        assert stats.inputs == counts["inputs"] + 1 == sequential[0].inputs
+        assert features_table.equals(sequential[1])
+        assert errors_table.equals(sequential[2])
+    assert "file not found" in sequential[2].column("message").to_pylist()[-1]
+
+
+def test_bytes_read_ahead_are_part_of_a_workers_memory_request(tmp_path):
+    base = make_stage(tmp_path, tmp_path / "a", prefetch_items=1).resources.memory_bytes
+    ahead = make_stage(tmp_path, tmp_path / "b", prefetch_bytes=64 << 20).resources.memory_bytes
+    assert ahead == base + (64 << 20)
+
+
+class _CountingFile:
+    """Stands for an object store's file: every fetch is one request, counted with its bytes."""
+
+    @staticmethod
+    def make(fs, path, **kwargs):
+        from fsspec.spec import AbstractBufferedFile
+
+        class File(AbstractBufferedFile):
+            def _fetch_range(self, start, end):
+                data = fs.store[path].getvalue()[start:end]
+                fs.requests += 1
+                fs.fetched += len(data)
+                return data
+
+        return File(fs, path, "rb", **kwargs)
+
+
+def _counting_fs():
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class CountingFileSystem(MemoryFileSystem):
+        protocol = "countmem"
+        store = {}
+        pseudo_dirs = [""]
+        requests = fetched = 0
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            return super()._strip_protocol(path.removeprefix("countmem://"))
+
+        def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None,
+                  **kwargs):
+            if mode != "rb":
+                return super()._open(path, mode, **kwargs)
+            return _CountingFile.make(self, self._strip_protocol(path), block_size=block_size,
+                                      cache_options=cache_options, **kwargs)
+
+    fsspec.register_implementation("countmem", CountingFileSystem, clobber=True)
+    return CountingFileSystem()
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_dataset_shard_on_a_store_is_read_about_once(monkeypatch, streamed):
+    """Reading a row group's columns must not fetch the shard again for each column (a
+    read-ahead cache refetches from every backward seek on); a small row group is one request."""
+    import io
+
+    import pyarrow as pa
+
+    from timbrespace_ray.inputs import InputOptions, ReadContext, read_item
+    from timbrespace_ray.inputs import audio_dataset
+
+    if streamed:
+        monkeypatch.setattr(audio_dataset, "PREFETCH_GROUP_BYTES", 1 << 20)
+    fs = _counting_fs()
+    audio = [p.read_bytes() for p in SHORT[:4]] * 10
+    n = len(audio)
+    table = pa.table({
+        "audio": pa.array([{"bytes": a, "path": None} for a in audio],
+                          pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "utt_id": [f"u{i}" for i in range(n)], "speaker": [f"s{i % 3}" for i in range(n)],
+        "n": list(range(n))})
+    buf = io.BytesIO()
+    # pages of about 1 MiB, as `datasets` writes them; no dictionary or compression, so that
+    # the bytes stored are the audio's
+    pq.write_table(table, buf, row_group_size=10, data_page_size=1 << 20, write_batch_size=2,
+                   use_dictionary=False, compression="none")
+    path = f"/streamed-{streamed}/shard.parquet"
+    fs.pipe(path, buf.getvalue())
+    items = discover(f"countmem://{path}", {}, InputOptions()).items
+    assert len(items) == 4  # one per row group
+    fs.requests = fs.fetched = 0
+    opened = [rec.open() for item in items for rec in read_item(item, ReadContext({}, 1 << 30))]
+    assert opened == audio
+    assert fs.fetched < 1.1 * len(buf.getvalue())
+    if streamed:
+        assert fs.requests > 4 * 3  # its pages, one request per MiB
+    else:
+        assert fs.requests <= 4 * 2  # the footer and the row group

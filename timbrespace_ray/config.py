@@ -50,6 +50,15 @@ class FeaturesStageConfig(FeatureConfig):
     bytes_per_unit: int = Field(256 << 20, ge=1 << 20)
     num_cpus: float = Field(1.0, gt=0, le=64, description="CPUs reserved per feature task")
     max_workers: int | None = Field(None, ge=1, description="cap on concurrent tasks")
+    prefetch_items: int = Field(
+        8, ge=1, le=64, description="plan items (files, recordings, shards, dataset slices) a "
+        "worker reads ahead of its analysis, each on a thread of its own: hides the storage's "
+        "latency (object storage) behind the analysis; 1 reads them one after another, with "
+        "nothing held ahead")
+    prefetch_bytes: int = Field(
+        128 << 20, ge=1 << 20, description="the most audio bytes a worker holds read ahead "
+        "(plus one recording per prefetch thread): more rides out slow requests, at the cost "
+        "of that much memory per worker (added to its memory request)")
 
     metadata_columns: list[str] | None = Field(
         None, description="the input's own columns to carry into every table (default: every "

@@ -14,7 +14,8 @@ audio: each plan item is a slice of one row group, at most `unit_count` rows and
 (estimated from the row group's size in the footer) bytes, so a 500 MB shard is many small units
 rather than one straggler. A worker reads its slice in small batches, page by page, reading and
 dropping the rows of the row group before the slice (Parquet cannot start mid-page); it holds a
-few rows and one page of the audio column at a time. `datasets` >= 4 writes pages of about
+few rows and one page of the audio column at a time (a row group of at most 32 MiB is fetched
+whole, in one request). `datasets` >= 4 writes pages of about
 1 MiB (content-defined chunking); a writer that puts a whole row group's audio in one page
 (pyarrow's defaults with large values) makes that page the bound. A shard whose footer cannot be
 read is one DatasetShardError row; a row group whose pages cannot be read is one error row for
@@ -47,6 +48,10 @@ UNREADABLE = "<unreadable shard>"
 BATCH_BYTES = 16 << 20  # about this much audio decoded from Parquet at a time on a worker
 MAX_BATCH_ROWS = 64
 BUFFER_BYTES = 1 << 20  # a column chunk is streamed page by page, not read whole
+# A row group up to this size is fetched with one request (pyarrow's pre-buffering coalesces
+# its column chunks into one range) instead of one per BUFFER_BYTES: on object storage the
+# round trips, not the bytes, are the cost. Larger ones are streamed, so memory stays bounded.
+PREFETCH_GROUP_BYTES = 32 << 20
 
 
 # schema ----------------------------------------------------------------------------------------
@@ -359,7 +364,9 @@ class AudioDatasetReader(Reader):
         base = Location(loc.fs, posixpath.dirname(loc.path))
         done, failure, pf = 0, None, None
         try:
-            fh = loc.fs.open(loc.path, "rb")
+            # no read-ahead cache: pyarrow reads the columns' chunks in turn, and every seek back
+            # to another chunk would fetch from there on again (to the end of a small shard)
+            fh = loc.fs.open(loc.path, "rb", cache_type="none")
         except unreachable_errors():
             raise
         except Exception as exc:
@@ -368,6 +375,11 @@ class AudioDatasetReader(Reader):
             if fh is not None:
                 try:
                     pf = pq.ParquetFile(fh, buffer_size=BUFFER_BYTES, pre_buffer=False)
+                    group = pf.metadata.row_group(item["row_group"])
+                    if sum(group.column(i).total_compressed_size
+                           for i in range(group.num_columns)) <= PREFETCH_GROUP_BYTES:
+                        pf = pq.ParquetFile(fh, metadata=pf.metadata, buffer_size=BUFFER_BYTES,
+                                            pre_buffer=True)
                     batches = _slice_batches(pf, item)
                     labels = label_names(pf.schema_arrow)
                 except unreachable_errors():

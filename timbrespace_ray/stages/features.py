@@ -1,10 +1,12 @@
 """Features stage: the utterances of any input form -> `features/*.parquet` (+ `errors/`)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +20,7 @@ from ..features.pitch import PITCH_COLUMN, SAMPLE_RATE as PITCH_RATE, pitch_trac
 from ..inputs import (END_TOLERANCE_S, InputError, ReadContext, Recording, Segment, SegmentRangeError,
                       discover, read_item)
 from ..inputs.metadata import TYPES, arrow_columns
+from ..inputs.prefetch import prefetched
 from ..storage import Location, redact_uri, unreachable_errors
 from ..tables import carried_metadata, error_row, errors_table, provenance, write_table
 from .base import MapStage, Resources, UnitStats, WorkUnit
@@ -77,8 +80,11 @@ class FeaturesStage(MapStage):
         self.input_uri = input_uri
         self.config = config
         self.storage_options = storage_options or {}
-        self.resources = Resources(num_cpus=config.num_cpus, max_workers=config.max_workers,
-                                   memory_bytes=int(0.6e9 * config.max_duration_s / 3600 + 0.3e9))
+        # the decode of the longest recording, plus the audio read ahead of it
+        ahead = config.prefetch_bytes if config.prefetch_items > 1 else 0
+        self.resources = Resources(
+            num_cpus=config.num_cpus, max_workers=config.max_workers,
+            memory_bytes=int(0.6e9 * config.max_duration_s / 3600 + 0.3e9) + ahead)
         self._extractor_config = config.extractor_config()
         self._pitch_config = config.pitch
         self.metadata: dict[str, str] = {}  # the corpus's metadata columns, set by plan()
@@ -115,17 +121,22 @@ class FeaturesStage(MapStage):
         rows: list[dict] = []
         errors: list[dict] = []
         ctx = ReadContext(self.storage_options, self.config.max_file_bytes)
-        for item in unit.items:
-            for source, segment, result in self._analyse_item(item, ctx):
-                stats.inputs += 1
-                if isinstance(result, BaseException):
-                    errors.append(error_row(self.name, source, segment.utt_id, result))
-                    stats.add_error(type(result).__name__)
-                    continue
-                rows.append(result)
-                stats.rows += 1
-                stats.audio_seconds += result["duration_s"]
-                stats.frames += result["n_frames"]
+        # the next items are read (and their audio fetched) while this one is analysed
+        streams = prefetched(unit.items, lambda item: read_item(item, ctx),
+                             threads=self.config.prefetch_items,
+                             max_bytes=self.config.prefetch_bytes)
+        with contextlib.closing(streams):
+            for item, recordings in zip(unit.items, streams):
+                for source, segment, result in self._analyse_item(item, recordings):
+                    stats.inputs += 1
+                    if isinstance(result, BaseException):
+                        errors.append(error_row(self.name, source, segment.utt_id, result))
+                        stats.add_error(type(result).__name__)
+                        continue
+                    rows.append(result)
+                    stats.rows += 1
+                    stats.audio_seconds += result["duration_s"]
+                    stats.frames += result["n_frames"]
         meta = provenance(self.name, self.settings())
         write_table(self.folder.child(f"part-{unit.name}.parquet"),
                     _features_table(rows, self.metadata),
@@ -135,10 +146,11 @@ class FeaturesStage(MapStage):
                         errors_table(errors), meta)
         return stats
 
-    def _analyse_item(self, item: dict, ctx: ReadContext):
-        """(source, segment, feature row or error) for every utterance of a plan item."""
+    def _analyse_item(self, item: dict, recordings: Iterator[Recording]):
+        """(source, segment, feature row or error) for every utterance of a plan item, from
+        its recordings."""
         try:
-            for rec in read_item(item, ctx):
+            for rec in recordings:
                 yield from self._analyse_recording(rec)
         except unreachable_errors() as exc:
             # the store, not this input, is the problem: fail the unit (it is redone on rerun)
