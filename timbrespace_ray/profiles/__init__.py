@@ -2,7 +2,7 @@
 
 Plain numpy, no Ray: `measures` turns one part's frames into per-utterance measures, `bins`
 fits and applies seven levels per headline attribute (stored as `bins.json`), `describe` words
-the levels, `speakers` aggregates the rows per speaker.
+the levels, `speakers` aggregates the rows per speaker, `plots` draws them for the report.
 """
 from .bins import (ATTRIBUTES, LEVELS, MEASURE_OF, Bins, level_column, level_names,
                    pitch_group_column)
