@@ -116,7 +116,8 @@ class TrainStageConfig(_Section):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
     cpus_per_worker: float = Field(1.0, gt=0)
-    bf16: bool = True
+    bf16: bool = Field(True, description="bfloat16 autocast where the hardware computes it "
+                       "natively (GPUs; CPUs with AVX512-BF16 or AMX); float32 elsewhere")
     activation_checkpointing: bool | None = Field(
         None, description="recompute layers in the backward pass; None: when the batch would "
         "not fit a worker's memory otherwise")
@@ -202,7 +203,8 @@ class EmbedStageConfig(_Section):
     use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
     cpus_per_worker: float = Field(1.0, gt=0)
     max_workers: int | None = Field(None, ge=1)
-    bf16: bool = Field(True, description="bfloat16 autocast on GPU")
+    bf16: bool = Field(True, description="bfloat16 autocast where the hardware computes it "
+                       "natively (GPUs; CPUs with AVX512-BF16 or AMX); float32 elsewhere")
 
 
 class ProfileStageConfig(MeasureConfig):

@@ -5,7 +5,9 @@ import io
 import json
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .storage import Location
@@ -76,3 +78,11 @@ def read_settings(location: Location) -> dict[str, Any]:
     with location.fs.open(location.path, "rb") as fh:
         meta = pq.read_schema(fh).metadata or {}
     return json.loads(meta.get(b"timbrespace_ray.settings", b"{}"))
+
+
+def flat_lists(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(every row's values end to end, row offsets) of a list column: row i is
+    values[offsets[i]:offsets[i + 1]], without a Python object per value."""
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+    return values, np.r_[0, np.cumsum(lengths)]

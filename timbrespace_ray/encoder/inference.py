@@ -2,7 +2,6 @@
 stage and the evaluation."""
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import numpy as np
@@ -10,20 +9,20 @@ import torch
 
 from .batching import collate, length_buckets, split_windows
 from .model import ProsodicSequenceEncoder
+from .precision import autocast
 
 
 def embed(model: ProsodicSequenceEncoder, batch: torch.Tensor,
           lengths: torch.Tensor | None = None, bf16: bool = True) -> torch.Tensor:
     """[B, hidden_dim] float32 CPU embeddings of `batch` ([B, T] ids, padding -100).
 
-    Puts the model in eval mode (no dropout). On CUDA with `bf16`, runs under bfloat16 autocast;
+    Puts the model in eval mode (no dropout). With `bf16`, runs under bfloat16 autocast where
+    the device computes it natively (`precision.py`: GPUs, CPUs with AVX512-BF16 or AMX);
     pooling is float32 either way. Moves the inputs to the model's device.
     """
     model.eval()
     device = next(model.parameters()).device
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if bf16 and device.type == "cuda" else contextlib.nullcontext())
-    with torch.no_grad(), autocast, warnings.catch_warnings():
+    with torch.no_grad(), autocast(device, bf16), warnings.catch_warnings():
         # torch announces its padding fast path (nested tensors) as a prototype on first use
         warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage")
         out = model(batch.to(device), None if lengths is None else lengths.to(device))

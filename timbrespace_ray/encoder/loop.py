@@ -1,7 +1,6 @@
 """One optimisation step of masked-token pretraining, and the batches it eats (plain torch)."""
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable, Iterator
 
@@ -10,6 +9,7 @@ import torch
 from torch import nn
 
 from .batching import PaddedBatch, collate, length_buckets, random_crop, split_windows
+from .precision import autocast
 from .training import contrastive_loss, masked_accuracy, masked_lm_loss
 
 
@@ -54,14 +54,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
                temperature: float = 0.1) -> dict[str, float]:
     """Forward with span masking, cross-entropy on masked positions (plus, for a batch of
     `paired_batches`, `contrastive_weight` times the contrastive loss of the pooled states),
-    clipped AdamW step."""
+    clipped AdamW step. With `bf16`, the forward pass and losses run under bfloat16 autocast
+    where `device` computes it natively (`precision.py`); weights, gradients and the
+    optimiser's state stay float32."""
     t0 = time.perf_counter()
     model.train()
     tokens = batch.tokens.to(device, non_blocking=True)
     lengths = batch.lengths.to(device, non_blocking=True)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device.type == "cuda"
-                else contextlib.nullcontext())
-    with autocast:
+    with autocast(device, bf16):
         logits, hidden, target_mask, original = model(tokens, lengths, training=True)
         loss = masked_lm_loss(logits, original, target_mask)
         total = loss
@@ -77,17 +77,21 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
     scheduler.step()
     accuracy = masked_accuracy(logits.detach(), original, target_mask)
     n_tokens = int(batch.lengths.sum())
-    secs = time.perf_counter() - t0
+    # float() waits for the device: on a GPU the time then covers the step's kernels, not
+    # only their launch
     extra = {"contrastive": float(nce.detach())} if contrastive_weight > 0 else {}
-    return {**extra, "loss": float(loss.detach()), "accuracy": float(accuracy), "grad_norm": float(grad_norm),
-            "lr": float(scheduler.get_last_lr()[0]), "tokens": n_tokens,
-            "tokens_per_s": n_tokens / secs if secs > 0 else 0.0,
-            "padding_fraction": batch.padding_fraction}
+    out = {**extra, "loss": float(loss.detach()), "accuracy": float(accuracy),
+           "grad_norm": float(grad_norm), "lr": float(scheduler.get_last_lr()[0]),
+           "tokens": n_tokens, "padding_fraction": batch.padding_fraction}
+    secs = time.perf_counter() - t0
+    return {**out, "tokens_per_s": n_tokens / secs if secs > 0 else 0.0}
 
 
 def validation_metrics(model: nn.Module, sequences: list[np.ndarray], max_len: int,
-                       batch_size: int, device: torch.device, seed: int) -> dict[str, float]:
-    """Masked-token loss and accuracy over every window of `sequences`, token-weighted.
+                       batch_size: int, device: torch.device, seed: int,
+                       bf16: bool = False) -> dict[str, float]:
+    """Masked-token loss and accuracy over every window of `sequences`, token-weighted, in the
+    precision training runs in (`bf16`, see `train_step`).
 
     The same sequences give the same number at every epoch: windows instead of random crops,
     batches sorted by length, masking from a generator seeded with `seed`, no dropout.
@@ -97,7 +101,7 @@ def validation_metrics(model: nn.Module, sequences: list[np.ndarray], max_len: i
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
     loss_sum = correct = targets = 0.0
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, bf16):
         for idx in length_buckets([len(w) for w in windows], batch_size):
             batch = collate([windows[i] for i in idx])
             logits, _, target_mask, original = model(

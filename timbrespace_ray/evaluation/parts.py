@@ -20,6 +20,7 @@ from ..encoder import pool_windows
 from ..errors import TimbrespaceError
 from ..features.analysis import FEATURE_NAMES
 from ..storage import Location
+from ..tables import flat_lists
 from .representations import (encoder_vectors, feature_statistics, token_frequencies,
                               untrained_encoder)
 from .selection import Candidates, Holdout, candidates
@@ -72,12 +73,13 @@ def part_vectors(item: tuple[str, float], spec: PartsSpec) -> dict:
     embedded = pool_windows(
         np.array([index[u] for u in windows.column("utt_id").to_pylist()], np.int64),
         windows.column("n_frames").to_numpy().astype(np.float64),
-        _flat(windows.column("embedding"))[0].reshape(-1, dim), len(utt_ids))
-    tokens, token_offsets = _flat(_in_order(_read(stage("tokens", part), ["utt_id", "tokens"]),
-                                            utt_ids, part, "tokens").column("tokens"))
+        flat_lists(windows.column("embedding"))[0].reshape(-1, dim), len(utt_ids))
+    token_rows = _in_order(_read(stage("tokens", part), ["utt_id", "tokens"]), utt_ids, part,
+                           "tokens")
+    tokens, token_offsets = flat_lists(token_rows.column("tokens"))
     features = _in_order(_read(stage("features", part), ["utt_id", *FEATURE_NAMES]), utt_ids,
                          part, "features")
-    flat = {name: _flat(features.column(name)) for name in FEATURE_NAMES}
+    flat = {name: flat_lists(features.column(name)) for name in FEATURE_NAMES}
     with _torch_threads(1):  # the call holds one CPU (see run.py)
         untrained = encoder_vectors(untrained_encoder(spec.model_config), tokens, token_offsets,
                                     spec.batch_size)
@@ -118,13 +120,6 @@ def _in_order(table: pa.Table, utt_ids: list[str], part: str, folder: str) -> pa
             f"{len(missing)} utterance(s) of embeddings/{part} (e.g. {missing[0]!r}) are not in "
             f"{folder}/{part}: the stages' outputs disagree; rerun the stages from {folder} on")
     return table.take(pa.array([row[u] for u in utt_ids], pa.int64()))
-
-
-def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(every row's values end to end, row offsets) of a list column."""
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
-    values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
-    return values, np.r_[0, np.cumsum(lengths)]
 
 
 @contextlib.contextmanager

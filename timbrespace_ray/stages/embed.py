@@ -9,9 +9,10 @@ import pyarrow as pa
 
 from ..config import EmbedStageConfig
 from ..encoder import NORMALIZATION_FILE, EmbeddingNormalization, embed_windows, load_model
+from ..encoder.precision import compute_dtype
 from ..errors import ModelFormatError
 from ..storage import Location
-from ..tables import carried_columns, carried_metadata, provenance, write_table
+from ..tables import carried_columns, carried_metadata, flat_lists, provenance, write_table
 from .base import Resources, UnitStats, WorkUnit
 from .parts import PartsStage
 
@@ -62,7 +63,8 @@ class EmbedStage(PartsStage):
         model, normalization = self._model, self._normalization
         table = self.read_part(unit)
         carried = carried_columns(table.schema)
-        seqs = table.column("tokens").to_pylist()
+        tokens, offsets = flat_lists(table.column("tokens"))
+        seqs = [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
         windows, vectors = embed_windows(model, seqs, self.config.batch_size, self.config.bf16)
         names = embeddings_schema(model.hidden_dim).names
         rows = pa.array([r for r, *_ in windows], pa.int64())
@@ -77,10 +79,12 @@ class EmbedStage(PartsStage):
             out = out.append_column(name, values)
         write_table(self.part(unit), out, {
             **provenance(self.name, {"checkpoint": self.checkpoint, "model": model.config,
+                                     "compute_dtype": compute_dtype(
+                                         next(model.parameters()).device, self.config.bf16),
                                      "normalization": normalization and normalization.method}),
             **carried_metadata(carried)})
         return UnitStats(unit.index, inputs=len(seqs), rows=len(seqs),
-                         frames=int(sum(len(s) for s in seqs)),
+                         frames=int(len(tokens)),
                          audio_seconds=float(sum(table.column("duration_s").to_pylist())))
 
 

@@ -24,6 +24,7 @@ from ..encoder import (NORMALIZATION_FILE, EmbeddingNormalization, ProsodicSeque
 from ..encoder.loop import paired_batches, train_step, training_batches, validation_metrics
 from ..encoder.split import is_validation, split_position
 from ..encoder.memory import available_memory_bytes, plan_training_memory
+from ..encoder.precision import compute_dtype
 from ..errors import ConfigError
 from ..storage import Location
 from .base import SUCCESS, Stage
@@ -119,14 +120,15 @@ def _train_loop(cfg: dict) -> None:
     t_start = time.perf_counter()
     if rank == 0:
         print(f"[train] {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-              f"{world} worker(s) on {device}, steps {step} -> {cfg['total_steps']}, "
+              f"{world} worker(s) on {device} in {compute_dtype(device, tc.bf16)}, "
+              f"steps {step} -> {cfg['total_steps']}, "
               f"{len(validation)} validation utterances", flush=True)
 
     def validate() -> None:
         if rank == 0 and validation:
             row = {"kind": "validation", "step": step, "epoch": epoch,
                    **validation_metrics(model, validation, tc.max_len, tc.batch_size, device,
-                                        tc.seed)}
+                                        tc.seed, tc.bf16)}
             metrics.append(row)
             print(f"[train] validation after step {step}: loss {row['loss']:.4f} "
                   f"acc {row['accuracy']:.3f} ({row['targets']} masked tokens)", flush=True)
