@@ -86,6 +86,82 @@ def _demo(args) -> int:
     return 0
 
 
+def _inspect_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("output_uri", nargs="?", metavar="OUTPUT",
+                   help="the run's output folder URI (default: --output, or the config's)")
+    p.add_argument("--output", help=argparse.SUPPRESS)
+    p.add_argument("--config", help="YAML config: its output and storage.storage_options")
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an fsspec storage option (e.g. endpoint_url=https://minio:9000; "
+                   "client_kwargs.region_name=us-west-2), over the config's; credentials are "
+                   "better left to the environment")
+    p.add_argument("--stage", action="append", metavar="STAGE",
+                   help="a stage to ask about: features, profile, kmeans, tokens, train or embed "
+                   "(repeat it, or commas: --stage features,tokens)")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+
+def _inspect_target(args):
+    """The output Location of `status`/`errors`: OUTPUT (or the config's), reached with the
+    config's storage options and the --storage-option ones over them."""
+    from .config import load_config
+    from .errors import ConfigError
+    from .inspection import open_output, storage_options
+
+    cfg = load_config(args.config)
+    uri = args.output_uri or args.output or cfg.output
+    if not uri:
+        raise ConfigError("no output: pass OUTPUT (the run's output folder)")
+    return open_output(uri, storage_options(cfg.storage.storage_options, args.storage_option))
+
+
+def _emit(text: str) -> None:
+    """Print, quietly stopping when the reader has gone (`| head`)."""
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _status(args) -> int:
+    import json
+
+    from .inspection import format_status, resolve_stages, run_status
+
+    stages = resolve_stages(args.stage)
+    status = run_status(_inspect_target(args))
+    stages = stages or status.default_stages()
+    if args.json:
+        _emit(json.dumps(status.to_dict(stages), indent=1))
+    else:
+        _emit(format_status(status, stages))
+    return status.exit_code(stages)
+
+
+def _errors(args) -> int:
+    import io
+    import json
+    import shutil
+
+    from .inspection import errors_csv, format_errors, read_errors, resolve_stages
+
+    types = [t for arg in args.type or [] for t in arg.split(",") if t.strip()] or None
+    errors = read_errors(_inspect_target(args), resolve_stages(args.stage), types)
+    limit = args.limit if args.limit is None or args.limit > 0 else None
+    if args.json:
+        _emit(json.dumps(errors.to_dict(limit), indent=1))
+    elif args.csv:
+        buf = io.StringIO()
+        errors_csv(errors, limit, buf)
+        _emit(buf.getvalue().rstrip("\n"))
+    else:
+        width = shutil.get_terminal_size(fallback=(120, 24)).columns
+        _emit(format_errors(errors, 20 if args.limit is None else limit, width))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="timbrespace-ray",
@@ -135,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-pairs", type=int,
                     help="pairs scored for AUC/EER, a uniform sample beyond (default 2,000,000)")
     ev.set_defaults(func=_evaluate)
+    st = sub.add_parser("status", help="each stage of a run: finished, incomplete (n of m "
+                        "units) or not started, with its rows, errors, audio and speed; exit 0 "
+                        "when the stages asked (default: all) are finished, 3 when not, 2 when "
+                        "there is no run")
+    _inspect_options(st)
+    st.set_defaults(func=_status)
+    er = sub.add_parser("errors", help="the inputs a run could not process: OUTPUT/errors/ as a "
+                        "table (or --json, --csv)")
+    _inspect_options(er)
+    er.add_argument("--type", action="append", metavar="ERROR_TYPE",
+                    help="only this error type (e.g. AudioDecodeError; repeat it, or commas)")
+    er.add_argument("--limit", type=int, help="rows shown (default 20 in the table, all with "
+                    "--json/--csv; 0: all)")
+    er.add_argument("--csv", action="store_true", help="CSV with every column")
+    er.set_defaults(func=_errors)
     demo = sub.add_parser("demo", help="run on the bundled demo corpus and write a report")
     demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--config", help="YAML config (default: the bundled demo.yaml)")

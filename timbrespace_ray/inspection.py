@@ -1,0 +1,717 @@
+"""What a run has done, read from what it leaves in its output folder: `status` and `errors`.
+
+`run_status` reads only what the stages write to say how far they got, never a part file:
+one listing of the output folder, each stage's `_SUCCESS` (its run summary), and for a stage
+that has not finished a listing of its `_done/` markers (never opened) and the footer of its
+plan. A finished stage costs one read whatever its size; the markers of a stage of 100,000 units
+on S3 are 100 listings of a thousand names, sent at once.
+`read_errors` reads the error tables (`OUTPUT/errors/<stage>-<unit>.parquet`), their columns only.
+
+Running or interrupted: a stage writes nothing while it runs except each finished unit's marker
+(and its summary when it ends), and a driver killed with kill -9 leaves exactly what a running
+one has. So a stage that has started and not finished is "incomplete", with the time its last
+unit finished; whether its driver is still alive is for the cluster (`ray job status`) to say.
+
+No Ray here: the inspection commands start in a second and run anywhere fsspec reaches.
+"""
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .errors import TimbrespaceError
+from .storage import Location, storage_errors
+from .tables import ERRORS_SCHEMA
+
+# the pipeline's order (pipeline.STAGES), by command name, and the folder each writes
+STAGES = ("features", "profile", "kmeans", "tokens", "train", "embed")
+FOLDERS = {"features": "features", "profile": "profiles", "kmeans": "kmeans", "tokens": "tokens",
+           "train": "encoder", "embed": "embeddings"}
+ALIASES = {**{folder: stage for stage, folder in FOLDERS.items()}, "embeddings": "embed",
+           "encoder": "train", "profiles": "profile", "profile-measures": "profile"}
+# the unit-based stages and the stage whose units they are made of (one unit per upstream part)
+UPSTREAM = {"tokens": "features", "embed": "tokens"}
+# names the stages use (stages/base.py, stages/profile.py, stages/train.py, stages/features.py);
+# repeated here so that `status` imports no stage (they import torch; tests check the names)
+SUCCESS, DONE_DIR, PLAN_DIR, RUNS_DIR, ERRORS_DIR = "_SUCCESS", "_done", "_plan", "_runs", "errors"
+MEASURES, BINS_FILE = "_measures", "bins.json"
+CHECKPOINT, CHECKPOINT_STATE = "checkpoint", "state.json"
+
+FINISHED, INCOMPLETE, NOT_STARTED, NOT_RUN = "finished", "incomplete", "not_started", "not_run"
+EXIT_FINISHED, EXIT_NO_RUN, EXIT_UNFINISHED = 0, 2, 3
+
+
+class InspectionError(TimbrespaceError):
+    """The output folder holds no run, or a stage name is unknown."""
+
+
+@dataclass
+class StageStatus:
+    stage: str  # the command's name: features, profile, kmeans, tokens, train, embed
+    folder: str
+    state: str  # finished, incomplete, not_started, not_run
+    units_done: int | None = None
+    units_total: int | None = None
+    inputs: int | None = None
+    rows: int | None = None
+    errors: dict[str, int] | None = None
+    audio_hours: float | None = None
+    frames: int | None = None
+    wall_seconds: float | None = None  # of the run that finished the stage
+    x_real_time: float | None = None  # audio of the units that run did / its wall time
+    units_run: int | None = None  # units done by the run that finished the stage
+    finished_at: str | None = None
+    last_progress_at: str | None = None  # an unfinished stage: when it last wrote a marker
+    detail: str = ""
+    steps: list[dict] = field(default_factory=list)  # profile: measures, bins, levels
+    summary: dict | None = None  # kmeans and train: their _SUCCESS as written
+
+    @property
+    def errors_total(self) -> int | None:
+        return None if self.errors is None else sum(self.errors.values())
+
+
+@dataclass
+class RunStatus:
+    output: str
+    checked_at: str
+    stages: list[StageStatus]
+
+    def get(self, stage: str) -> StageStatus:
+        return next(s for s in self.stages if s.stage == stage)
+
+    def default_stages(self) -> list[str]:
+        """Every stage of the pipeline, less k-means and training where tokens (embeddings)
+        were made with a model from elsewhere: the run is finished when `run` has nothing
+        left to do."""
+        return [s.stage for s in self.stages if s.state != NOT_RUN]
+
+    def unfinished(self, stages: list[str]) -> list[str]:
+        return [s for s in stages if self.get(s).state != FINISHED]
+
+    def exit_code(self, stages: list[str]) -> int:
+        return EXIT_UNFINISHED if self.unfinished(stages) else EXIT_FINISHED
+
+    def to_dict(self, stages: list[str]) -> dict:
+        return {"output": self.output, "checked_at": self.checked_at, "asked": stages,
+                "finished": not self.unfinished(stages), "unfinished": self.unfinished(stages),
+                "exit_code": self.exit_code(stages),
+                "stages": [{**asdict(s), "errors_total": s.errors_total} for s in self.stages]}
+
+
+def resolve_stages(names: list[str] | None) -> list[str] | None:
+    """Command names (or folder names) to command names, in pipeline order; commas allowed."""
+    if not names:
+        return None
+    wanted = set()
+    for name in (n.strip().lower() for arg in names for n in arg.split(",")):
+        if not name:
+            continue
+        stage = name if name in STAGES else ALIASES.get(name)
+        if stage is None:
+            raise InspectionError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+        wanted.add(stage)
+    return [s for s in STAGES if s in wanted] or None
+
+
+# reading ------------------------------------------------------------------------------------
+
+def storage_options(base: dict, items: list[str]) -> dict:
+    """`base` with `KEY=VALUE` items over it; dotted keys nest (client_kwargs.region_name=...).
+    Values are strings, except true/false/null, numbers (not for credentials) and YAML flow
+    mappings or lists (config_kwargs={read_timeout: 5})."""
+    import yaml
+
+    from .errors import ConfigError
+    from .storage import _SECRET_KEYS
+
+    options = json.loads(json.dumps(base))  # a deep copy
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--storage-option {item.split('=')[0]!r}: expected KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = options
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--storage-option {key}: {part} is not a mapping")
+        parsed: Any = value
+        if leaf.lower() not in _SECRET_KEYS:
+            try:
+                parsed = yaml.safe_load(value) if value else value
+            except yaml.YAMLError:
+                parsed = value
+            if not isinstance(parsed, (bool, int, float, dict, list, type(None))):
+                parsed = value
+        node[leaf] = parsed
+    return options
+
+
+def open_output(uri: str, storage_options: dict | None = None) -> Location:
+    """The run's output folder, reached as the stages reach it; on S3 with a client that reads
+    a listing's times with the standard library (botocore's default, dateutil, is most of the
+    CPU a listing of 100,000 markers costs: about 20 s of it on a small machine)."""
+    output = Location.of(uri, storage_options)
+    if type(output.fs).__module__.startswith("s3fs") and getattr(output.fs, "session", 1) is None:
+        try:
+            from aiobotocore.session import AioSession
+
+            session = AioSession()
+            session.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=_timestamp)
+            output.fs.session = session
+        except Exception:  # an aiobotocore without these: its defaults, only slower
+            pass
+    return output
+
+
+def _timestamp(value):
+    try:  # S3 writes 2026-11-30T06:05:01.000Z, which Python 3.11 reads as it is
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        from botocore.utils import parse_timestamp
+
+        return parse_timestamp(value)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _mtime(entry: dict) -> float | None:
+    """The modification time of a listing entry, as the filesystems spell it (local: mtime;
+    s3fs: LastModified; gcsfs: updated; adlfs: last_modified)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        try:
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def _listing(location: Location) -> dict[str, dict]:
+    """name -> entry for everything directly inside a folder ({} when it is not there): one
+    listing, which on an object store also carries every object's time."""
+    location.fs.invalidate_cache(location.path)
+    try:
+        with storage_errors("list", location.uri):
+            entries = location.fs.ls(location.path, detail=True)
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for entry in entries:
+        name = posixpath.basename(str(entry.get("name", "")).rstrip("/"))
+        if name:
+            out[name] = entry
+    return out
+
+
+def _read_json(location: Location) -> Any | None:
+    """A summary or state file, or None when it is not there."""
+    try:
+        data = location.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise InspectionError(f"{location.uri} is not a readable run summary ({exc}); a run "
+                              "writes it whole or not at all, so something else wrote it") from None
+
+
+def _sharded_listing(location: Location, prefixes: list[str]) -> dict[str, dict] | None:
+    """The entries of a folder whose names start with any of `prefixes`, as concurrent listings
+    (an object store pages a listing 1,000 names at a time, one page after another: 100 pages
+    of markers are 5-30 s; 100 listings of one page each at once, about one); None where the
+    filesystem cannot list by prefix."""
+    import asyncio
+
+    from fsspec.asyn import sync
+
+    fs = location.fs
+    if not getattr(fs, "async_impl", False) or not hasattr(fs, "_find"):
+        return None
+
+    async def one(prefix: str):
+        try:
+            return await fs._find(location.path, prefix=prefix, detail=True)
+        except FileNotFoundError:
+            return {}
+
+    async def every():
+        return await asyncio.gather(*(one(p) for p in prefixes))
+
+    fs.invalidate_cache(location.path)
+    try:
+        with storage_errors("list", location.uri):
+            found = sync(fs.loop, every)
+    except TypeError:  # a _find without `prefix`
+        return None
+    out = {}
+    for entries in found:
+        for path, entry in entries.items():
+            # only the folder's own files (a prefix listing has no delimiter)
+            if posixpath.dirname(str(path).rstrip("/")) == location.path.rstrip("/"):
+                out[posixpath.basename(str(path).rstrip("/"))] = entry
+    return out
+
+
+SHARD = 1000  # marker names per prefix listing: one page of an S3 listing
+
+
+def _marker_listing(done: Location, total: int | None) -> dict[str, dict]:
+    """The markers of a stage of `total` units: `_done/<unit:06d>.json`, listed by the prefix
+    of each thousand units at once on an object store, in one listing elsewhere."""
+    if total is not None and total > SHARD and not done.is_local:
+        # units s*1000 .. s*1000+999 share the name up to their last three digits
+        prefixes = sorted({f"{s * SHARD:06d}"[:-3] for s in range(-(-total // SHARD))})
+        found = _sharded_listing(done, prefixes)
+        if found is not None:
+            return found
+    return _listing(done)
+
+
+def _markers(folder: Location, total: int | None = None) -> tuple[int, float | None]:
+    """How many units of the stage in `folder` are done, and when the last one was."""
+    entries = _marker_listing(folder.child(DONE_DIR), total)
+    done = [e for n, e in entries.items() if n.endswith(".json") and n[:-5].isdigit()]
+    times = [t for t in (_mtime(e) for e in done) if t is not None]
+    return len(done), (max(times) if times else None)
+
+
+def _plan_units(output: Location, stage: str) -> tuple[int | None, float | None]:
+    """The units a stage planned (its plan file's footer: one ranged read) and when."""
+    plan = output.child(PLAN_DIR, f"{stage}.parquet")
+    plan.fs.invalidate_cache(plan.path)
+    try:
+        with storage_errors("read", plan.uri), plan.fs.open(plan.path, "rb") as fh:
+            meta = pq.read_metadata(fh)
+    except FileNotFoundError:
+        return None, None
+    created = (meta.metadata or {}).get(b"timbrespace_ray.plan_created")
+    when = None
+    if created:
+        try:
+            when = datetime.strptime(created.decode(), "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            pass
+    return meta.num_rows, when
+
+
+def _from_summary(status: StageStatus, summary: dict) -> StageStatus:
+    """A finished map stage, from the run summary its last run wrote (StageSummary)."""
+    status.state = FINISHED
+    status.units_total = status.units_done = summary.get("units_total")
+    for key in ("inputs", "rows", "errors", "audio_hours", "frames", "wall_seconds",
+                "x_real_time", "units_run", "finished_at"):
+        setattr(status, key, summary.get(key))
+    run, total = status.units_run, status.units_total
+    if run is not None and total and run < total:
+        status.detail = (f"resumed: the run that finished it did {status.units_run} of "
+                         f"{status.units_total} units (wall time and speed are that run's)")
+    return status
+
+
+def _unfinished_units(status: StageStatus, done: int, total: int | None,
+                      last: float | None, what: str = "units") -> StageStatus:
+    status.state = INCOMPLETE
+    status.units_done, status.units_total = done, total
+    status.last_progress_at = _iso(last)
+    of = f" of {total}" if total is not None else ""
+    status.detail = f"{done}{of} {what} done"
+    return status
+
+
+def _map_stage(output: Location, stage: str, top: set[str],
+               totals: dict[str, int | None]) -> StageStatus:
+    folder_name = FOLDERS[stage]
+    status = StageStatus(stage, folder_name, NOT_STARTED)
+    folder = output.child(folder_name)
+    planned, planned_at = (None, None)
+    if stage == "features":
+        if PLAN_DIR in top:
+            planned, planned_at = _plan_units(output, stage)
+    if folder_name not in top and planned is None:
+        return status
+    summary = _read_json(folder.child(SUCCESS)) if folder_name in top else None
+    if summary is not None:
+        return _from_summary(status, summary)
+    total = planned if stage == "features" else totals.get(UPSTREAM[stage])
+    done, last = _markers(folder, total)
+    return _unfinished_units(status, done, total, last or planned_at)
+
+
+def _profile(output: Location, top: set[str], features_units: int | None) -> StageStatus:
+    """Three resumable steps: measures (a map step over the features parts), the bins, levels
+    (a map step over the measures parts). Its units are both map steps' together."""
+    status = StageStatus("profile", FOLDERS["profile"], NOT_STARTED)
+    if status.folder not in top:
+        return status
+    folder = output.child(status.folder)
+    summary = _read_json(folder.child(SUCCESS))
+    if summary is not None:
+        _from_summary(status, summary)  # the levels step's summary; its wall time is the stage's
+        units = summary.get("units_total")
+        status.units_done = status.units_total = None if units is None else 2 * units
+        if status.units_run is not None and units is not None and status.units_run < units:
+            status.detail = (f"resumed: the run that finished it levelled {status.units_run} of "
+                             f"{units} parts (wall time and speed are that run's)")
+        status.steps = [{"step": step, "state": FINISHED}
+                        for step in ("measures", "bins", "levels")]
+        return status
+    measures_folder = folder.child(MEASURES)
+    measures = _read_json(measures_folder.child(SUCCESS))
+    if measures is None:
+        m = features_units
+        done, last = _markers(measures_folder, m)
+        _unfinished_units(status, done, None if m is None else 2 * m, last)
+        status.detail = f"measures: {done}{'' if m is None else f' of {m}'} units done"
+        status.steps = [{"step": "measures", "state": INCOMPLETE, "units_done": done,
+                         "units_total": m}]
+        return status
+    m = measures.get("units_total")
+    measured = {"step": "measures", "state": FINISHED, "units_done": m, "units_total": m}
+    if not folder.child(BINS_FILE).exists():
+        _unfinished_units(status, m or 0, None if m is None else 2 * m, None)
+        status.last_progress_at = measures.get("finished_at")
+        status.detail = "measures done; the bins are not fitted yet"
+        status.steps = [measured, {"step": "bins", "state": INCOMPLETE}]
+        return status
+    done, last = _markers(folder, m)
+    _unfinished_units(status, (m or 0) + done, None if m is None else 2 * m, last)
+    if last is None:
+        status.last_progress_at = measures.get("finished_at")
+    of = "" if m is None else f" of {m}"
+    status.detail = f"measures done, bins fitted; levels: {done}{of} units done"
+    status.steps = [measured, {"step": "bins", "state": FINISHED},
+                    {"step": "levels", "state": INCOMPLETE, "units_done": done, "units_total": m}]
+    return status
+
+
+def _kmeans(output: Location, top: set[str]) -> StageStatus:
+    status = StageStatus("kmeans", FOLDERS["kmeans"], NOT_STARTED)
+    if status.folder not in top:
+        if FOLDERS["tokens"] in top:  # tokens cannot start without a model: it had another
+            status.state = NOT_RUN
+            status.detail = ("the tokens were made with a k-means model from elsewhere "
+                             "(--kmeans-model)")
+        return status
+    entries = _listing(output.child(status.folder))  # a handful of files
+    summary = _read_json(output.child(status.folder, SUCCESS)) if SUCCESS in entries else None
+    if summary is None:
+        status.state = INCOMPLETE
+        times = [t for t in (_mtime(e) for e in entries.values()) if t is not None]
+        status.last_progress_at = _iso(max(times)) if times else None
+        status.detail = "its model files were being written; a rerun fits k-means again"
+        return status
+    status.state, status.summary = FINISHED, summary
+    status.finished_at = _iso(_mtime(entries[SUCCESS]))
+    status.frames = summary.get("frames")
+    inertia = summary.get("inertia")
+    status.detail = (f"k = {summary.get('n_clusters')} on {summary.get('frames')} frames"
+                     + (f", inertia {inertia:.1f}" if isinstance(inertia, (int, float)) else "")
+                     + (f", fitted on {summary['device']}" if summary.get("device") else ""))
+    return status
+
+
+def _train(output: Location, top: set[str]) -> StageStatus:
+    status = StageStatus("train", FOLDERS["train"], NOT_STARTED)
+    if status.folder not in top:
+        if FOLDERS["embed"] in top:  # embed cannot start without an encoder: it had another
+            status.state = NOT_RUN
+            status.detail = "the embeddings were made with an encoder from elsewhere (--checkpoint)"
+        return status
+    folder = output.child(status.folder)
+    entries = _listing(folder)  # the model's files, checkpoint/ and Ray Train's _ray/
+    summary = _read_json(folder.child(SUCCESS)) if SUCCESS in entries else None
+    if summary is not None:
+        status.state, status.summary = FINISHED, summary
+        status.finished_at = _iso(_mtime(entries[SUCCESS]))
+        parts = [f"{summary.get('step')} steps"]
+        loss, acc = summary.get("final_loss"), summary.get("final_accuracy")
+        if isinstance(loss, (int, float)):
+            parts.append(f"{summary.get('final_loss_kind') or 'final'} loss {loss:.3f}")
+        if isinstance(acc, (int, float)):
+            parts.append(f"masked-token accuracy {acc:.3f}")
+        status.detail = ", ".join(parts)
+        return status
+    status.state = INCOMPLETE
+    checkpoint = _listing(folder.child(CHECKPOINT)) if CHECKPOINT in entries else {}
+    state = (_read_json(folder.child(CHECKPOINT, CHECKPOINT_STATE))
+             if CHECKPOINT_STATE in checkpoint else None)
+    if state is None:
+        times = [t for t in (_mtime(e) for e in entries.values()) if t is not None]
+        status.last_progress_at = _iso(max(times)) if times else None
+        status.detail = ("started; no checkpoint yet (the first comes after "
+                         "train.checkpoint_every steps)")
+        return status
+    status.last_progress_at = _iso(_mtime(checkpoint[CHECKPOINT_STATE]))
+    status.summary = {"step": state.get("step"), "epoch": state.get("epoch")}
+    status.detail = (f"last checkpoint at step {state.get('step')} (epoch {state.get('epoch')}); "
+                     "a rerun resumes from it")
+    return status
+
+
+def run_status(output: Location) -> RunStatus:
+    """Every stage's state, from markers, plan footers and run summaries alone."""
+    entries = _listing(output)
+    top = set(entries)
+    ours = {PLAN_DIR, RUNS_DIR, ERRORS_DIR, *FOLDERS.values()}
+    if not top & ours:
+        hint = ""
+        if {SUCCESS, DONE_DIR} & top or any(n.startswith("part-") for n in top):
+            hint = ("; it looks like one stage's folder: pass the run's folder, "
+                    f"{posixpath.dirname(output.uri)}")
+        elif top:
+            hint = " (it holds no _plan/, _runs/ or stage folders)"
+        raise InspectionError(
+            f"no timbrespace-ray run at {output.uri}{hint or ': nothing is there'}")
+    stages: list[StageStatus] = []
+    totals: dict[str, int | None] = {}
+    for stage in STAGES:
+        if stage == "profile":
+            s = _profile(output, top, totals.get("features"))
+        elif stage == "kmeans":
+            s = _kmeans(output, top)
+        elif stage == "train":
+            s = _train(output, top)
+        else:
+            s = _map_stage(output, stage, top, totals)
+            # its parts are the next unit-based stage's units, one each
+            totals[stage] = s.units_total if s.state == FINISHED else None
+        stages.append(s)
+    kmeans = stages[STAGES.index("kmeans")]
+    if kmeans.state == NOT_STARTED and stages[0].state == FINISHED:
+        kmeans.detail = ("k-means writes nothing until its fit ends: while it fits, it shows "
+                         "here as not started")
+    return RunStatus(output.uri, _iso(_now()), stages)
+
+
+# formatting ---------------------------------------------------------------------------------
+
+def _ago(iso: str | None, now: float) -> str:
+    if not iso:
+        return ""
+    try:
+        then = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return ""
+    secs = max(0.0, now - then)
+    if secs < 90:
+        return f"{secs:.0f} s ago"
+    if secs < 90 * 60:
+        return f"{secs / 60:.0f} min ago"
+    if secs < 48 * 3600:
+        return f"{secs / 3600:.1f} h ago"
+    return f"{secs / 86400:.0f} days ago"
+
+
+def _hours(h: float | None) -> str:
+    if h is None:
+        return "-"
+    if h * 3600 < 90:
+        return f"{h * 3600:.1f} s"
+    if h < 1:
+        return f"{h * 60:.1f} min"
+    return f"{h:.2f} h" if h < 10 else f"{h:,.1f} h"
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 2 * 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+STATE_WORDS = {FINISHED: "finished", INCOMPLETE: "incomplete", NOT_STARTED: "not started",
+               NOT_RUN: "not run"}
+
+
+def format_status(status: RunStatus, stages: list[str], now: float | None = None) -> str:
+    now = _now() if now is None else now
+    header = ("stage", "state", "units", "rows", "errors", "audio", "wall", "x real time")
+    rows = [header]
+    for s in status.stages:
+        units = "-"
+        if s.units_done is not None:
+            units = f"{s.units_done}/{'?' if s.units_total is None else s.units_total}"
+        rows.append((s.stage, STATE_WORDS[s.state], units,
+                     "-" if s.rows is None else f"{s.rows:,}",
+                     "-" if s.errors is None else f"{s.errors_total:,}",
+                     _hours(s.audio_hours), _seconds(s.wall_seconds),
+                     "-" if s.x_real_time is None else f"{s.x_real_time:,.0f}x"))
+    lines = [f"run {status.output}", ""] + _table(rows, right={2, 3, 4, 5, 6, 7}) + [""]
+    for s in status.stages:
+        notes = []
+        if s.errors:
+            notes.append(f"{s.errors_total:,} inputs failed: "
+                         + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items()))
+                         + " (`timbrespace-ray errors` lists them)")
+        if s.detail:
+            notes.append(s.detail)
+        if s.state == INCOMPLETE:
+            ago = _ago(s.last_progress_at, now)
+            notes.append(f"last progress {ago}" if ago else "no progress recorded yet")
+        if notes and (s.state != NOT_STARTED or s.stage in stages):
+            lines += [f"{s.stage + ':' if i == 0 else '':{len(s.stage) + 1}} {note}"
+                      for i, note in enumerate(notes)]
+    unfinished = status.unfinished(stages)
+    every = stages == status.default_stages()
+    if unfinished:
+        lines.append(f"not finished: {', '.join(unfinished)}"
+                     + ("" if every else f" (asked: {', '.join(stages)})"))
+        if any(status.get(s).state == INCOMPLETE for s in unfinished):
+            lines.append("an incomplete stage is either still running or was stopped (its last "
+                         "progress tells which); rerunning its command resumes it")
+        if every and any(status.get(s).state == NOT_STARTED for s in unfinished):
+            lines.append("(every stage is asked about; --stage names some, e.g. --stage features)")
+    else:
+        lines.append(f"finished: {'every stage' if every else ', '.join(stages)}")
+    return "\n".join(lines)
+
+
+# errors -------------------------------------------------------------------------------------
+
+ERROR_COLUMNS = ERRORS_SCHEMA.names  # source, utt_id, stage, error_type, message
+
+
+@dataclass
+class ErrorRows:
+    output: str
+    rows: list[dict]  # every matching row, in order: stage, error_type, utt_id
+    by_type: dict[str, int]
+
+    def to_dict(self, limit: int | None) -> dict:
+        shown = self.rows if limit is None else self.rows[:limit]
+        return {"output": self.output, "total": len(self.rows), "shown": len(shown),
+                "by_type": self.by_type, "rows": shown}
+
+
+def read_errors(output: Location, stages: list[str] | None = None,
+                types: list[str] | None = None) -> ErrorRows:
+    """The error rows of a run (of the given stages and error types), read from the error
+    tables alone, with only the error columns."""
+    if not _listing(output):
+        raise InspectionError(f"no timbrespace-ray run at {output.uri}: nothing is there")
+    folder = output.child(ERRORS_DIR)
+    names = sorted(n for n in _listing(folder)
+                   if n.endswith(".parquet") and not n.startswith((".", "_")))
+    # the stage names a table after itself (`features-000012.parquet`): skip other stages' files
+    stage_names = None if stages is None else {_summary_name(s) for s in stages}
+    if stage_names is not None:
+        names = [n for n in names if "-" not in n or n.rsplit("-", 1)[0] in stage_names]
+    paths = [folder.child(n).path for n in names]
+    tables = []
+    if paths:
+        with storage_errors("read", folder.uri):
+            blobs = folder.fs.cat(paths, on_error="return")  # concurrent on object stores
+        for path in paths:
+            blob = blobs.get(path)
+            if blob is None or isinstance(blob, FileNotFoundError):
+                continue  # removed since the listing
+            if isinstance(blob, BaseException):
+                with storage_errors("read", folder.child(posixpath.basename(path)).uri):
+                    raise blob
+            part = pq.ParquetFile(io.BytesIO(blob))
+            tables.append(part.read(columns=[c for c in ERROR_COLUMNS
+                                             if c in part.schema_arrow.names]))
+    rows: list[dict] = []
+    if tables:
+        table = pa.concat_tables(tables, promote_options="default")
+        if stage_names is not None and "stage" in table.column_names:
+            table = table.filter(pc.is_in(table.column("stage"), pa.array(sorted(stage_names))))
+        if types:
+            wanted = {t.lower() for t in types}
+            keep = [str(t).lower() in wanted for t in table.column("error_type").to_pylist()]
+            table = table.filter(pa.array(keep, pa.bool_()))
+        rows = table.to_pylist()
+    order = {_summary_name(s): i for i, s in enumerate(STAGES)}
+    rows = [{c: r.get(c) for c in ("stage", "error_type", "utt_id", "source", "message")}
+            for r in rows]
+    rows.sort(key=lambda r: (order.get(r["stage"], len(order)), r["stage"] or "",
+                             r["error_type"] or "", r["utt_id"] or "", r["source"] or ""))
+    return ErrorRows(output.uri, rows, dict(sorted(Counter(r["error_type"] for r in rows).items())))
+
+
+def _summary_name(stage: str) -> str:
+    """The name a stage writes into its error rows and summaries (its folder, or the command)."""
+    return {"embed": "embeddings", "train": "encoder", "profile": "profile"}.get(stage, stage)
+
+
+def _clip(text: str, width: int, keep_end: bool = False) -> str:
+    text = " ".join(str(text or "").split())
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    return "…" + text[-(width - 1):] if keep_end else text[:width - 1] + "…"
+
+
+def format_errors(errors: ErrorRows, limit: int | None, width: int) -> str:
+    if not errors.rows:
+        return f"no error rows in {errors.output}/{ERRORS_DIR}"
+    total = len(errors.rows)
+    shown = errors.rows if limit is None else errors.rows[:limit]
+    lines = [f"{total:,} error row{'s' if total != 1 else ''}: "
+             + ", ".join(f"{k} {v:,}" for k, v in errors.by_type.items()), ""]
+    if shown:
+        stage_w = max(len("stage"), *(len(r["stage"] or "") for r in shown))
+        type_w = max(len("error_type"), *(len(r["error_type"] or "") for r in shown))
+        utt_w = min(40, max(len("utt_id"), *(len(r["utt_id"] or "") for r in shown)))
+        msg_w = max(20, width - stage_w - type_w - utt_w - 6)
+        table = [("stage", "error_type", "utt_id", "message")]
+        for r in shown:
+            table.append((r["stage"] or "", r["error_type"] or "",
+                          _clip(r["utt_id"], utt_w, keep_end=True), _clip(r["message"], msg_w)))
+        lines += _table(table, right=set())
+    if len(shown) < total:
+        lines += ["", f"... and {total - len(shown):,} more (--limit 0 shows all; --csv or --json "
+                      "gives every row with its source and whole message)"]
+    return "\n".join(lines)
+
+
+def errors_csv(errors: ErrorRows, limit: int | None, stream) -> None:
+    import csv
+
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(["stage", "error_type", "utt_id", "source", "message"])
+    for r in errors.rows if limit is None else errors.rows[:limit]:
+        writer.writerow([r["stage"], r["error_type"], r["utt_id"], r["source"], r["message"]])
