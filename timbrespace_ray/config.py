@@ -114,7 +114,8 @@ class TrainStageConfig(_Section):
     warmup_steps: int = Field(500, ge=0, description="capped at a tenth of the steps")
     grad_clip: float = Field(1.0, gt=0)
     num_workers: int = Field(1, ge=1)
-    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
+    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs or its "
+                                  "autoscaler can add them")
     cpus_per_worker: float = Field(1.0, gt=0)
     bf16: bool = Field(True, description="bfloat16 autocast where the hardware computes it "
                        "natively (GPUs; CPUs with AVX512-BF16 or AMX); float32 elsewhere")
@@ -182,8 +183,9 @@ class KMeansStageConfig(_Section):
     max_iter: int = Field(300, ge=1)
     method: Literal["warm-lloyd", "lloyd", "minibatch"] = "warm-lloyd"
     seed: int = 0
-    use_gpu: bool | None = Field(None, description="None: cuML on GPU actors when the cluster "
-                                 "has GPUs and cuML is installed")
+    use_gpu: bool | None = Field(None, description="None: GPU actors when the cluster has or "
+                                 "can get GPUs; each fit uses cuML where it imports on its node, "
+                                 "else scikit-learn")
     cpus_per_fit: float = Field(1.0, gt=0)
     reduced_dims: int | None = Field(None, ge=1, le=6)
     dim_reducer_method: Literal["pca"] = "pca"
@@ -192,7 +194,8 @@ class KMeansStageConfig(_Section):
 
 class TokensStageConfig(_Section):
     kmeans_model: str | None = Field(None, description="model directory URI; default OUTPUT/kmeans")
-    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
+    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs or its "
+                                  "autoscaler can add them")
     cpus_per_worker: float = Field(0.5, gt=0, description="actors leave room for Ray Data tasks")
 
 
@@ -200,7 +203,8 @@ class EmbedStageConfig(_Section):
     checkpoint: str | None = Field(
         None, description="our encoder folder or an original .ckpt; default OUTPUT/encoder")
     batch_size: int = Field(32, ge=1, description="windows per forward pass")
-    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs")
+    use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs or its "
+                                  "autoscaler can add them")
     cpus_per_worker: float = Field(1.0, gt=0)
     max_workers: int | None = Field(None, ge=1)
     bf16: bool = Field(True, description="bfloat16 autocast where the hardware computes it "

@@ -1,17 +1,21 @@
 """k-means stage: a uniform frame sample of `features/` -> `kmeans/` in the original's format.
 
-Parts are counted and sampled in parallel tasks; restarts (seeds) fit in parallel actors, on
-GPUs with cuML when the cluster has both, else scikit-learn; the lowest inertia wins.
+Parts are counted and sampled in parallel tasks; restarts (seeds) fit in parallel actors, the
+lowest inertia wins. The driver decides whether each fit asks Ray for a GPU (use_gpu, or on
+auto: the cluster has or can get GPUs); each fit picks its backend on the node that got the GPU:
+cuML, or scikit-learn with a warning where cuML or the GPU is not usable there.
 """
 from __future__ import annotations
 
 import io
+import socket
 import tempfile
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..clustering.fit import best_fit, fit_kmeans, fit_reducer, select_backend
+from ..clustering.fit import (FitResult, _cuml_problem, best_fit, fit_kmeans, fit_reducer,
+                              select_backend)
 from ..clustering.pipeline import write_model_dir
 from ..config import KMeansStageConfig
 from ..features.analysis import FEATURE_NAMES
@@ -36,11 +40,19 @@ def _sample(item, shared) -> np.ndarray:
     return sample_part(table, k, shared["seed"], index)
 
 
-def _fit(seed: int, shared):
+def _fit(seed: int, shared) -> tuple[FitResult, str | None]:
+    """One restart, and why it ran scikit-learn although it asked for a GPU (None if not)."""
     cfg: KMeansStageConfig = shared["config"]
-    return fit_kmeans(shared["x"], cfg.n_clusters, seed=seed, max_iter=cfg.max_iter,
-                      method=cfg.method, device=shared["device"],
-                      threads=max(1, int(cfg.cpus_per_fit)))
+    # the backend is chosen here, on the node that runs the fit (and holds its GPU): cuML, or
+    # scikit-learn with a warning where cuML or a GPU is not usable on it
+    backend = select_backend(shared["device"])
+    result = fit_kmeans(shared["x"], cfg.n_clusters, seed=seed, max_iter=cfg.max_iter,
+                        method=cfg.method, device="cuda" if backend == "cuml" else "cpu",
+                        threads=max(1, int(cfg.cpus_per_fit)))
+    fallback = None
+    if shared["device"] != "cpu" and backend != "cuml":
+        fallback = f"{socket.gethostname()}: {_cuml_problem() or 'cuML is not usable'}"
+    return result, fallback
 
 
 class KMeansStage(Stage):
@@ -55,10 +67,12 @@ class KMeansStage(Stage):
         return [p.uri for p in complete_parts(self.output, "features", "k-means")]
 
     def _device(self, executor) -> str:
+        """"cuda": each fit asks Ray for a GPU (an autoscaler adds GPU nodes for them); cuML
+        is looked up in the fit, on its node, never here on the driver (often a head with no
+        GPU and no cuML)."""
         cfg = self.config
         wants_gpu = cfg.use_gpu if cfg.use_gpu is not None else executor.cluster_gpus() > 0
-        # cuML is looked up here, on the driver: a GPU cluster without the [gpu] extra says so
-        return "cuda" if wants_gpu and select_backend("cuda") == "cuml" else "cpu"
+        return "cuda" if wants_gpu else "cpu"
 
     def run(self, executor, echo=print) -> dict:
         if self.is_complete():
@@ -83,17 +97,25 @@ class KMeansStage(Stage):
         if cfg.reduced_dims:
             reducer = fit_reducer(x, cfg.dim_reducer_method, cfg.reduced_dims, cfg.seed)
             x = reducer.transform(x).astype(np.float32)
-        device = self._device(executor)
+        asked = self._device(executor)
         seeds = [cfg.seed + i for i in range(cfg.n_init)]
-        echo(f"kmeans: k = {cfg.n_clusters}, {len(seeds)} restart(s) in parallel on {device}, "
-             f"{cfg.method}")
-        fit_resources = Resources(num_cpus=cfg.cpus_per_fit, num_gpus=1.0 if device == "cuda" else 0.0,
-                                  actors=True)
-        runs = executor.parallel(_fit, seeds, fit_resources, {"x": x, "config": cfg, "device": device})
+        where = ("GPU actors (cuML, or scikit-learn where a node lacks it)" if asked == "cuda"
+                 else f"CPU (scikit-learn, {cfg.method})")
+        echo(f"kmeans: k = {cfg.n_clusters}, {len(seeds)} restart(s) in parallel on {where}")
+        fit_resources = Resources(num_cpus=cfg.cpus_per_fit,
+                                  num_gpus=1.0 if asked == "cuda" else 0.0, actors=True)
+        fits = executor.parallel(_fit, seeds, fit_resources,
+                                 {"x": x, "config": cfg, "device": asked})
+        runs = [run for run, _ in fits]
         best = best_fit(runs)
         for r in runs:
             echo(f"  seed {r.seed}: inertia {r.inertia:.1f}, {r.n_iter} iterations, {r.seconds:.1f} s"
-                 + ("  <- best" if r is best else ""))
+                 f", {r.backend}" + ("  <- best" if r is best else ""))
+        fallbacks = sorted({why for _, why in fits if why})
+        if fallbacks:
+            echo(f"kmeans: scikit-learn instead of cuML on GPU node(s): {'; '.join(fallbacks)}")
+        # what the model was fitted on, not what was asked for
+        device = "cuda" if best.backend == "cuml" else "cpu"
         with tempfile.TemporaryDirectory() as tmp:
             model, quality = write_model_dir(tmp, x, best, runs=runs, reducer=reducer, device=device,
                                              silhouette_sample=cfg.silhouette_sample, seed=cfg.seed)
