@@ -82,3 +82,15 @@ def test_unset_recipe_keys_follow_the_cluster():
     # what the user sets wins; epochs set means no step budget from the recipe
     mine = load_config(**{"train.hidden_dim": 64, "train.epochs": 3}).train.resolved(use_gpu=False)
     assert (mine.hidden_dim, mine.epochs, mine.max_steps, mine.num_layers) == (64, 3.0, None, 2)
+
+
+def test_training_workers_take_the_cpus_of_a_node_unless_set():
+    cfg = load_config().train
+    assert cfg.resolved(use_gpu=True, node_cpus=16).cpus_per_worker == 1.0  # beside a GPU
+    assert cfg.resolved(use_gpu=False, node_cpus=2).cpus_per_worker == 2.0
+    assert cfg.resolved(use_gpu=False, node_cpus=64).cpus_per_worker == 8.0  # at most 8
+    assert cfg.resolved(use_gpu=False, node_cpus=0).cpus_per_worker == 1.0  # a CPU-less head
+    four = load_config(**{"train.num_workers": 4}).train
+    assert four.resolved(use_gpu=False, node_cpus=8).cpus_per_worker == 2.0
+    mine = load_config(**{"train.cpus_per_worker": 3}).train
+    assert mine.resolved(use_gpu=False, node_cpus=16).cpus_per_worker == 3.0

@@ -224,7 +224,8 @@ def _stage_requests(cfg, tmp_path) -> dict[str, dict]:
     tokens = TokensStage(out, None, {}, use_gpu=bool(cfg.tokens.use_gpu),
                          num_cpus=cfg.tokens.cpus_per_worker)
     embed = EmbedStage(out, cfg.embed, None, {}, use_gpu=bool(cfg.embed.use_gpu))
-    train = {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1.0} if cfg.train.use_gpu else {})}
+    train = {"CPU": cfg.train.resolved(bool(cfg.train.use_gpu)).cpus_per_worker,
+             **({"GPU": 1.0} if cfg.train.use_gpu else {})}
     kmeans = {"CPU": cfg.kmeans.cpus_per_fit, **({"GPU": 1.0} if cfg.kmeans.use_gpu else {})}
     return {"features": ray_options(features.resources),
             "profile": {"CPU": cfg.profile.cpus_per_worker},

@@ -362,7 +362,7 @@ def report(args, mach, cpus, gpus, cfg, out: Path, walls, starts, log, timing) -
     print()
     print(f"Training, per step: {tt['per_step']:.3f} s ({1 / tt['per_step']:.1f} steps/s, "
           f"batch {recipe['batch_size']} x {cfg.train.num_workers} worker(s), "
-          f"{cfg.train.cpus_per_worker:g} CPU each); this run: {args.train_steps} steps in "
+          f"{cfg.train.resolved(bool(gpus), cpus).cpus_per_worker:g} CPU each); this run: {args.train_steps} steps in "
           f"{walls['train']:.1f} s = {tt['loop']:.1f} s in the loop ({tt['epoch_ends']} epoch "
           f"end(s) with a validation included; the {tt['within_epoch_steps']} logged steps inside "
           f"epochs alone: {tt['within_epoch']:.3f} s per step) + {tt['fixed']:.1f} s fixed (Ray "

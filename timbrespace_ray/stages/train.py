@@ -246,7 +246,7 @@ class TrainStage(Stage):
         executor.connect()
         use_gpu = (self.config.use_gpu if self.config.use_gpu is not None
                    else executor.cluster_gpus() > 0)
-        tc = self.config.resolved(use_gpu)
+        tc = self.config.resolved(use_gpu, self._largest_node_cpus())
         tc = tc.model_copy(update={"max_len": min(tc.max_len, tc.pos_max_len)})
         key = self._check_key(parts[0], tc.validation_key)
         n_sequences = sum(pq.read_metadata(io.BytesIO(p.read_bytes())).num_rows for p in parts)
@@ -271,7 +271,8 @@ class TrainStage(Stage):
         shape = f"{model_kwargs['hidden_dim']} x {model_kwargs['num_layers']} layers"
         echo(f"encoder: {n_sequences} sequences ({tc.validation_fraction:.0%} held out by "
              f"{key}), {shape}, {total_steps} steps of {tc.batch_size} x {tc.num_workers} "
-             f"worker(s) on {'GPU' if use_gpu else 'CPU'}{memory}"
+             f"worker(s) on {'GPU' if use_gpu else f'CPU ({tc.cpus_per_worker:g} each)'}"
+             f"{memory}"
              f"{', activation checkpointing' if checkpointing else ''} -> {self.folder.uri}")
         validation = {"fraction": tc.validation_fraction, "key": key, "seed": tc.seed}
         trainer = TorchTrainer(
@@ -343,6 +344,13 @@ class TrainStage(Stage):
             # read and split once, before the trainer holds its CPUs (not once per epoch)
             datasets = {part: d.materialize() for part, d in datasets.items()}
         return datasets
+
+    @staticmethod
+    def _largest_node_cpus() -> float:
+        import ray
+
+        return max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
+                   default=1.0)
 
     def _worker_memory(self, executor) -> int:
         """Bytes of memory each of `num_workers` training workers can have: the largest share
