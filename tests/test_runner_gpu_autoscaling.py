@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 
 from infra._proc import LOCALHOST, free_port_range, free_ports, tail
-from infra.ray_cluster import MARKER_VAR, RayCluster, _CLIENT_ONLY_VARS, _venv_bin
+from infra.ray_cluster import (MARKER_VAR, RayCluster, _CLIENT_ONLY_VARS, _venv_bin,
+                               private_port_args)
 from timbrespace_ray.errors import ConfigError
 from timbrespace_ray.runner import GpuCapacity, RayExecutor, autoscaling_config_max_gpus
 from timbrespace_ray.stages.base import Resources
@@ -247,14 +248,7 @@ def _fake_autoscaling_cluster(v2: bool = False, autoscaling: bool = True) -> Ray
                     "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_ID})
     cmd = [str(_venv_bin() / "ray"), "start", "--head", "--node-ip-address", LOCALHOST,
            "--port", str(ports["gcs"]), "--include-dashboard", "false",
-           "--ray-client-server-port", str(ports["client"]),
-           "--node-manager-port", str(ports["node_manager"]),
-           "--object-manager-port", str(ports["object_manager"]),
-           "--dashboard-agent-listen-port", str(ports["agent_http"]),
-           "--dashboard-agent-grpc-port", str(ports["agent_grpc"]),
-           "--runtime-env-agent-port", str(ports["runtime_env_agent"]),
-           "--metrics-export-port", str(ports["metrics"]),
-           "--min-worker-port", str(wlo), "--max-worker-port", str(whi),
+           *private_port_args(ports, (wlo, whi)),
            "--num-cpus", "1", "--object-store-memory", str(300 << 20),
            "--temp-dir", str(temp_dir), "--disable-usage-stats"]
     if autoscaling:

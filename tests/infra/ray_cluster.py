@@ -84,6 +84,19 @@ def _stop_leftover_clusters() -> None:
             pass
 
 
+def private_port_args(ports: dict[str, int], worker_ports: tuple[int, int]) -> list[str]:
+    """`ray start --head` flags putting every port but the GCS's and the dashboard's on the
+    ones reserved for this cluster (no two test clusters collide)."""
+    return ["--ray-client-server-port", str(ports["client"]),
+            "--node-manager-port", str(ports["node_manager"]),
+            "--object-manager-port", str(ports["object_manager"]),
+            "--dashboard-agent-listen-port", str(ports["agent_http"]),
+            "--dashboard-agent-grpc-port", str(ports["agent_grpc"]),
+            "--runtime-env-agent-port", str(ports["runtime_env_agent"]),
+            "--metrics-export-port", str(ports["metrics"]),
+            "--min-worker-port", str(worker_ports[0]), "--max-worker-port", str(worker_ports[1])]
+
+
 class RayStartupError(RuntimeError):
     pass
 
@@ -276,15 +289,7 @@ class RayCluster:
             "--include-dashboard", "true",
             "--dashboard-host", LOCALHOST,
             "--dashboard-port", str(ports["dashboard"]),
-            "--ray-client-server-port", str(ports["client"]),
-            "--node-manager-port", str(ports["node_manager"]),
-            "--object-manager-port", str(ports["object_manager"]),
-            "--dashboard-agent-listen-port", str(ports["agent_http"]),
-            "--dashboard-agent-grpc-port", str(ports["agent_grpc"]),
-            "--runtime-env-agent-port", str(ports["runtime_env_agent"]),
-            "--metrics-export-port", str(ports["metrics"]),
-            "--min-worker-port", str(wlo),
-            "--max-worker-port", str(whi),
+            *private_port_args(ports, (wlo, whi)),
             "--num-cpus", str(num_cpus),
             "--object-store-memory", str(int(object_store_memory)),
             "--temp-dir", str(temp_dir),
