@@ -14,8 +14,7 @@ import tempfile
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..clustering.fit import (FitResult, _cuml_problem, best_fit, fit_kmeans, fit_reducer,
-                              select_backend)
+from ..clustering.fit import FitResult, _cuml_problem, best_fit, fit_kmeans, fit_reducer
 from ..clustering.pipeline import write_model_dir
 from ..config import KMeansStageConfig
 from ..features.analysis import FEATURE_NAMES
@@ -43,14 +42,13 @@ def _sample(item, shared) -> np.ndarray:
 def _fit(seed: int, shared) -> tuple[FitResult, str | None]:
     """One restart, and why it ran scikit-learn although it asked for a GPU (None if not)."""
     cfg: KMeansStageConfig = shared["config"]
-    # the backend is chosen here, on the node that runs the fit (and holds its GPU): cuML, or
-    # scikit-learn with a warning where cuML or a GPU is not usable on it
-    backend = select_backend(shared["device"])
+    # fit_kmeans chooses the backend here, on the node that runs the fit (and holds its GPU):
+    # cuML, or scikit-learn with a warning where cuML or a GPU is not usable on it
     result = fit_kmeans(shared["x"], cfg.n_clusters, seed=seed, max_iter=cfg.max_iter,
-                        method=cfg.method, device="cuda" if backend == "cuml" else "cpu",
+                        method=cfg.method, device=shared["device"],
                         threads=max(1, int(cfg.cpus_per_fit)))
     fallback = None
-    if shared["device"] != "cpu" and backend != "cuml":
+    if shared["device"] != "cpu" and result.backend != "cuml":
         fallback = f"{socket.gethostname()}: {_cuml_problem() or 'cuML is not usable'}"
     return result, fallback
 
