@@ -265,6 +265,18 @@ def _describe(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def set_dotted(doc: dict, dotted: str, value: Any) -> None:
+    """doc["a"]["b"]["c"] = value for "a.b.c", creating the mappings on the way; a ConfigError
+    when one of them is already something else."""
+    node = doc
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a mapping")
+    node[leaf] = value
+
+
 def load_config(path: str | None = None, **overrides: Any) -> PipelineConfig:
     """Read a YAML config (or defaults) and apply non-None overrides given as dotted keys,
     e.g. load_config("c.yaml", **{"features.hop_ms": 10, "output": "s3://b/out"})."""
@@ -274,13 +286,8 @@ def load_config(path: str | None = None, **overrides: Any) -> PipelineConfig:
         if not isinstance(doc, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node = doc
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        if value is not None:
+            set_dotted(doc, dotted, value)
     try:
         return PipelineConfig.model_validate(doc)
     except ValidationError as exc:

@@ -132,6 +132,7 @@ def storage_options(base: dict, items: list[str]) -> dict:
     mappings or lists (config_kwargs={read_timeout: 5})."""
     import yaml
 
+    from .config import set_dotted
     from .errors import ConfigError
     from .storage import _SECRET_KEYS
 
@@ -140,12 +141,7 @@ def storage_options(base: dict, items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--storage-option {item.split('=')[0]!r}: expected KEY=VALUE")
-        *parents, leaf = key.split(".")
-        node = options
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--storage-option {key}: {part} is not a mapping")
+        leaf = key.rsplit(".", 1)[-1]
         parsed: Any = value
         if leaf.lower() not in _SECRET_KEYS:
             try:
@@ -154,7 +150,10 @@ def storage_options(base: dict, items: list[str]) -> dict:
                 parsed = value
             if not isinstance(parsed, (bool, int, float, dict, list, type(None))):
                 parsed = value
-        node[leaf] = parsed
+        try:
+            set_dotted(options, key, parsed)
+        except ConfigError as exc:
+            raise ConfigError(f"--storage-option {exc}") from None
     return options
 
 
@@ -413,14 +412,19 @@ def _profile(output: Location, top: set[str], features_units: int | None) -> Sta
     return status
 
 
+def _not_run_if(status: StageStatus, consumer_ran: bool, detail: str) -> StageStatus:
+    """A stage with no folder: "not run" when the stage that needs its output ran all the same
+    (it cannot start without one: it was given another), else still not started."""
+    if consumer_ran:
+        status.state, status.detail = NOT_RUN, detail
+    return status
+
+
 def _kmeans(output: Location, top: set[str]) -> StageStatus:
     status = StageStatus("kmeans", FOLDERS["kmeans"], NOT_STARTED)
     if status.folder not in top:
-        if FOLDERS["tokens"] in top:  # tokens cannot start without a model: it had another
-            status.state = NOT_RUN
-            status.detail = ("the tokens were made with a k-means model from elsewhere "
-                             "(--kmeans-model)")
-        return status
+        return _not_run_if(status, FOLDERS["tokens"] in top, "the tokens were made with a "
+                           "k-means model from elsewhere (--kmeans-model)")
     entries = _listing(output.child(status.folder))  # a handful of files
     summary = _read_json(output.child(status.folder, SUCCESS)) if SUCCESS in entries else None
     if summary is None:
@@ -442,10 +446,8 @@ def _kmeans(output: Location, top: set[str]) -> StageStatus:
 def _train(output: Location, top: set[str]) -> StageStatus:
     status = StageStatus("train", FOLDERS["train"], NOT_STARTED)
     if status.folder not in top:
-        if FOLDERS["embed"] in top:  # embed cannot start without an encoder: it had another
-            status.state = NOT_RUN
-            status.detail = "the embeddings were made with an encoder from elsewhere (--checkpoint)"
-        return status
+        return _not_run_if(status, FOLDERS["embed"] in top, "the embeddings were made with an "
+                           "encoder from elsewhere (--checkpoint)")
     folder = output.child(status.folder)
     entries = _listing(folder)  # the model's files, checkpoint/ and Ray Train's _ray/
     summary = _read_json(folder.child(SUCCESS)) if SUCCESS in entries else None
