@@ -4,8 +4,8 @@ natively, float32 elsewhere.
 bfloat16 halves the bytes moved and, on hardware with bf16 arithmetic, doubles or more the
 multiply-adds per cycle: CUDA GPUs, and CPUs with AVX512-BF16 (Cooper Lake, Sapphire Rapids and
 later Xeons, AMD Zen 4 and later) or AMX tiles. On any other CPU (AVX2 alone, or AVX-512 without
-BF16) PyTorch emulates bf16 by converting around float32 kernels, about five times slower than
-float32 itself, so those CPUs keep float32: same numbers as before, no slowdown.
+BF16) PyTorch emulates bf16 by converting around float32 kernels, 2 to 50 times slower than
+float32 itself (bench_embed.py), so those CPUs keep float32: same numbers as before, no slowdown.
 
 Embeddings agree with float32 ones to cosine similarity >= 0.999 on real token sequences (tests);
 pooling, losses and the optimiser's state stay float32 under autocast either way.
