@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import is_real_speech, load_vector, vector_names  # noqa: E402
 from timbrespace_ray.config import CPU_RECIPE, GPU_RECIPE  # noqa: E402
 from timbrespace_ray.encoder import (ProsodicSequenceEncoder, collate, embed_windows,  # noqa: E402
-                                     length_buckets, load_model, make_optimizer, pool_windows)
+                                     length_buckets, load_model, make_optimizer, pool_windows,
+                                     random_crop)
 from timbrespace_ray.encoder import precision  # noqa: E402
 from timbrespace_ray.encoder.loop import train_step  # noqa: E402
 
@@ -100,11 +101,7 @@ def train_run(model, seqs, steps: int, batch: int, max_len: int, bf16: bool, dev
     secs, tokens, losses = 0.0, 0, []
     for step in range(steps + 1):  # the first step warms up and is not timed
         idx = rng.choice(len(seqs), batch, replace=len(seqs) < batch)
-        crops = []
-        for i in idx:
-            s = seqs[i]
-            start = int(rng.integers(0, max(1, len(s) - max_len + 1)))
-            crops.append(s[start:start + max_len])
+        crops = [random_crop(seqs[i], max_len, rng) for i in idx]
         m = train_step(model, optimizer, scheduler, collate(crops), device, 1.0, bf16)
         if device.type == "cuda":
             torch.cuda.synchronize()
