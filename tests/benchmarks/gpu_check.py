@@ -111,8 +111,8 @@ from timbrespace_ray.stages.embed import EmbedStage  # noqa: E402
 from timbrespace_ray.stages.sampling import per_part_counts, sample_part  # noqa: E402
 from timbrespace_ray.stages.tokens import TokensStage, assign_on_gpu  # noqa: E402
 from timbrespace_ray.storage import Location  # noqa: E402
-from timbrespace_ray.tables import (carried_metadata, provenance, read_settings,  # noqa: E402
-                                    write_table)
+from timbrespace_ray.tables import (carried_metadata, flat_lists, provenance,  # noqa: E402
+                                    read_settings, write_table)
 
 DEMO_CORPUS = ROOT / "timbrespace_ray" / "demo_corpus"
 DEMO_MANIFEST = DEMO_CORPUS / "manifest.csv"
@@ -527,12 +527,9 @@ def token_sequences(root: Path) -> tuple[list[str], list[np.ndarray], int]:
     seqs: list[np.ndarray] = []
     for p in parts:
         table = pq.read_table(p, columns=["utt_id", "tokens"])
-        col = table.column("tokens").combine_chunks()
-        offsets = col.offsets.to_numpy()
-        values = col.flatten().to_numpy()
+        values, offsets = flat_lists(table.column("tokens"))
         ids.extend(table.column("utt_id").to_pylist())
-        seqs.extend(np.split(values, offsets[1:-1] - offsets[0]) if len(values) else
-                    [values[:0]] * table.num_rows)
+        seqs.extend(values[a:b] for a, b in zip(offsets[:-1], offsets[1:]))
     n_clusters = int(read_settings(Location.of(str(parts[0]))).get("n_clusters", 120))
     return ids, seqs, n_clusters
 
