@@ -1,5 +1,6 @@
 """The whole pipeline on the bundled corpus through `ray job submit` on a local Ray cluster."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from terminal import KNOWN_RAY_LINE, RAY_LINE
 from timbrespace_ray.clustering import KMeansModel
 from timbrespace_ray.encoder import load_encoder
 
@@ -49,6 +51,24 @@ def test_every_stage_ran_and_reported(pipeline_out):
         assert (out / folder / "_SUCCESS").exists(), folder
     runs = sorted(p.name.rsplit("-", 1)[0] for p in (out / "_runs").glob("*.json"))
     assert runs == ["embeddings", "features", "profile", "profile-measures", "tokens"]
+
+
+def test_the_job_log_holds_our_lines_not_rays(pipeline_out):
+    """`ray job logs` (no terminal): bounded progress lines, none twice in a row, no worker
+    output forwarded, no Ray INFO lines, no training line printed twice."""
+    _, output = pipeline_out
+    # the job's own log: what `ray job submit` printed between its own opening and closing lines
+    lines = [line for line in output.splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if "Tailing logs until the job exits" in line)
+    end = next(i for i, line in enumerate(lines) if re.search(r"-- Job '[\w-]+' succeeded", line))
+    lines = lines[start + 1:end - 1]
+    logs = "\n".join(lines)
+    assert lines[0] == "==> features" and len(lines) < 80, logs
+    assert not [a for a, b in zip(lines, lines[1:]) if a == b]
+    assert not [line for line in lines if RAY_LINE.search(line) and not KNOWN_RAY_LINE.search(line)]
+    assert "encoder: " in logs and "M parameters, 1 worker(s) on cpu in float32" in logs
+    progress = [line for line in lines if re.match(r"\[[\w-]+\] \d+/\d+ (units|steps) \(", line)]
+    assert len(progress) <= 20, progress  # 5 map stages of 10 units and 20 steps: not one each
 
 
 def test_tables_follow_the_data_contracts(pipeline_out):

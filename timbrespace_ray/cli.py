@@ -26,7 +26,10 @@ def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
                    "http://host:8265 to submit this command as a Ray job (default: RAY_ADDRESS, "
                    "else an embedded local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of an embedded local Ray")
-    p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no live progress bar: progress "
+                   "lines at a bounded rate, as in a log")
+    p.add_argument("--verbose", action="store_true", help="Ray's own output too: the workers' "
+                   "logs and Ray Data's INFO lines")
 
 
 def _bins_option(p: argparse.ArgumentParser) -> None:
@@ -41,6 +44,7 @@ def _load(args):
         "input": getattr(args, "input", None), "output": args.output,
         "ray.address": args.address, "ray.num_cpus": args.num_cpus,
         "ray.progress_bars": False if args.no_progress else None,
+        "ray.verbose": True if args.verbose else None,
         "features.audio_column": getattr(args, "audio_column", None),
         "features.id_column": getattr(args, "id_column", None),
         "features.metadata_columns": getattr(args, "metadata_columns", None),
@@ -82,7 +86,9 @@ def _evaluate(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.output, args.config, args.num_cpus)
+    run_demo(args.output, args.config, **{
+        "ray.num_cpus": args.num_cpus, "ray.progress_bars": False if args.no_progress else None,
+        "ray.verbose": True if args.verbose else None})
     return 0
 
 
@@ -230,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--config", help="YAML config (default: the bundled demo.yaml)")
     demo.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    demo.add_argument("--no-progress", action="store_true", help="progress lines, not live bars")
+    demo.add_argument("--verbose", action="store_true", help="Ray's own output too")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -34,7 +34,12 @@ class RayConfig(_Section):
     address: str | None = Field(
         None, description="None: RAY_ADDRESS or an embedded local Ray; 'auto', ray://, http://")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of an embedded local Ray")
-    progress_bars: bool = True
+    progress_bars: bool = Field(
+        True, description="a live progress bar per stage where stderr is a terminal; false: "
+        "progress lines at a bounded rate, as in a log")
+    verbose: bool = Field(
+        False, description="Ray's own output as Ray prints it: the workers' logs forwarded to "
+        "this terminal, Ray Data's INFO lines (by default only warnings and errors)")
 
 
 class FeaturesStageConfig(FeatureConfig):

@@ -22,14 +22,15 @@ PROFILE_QUERY = """select speaker, count(*) as utterances,
 from '{out}/profiles/*.parquet' group by speaker order by pitch_hz;"""
 
 
-def run_demo(output: str, config: str | None = None, num_cpus: int | None = None) -> None:
+def run_demo(output: str, config: str | None = None, **overrides) -> None:
+    """The demo into `output`; `overrides`: dotted config keys (e.g. "ray.num_cpus": 2)."""
     from .config import load_config
     from .evaluation.run import run_evaluation
     from .pipeline import run_pipeline
 
     out = Path(output).resolve()
     cfg = load_config(config or str(DEMO_CONFIG), input=str(DEMO_MANIFEST), output=str(out),
-                      **{"ray.num_cpus": num_cpus})
+                      **overrides)
     print(f"timbrespace-ray demo: {len(list(DEMO_CORPUS.glob('*.wav')))} bundled recordings -> {out}")
     t0 = time.perf_counter()
     timings = {}

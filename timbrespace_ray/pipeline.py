@@ -20,7 +20,7 @@ def run_stage(name: str, cfg: PipelineConfig, executor=None, echo: Callable[[str
     """Build stage `name` from the config and run it (skipped when already complete)."""
     if cfg.output is None:
         raise ConfigError("no output: pass --output or set 'output' in the config")
-    executor = executor or RayExecutor(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.progress_bars)
+    executor = executor or RayExecutor.of(cfg.ray)
     opts = cfg.storage.storage_options
     out = Location.of(cfg.output, opts)
     if name == "features":
@@ -67,7 +67,7 @@ def run_pipeline(cfg: PipelineConfig, executor=None, echo: Callable[[str], None]
                  stages: tuple[str, ...] = STAGES,
                  on_stage_done: Callable[[str, float], None] | None = None) -> dict:
     """Every stage in order; finished ones are skipped, interrupted ones resume."""
-    executor = executor or RayExecutor(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.progress_bars)
+    executor = executor or RayExecutor.of(cfg.ray)
     results = {}
     for name in stages:
         echo(f"==> {name}")

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import ConfigError
+from .progress import StageProgress
+from .ray_logging import quiet_ray, ray_init_options
 from .stages.base import MapStage, Resources, StageSummary, UnitStats, WorkUnit
 
 log = logging.getLogger("timbrespace_ray")
@@ -30,6 +32,8 @@ OnResult = Callable[[UnitStats], None]
 
 class LocalExecutor:
     """Every unit in this process, in order."""
+
+    live_progress = False  # the library's and the tests' executor: lines, never a bar
 
     def map(self, stage: MapStage, units: list[WorkUnit], on_result: OnResult) -> None:
         stage.setup()
@@ -195,17 +199,26 @@ class RayExecutor:
     """Units as Ray Data work, on the cluster at `address` or an embedded local Ray."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
-                 progress_bars: bool = True):
+                 progress_bars: bool = True, verbose: bool = False):
         self.address = address or os.environ.get("RAY_ADDRESS")
         self.num_cpus = num_cpus
-        self.progress_bars = progress_bars
+        # a live bar where stderr is a terminal (None: decide there), else bounded lines
+        self.live_progress = None if progress_bars else False
+        self.verbose = verbose
+
+    @classmethod
+    def of(cls, ray_config) -> "RayExecutor":
+        """The executor a config's `ray` section describes."""
+        return cls(ray_config.address, ray_config.num_cpus, ray_config.progress_bars,
+                   ray_config.verbose)
 
     def connect(self) -> None:
         import ray
 
         if ray.is_initialized():
             return
-        kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
+        quiet_ray(self.verbose)
+        kwargs = ray_init_options(self.verbose)
         if self.address:
             ray.init(address=self.address, **kwargs)
         else:
@@ -217,7 +230,8 @@ class RayExecutor:
                 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False"))
             ray.init(num_cpus=self.num_cpus, include_dashboard=False,
                      _node_ip_address="127.0.0.1", **kwargs)
-        ray.data.DataContext.get_current().enable_progress_bars = self.progress_bars
+        # the stages draw their own progress (progress.py), one bar or line for a stage
+        ray.data.DataContext.get_current().enable_progress_bars = False
 
     def cluster_cpus(self) -> float:
         import ray
@@ -359,25 +373,22 @@ class RayExecutor:
             on_result(ray.get(done[0]))
 
 
-class Progress:
-    """One line per finished unit: units, inputs, errors, audio, speed."""
+class UnitProgress:
+    """A map stage's progress: units done, with its inputs, errors, audio and speed."""
 
-    def __init__(self, stage: str, total_units: int, stream=sys.stderr):
-        self.stage, self.total, self.stream = stage, total_units, stream
-        self.done = self.inputs = self.errors = 0
+    def __init__(self, stage: str, total_units: int, live: bool | None = None):
+        self.bar = StageProgress(stage, total_units, "units", live=live)
+        self.inputs = self.errors = 0
         self.audio = 0.0
-        self.t0 = time.perf_counter()
 
     def __call__(self, stats: UnitStats) -> None:
-        self.done += 1
         self.inputs += stats.inputs
         self.errors += sum(stats.errors.values())
         self.audio += stats.audio_seconds
-        secs = time.perf_counter() - self.t0
-        print(f"[{self.stage}] {self.done}/{self.total} units | {self.inputs} inputs, "
-              f"{self.errors} errors | {self.audio / 3600:.2f} h audio | "
-              f"{self.audio / secs if secs > 0 else 0:.0f}x real time | {secs:.0f} s",
-              file=self.stream, flush=True)
+        secs = time.monotonic() - self.bar.t0
+        self.bar.advance(1, f"{self.inputs} inputs, {self.errors} errors, "
+                            f"{self.audio / 3600:.2f} h audio, "
+                            f"{self.audio / secs if secs > 0 else 0:.0f}x real time")
 
 
 def run_map_stage(stage: MapStage, executor, echo: Callable[[str], None] = print,
@@ -396,14 +407,17 @@ def run_map_stage(stage: MapStage, executor, echo: Callable[[str], None] = print
     echo(f"{stage.name}: {len(units)} units, {len(units) - len(pending)} already done, "
          f"{len(pending)} to run -> {stage.folder.uri}")
     ran: list[UnitStats] = []
-    progress = Progress(stage.name, len(pending))
+    progress = UnitProgress(stage.name, len(pending), executor.live_progress)
 
     def on_result(stats: UnitStats) -> None:
         ran.append(stats)
         progress(stats)
 
-    if pending:
-        executor.map(stage, pending, on_result)
+    try:
+        if pending:
+            executor.map(stage, pending, on_result)
+    finally:
+        progress.bar.close()
     summary = stage.finish(units, ran, time.perf_counter() - t0)
     for line in summary.lines():
         echo(line)

@@ -73,7 +73,7 @@ def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
              f"({NOT_HELD_OUT})")
     spec = PartsSpec(out, label, holdout, max_utterances, read_settings(first)["model"],
                      cfg.embed.batch_size)
-    executor = executor or RayExecutor(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.progress_bars)
+    executor = executor or RayExecutor.of(cfg.ray)
     echo(f"evaluate: {label} over {which} utterances of {len(parts)} parts")
     found, last, gathered = _gather(executor, parts, spec, which, echo)
     labels = [lab for g in gathered for lab in g["label"]]

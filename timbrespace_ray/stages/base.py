@@ -77,14 +77,16 @@ class StageSummary:
     finished_at: str
 
     def lines(self) -> list[str]:
-        err = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"
+        errors = sum(self.errors.values())
+        by_type = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
         return [
             f"{self.stage}: {self.units_run} of {self.units_total} units run now "
-            f"({self.units_total - self.units_run} were already done)",
-            f"  inputs seen {self.inputs} = rows {self.rows} + errors {sum(self.errors.values())}",
-            f"  errors by type: {err}",
-            f"  audio {self.audio_hours:.3f} h, {self.frames} frames",
-            f"  wall {self.wall_seconds:.1f} s, {self.x_real_time:.0f}x real time this run",
+            f"({self.units_total - self.units_run} were already done); inputs seen {self.inputs} "
+            f"= rows {self.rows} + errors {errors}",
+            f"  audio {self.audio_hours:.3f} h, {self.frames} frames; wall {self.wall_seconds:.1f} s,"
+            f" {self.x_real_time:.0f}x real time this run"
+            + (f"; errors by type: {by_type} (`timbrespace-ray errors OUTPUT` lists them)"
+               if errors else ""),
         ]
 
 

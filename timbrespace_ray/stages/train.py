@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..storage import Location
 from .base import SUCCESS, Stage
 from .parts import complete_parts
+from .train_progress import StepReporter, TrainProgress
 
 CHECKPOINT = "checkpoint"
 TRAINING_STATE = "training_state.pt"
@@ -118,11 +119,11 @@ def _train_loop(cfg: dict) -> None:
     metrics: list[dict] = state.get("metrics", [])
     validation = _held_out(ray.train, "validation", tc.validation_max_tokens) if rank == 0 else []
     t_start = time.perf_counter()
-    if rank == 0:
-        print(f"[train] {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
+    board = StepReporter(cfg["board"] if rank == 0 else None, cfg["total_steps"])
+    board.say(f"encoder: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
               f"{world} worker(s) on {device} in {compute_dtype(device, tc.bf16)}, "
               f"steps {step} -> {cfg['total_steps']}, "
-              f"{len(validation)} validation utterances", flush=True)
+              f"{len(validation)} validation utterances")
 
     def validate() -> None:
         if rank == 0 and validation:
@@ -130,8 +131,7 @@ def _train_loop(cfg: dict) -> None:
                    **validation_metrics(model, validation, tc.max_len, tc.batch_size, device,
                                         tc.seed, tc.bf16)}
             metrics.append(row)
-            print(f"[train] validation after step {step}: loss {row['loss']:.4f} "
-                  f"acc {row['accuracy']:.3f} ({row['targets']} masked tokens)", flush=True)
+            board.validated(row["loss"])
 
     while step < cfg["total_steps"]:
         # each rank repeats its shard until the common step count: DDP ranks stay in lock-step
@@ -146,14 +146,11 @@ def _train_loop(cfg: dict) -> None:
                            tc.contrastive_weight, tc.contrastive_temperature)
             step += 1
             epoch_stats.append(m)
+            board.stepped(step, m, world)
             if rank == 0 and (step % tc.log_every == 0 or step == cfg["total_steps"]):
                 row = {"kind": "step", "step": step, "epoch": epoch, **m,
                        "elapsed_s": time.perf_counter() - t_start}
                 metrics.append(row)
-                nce = f" contrastive {m['contrastive']:.3f}" if "contrastive" in m else ""
-                print(f"[train] step {step}/{cfg['total_steps']} epoch {epoch} loss {m['loss']:.4f} "
-                      f"acc {m['accuracy']:.3f}{nce} lr {m['lr']:.2e} "
-                      f"{m['tokens_per_s'] * world:.0f} tok/s", flush=True)
             if step >= cfg["total_steps"]:
                 break
             if step % tc.checkpoint_every == 0:
@@ -275,10 +272,13 @@ class TrainStage(Stage):
              f"{memory}"
              f"{', activation checkpointing' if checkpointing else ''} -> {self.folder.uri}")
         validation = {"fraction": tc.validation_fraction, "key": key, "seed": tc.seed}
+        ckpt = EncoderCheckpoint(self.folder)
+        first_step = ckpt.folder.child(STATE).read_json()["step"] if ckpt.exists() else 0
+        progress = TrainProgress(total_steps, first_step, executor.live_progress)
         trainer = TorchTrainer(
             _train_loop,
             train_loop_config={"stage": self, "train": tc, "model": model_kwargs,
-                               "total_steps": total_steps,
+                               "total_steps": total_steps, "board": progress.actor,
                                "warmup_steps": min(tc.warmup_steps, total_steps // 10),
                                "activation_checkpointing": checkpointing},
             scaling_config=ScalingConfig(
@@ -294,8 +294,8 @@ class TrainStage(Stage):
             dataset_config=DataConfig(datasets_to_split=["train"],
                                       execution_options=_ordered_ingest()),
         )
-        trainer.fit()
-        ckpt = EncoderCheckpoint(self.folder)
+        with progress:
+            trainer.fit()
         _, _, state = ckpt.load()
         with tempfile.TemporaryDirectory() as tmp:
             names = [n for n in ckpt.latest().list_names() if n != TRAINING_STATE]
