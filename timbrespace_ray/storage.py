@@ -6,6 +6,7 @@ a single PUT only becomes visible once complete.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import posixpath
@@ -25,8 +26,9 @@ from .errors import StorageError
 S3_RETRIES = 10
 # botocore's own defaults (60 s to wait for an answer, up to 5 attempts inside each of s3fs's)
 # would keep a request to an endpoint that accepts connections and never answers going for most
-# of an hour before saying anything; with these it is about 10 minutes (10 x 3 x 20 s plus
-# back-off). The user's `config_kwargs` in storage_options win over them.
+# of an hour before saying anything; with these it is about 13 minutes (10 x 4 x 20 s plus
+# back-off: botocore's max_attempts counts the retries, after the first attempt). The user's
+# `config_kwargs` in storage_options win over them.
 S3_CLIENT_CONFIG = {"connect_timeout": 10, "read_timeout": 20,
                     "retries": {"mode": "standard", "max_attempts": 3}}
 
@@ -46,7 +48,9 @@ class Location:
         options = dict(storage_options or {})
         s3 = uri.partition("://")[0] in ("s3", "s3a")
         if s3:
-            options["config_kwargs"] = {**S3_CLIENT_CONFIG, **options.get("config_kwargs", {})}
+            # a copy: botocore rewrites the `retries` dict it is given, in place
+            options["config_kwargs"] = copy.deepcopy(
+                {**S3_CLIENT_CONFIG, **options.get("config_kwargs", {})})
         fs, path = fsspec.core.url_to_fs(uri, **options)
         if s3 and fs.retries < S3_RETRIES:
             fs.retries = S3_RETRIES
