@@ -22,7 +22,7 @@ from timbrespace_ray.runner import RayExecutor, run_map_stage
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.storage import Location
 
-ACTOR = "ray::MapWorker(MapBatches(_UnitActor))"
+ACTOR = "ray::UnitActor"
 
 
 def _children(ppid: int) -> list[int]:

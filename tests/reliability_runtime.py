@@ -26,7 +26,7 @@ from corpus import SHORT
 
 REPO = Path(__file__).resolve().parent.parent
 DRIVER = Path(__file__).resolve().parent / "reliability_driver.py"
-UNIT_ACTOR = "ray::MapWorker(MapBatches(_UnitActor))"
+UNIT_ACTOR = "ray::UnitActor"
 
 # a features unit per file; a small k-means; the tiny encoder of test_stage_train_embed.py
 CONFIG = {

@@ -20,13 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 RAY_LINE = re.compile(r"\(\w*\s*pid=\d+|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ |"
                       r"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\]|SplitCoordinator|"
                       r"PlacementGroupCleaner|streaming_executor|RayDeprecationWarning")
-# Ray Data's actor pools always pass their constructor arguments through the object store, and
-# Ray's core says so once per run (ray-project/ray#53727, open): the one Ray line left, until
-# the map stages run on a pool of our own
-KNOWN_RAY_LINE = re.compile(r"core_worker\.cc:\d+: Actor with class name: 'MapWorker\(MapBatches"
-                            r"\(_UnitActor\)\)' .* has constructor arguments in the object store")
-
-
 def run_in_terminal(args: list[str], timeout_s: float) -> tuple[int, str]:
     """Run `args` with a pseudo-terminal as its stdout and stderr; (exit code, all it wrote)."""
     leader, follower = pty.openpty()

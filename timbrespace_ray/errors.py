@@ -47,3 +47,7 @@ class ConfigError(TimbrespaceError, ValueError):
 
 class ModelFormatError(TimbrespaceError, ValueError):
     """A model file does not have the expected layout."""
+
+
+class WorkerLostError(TimbrespaceError):
+    """A unit's worker process died again and again while running it: the stage stops."""

@@ -1,7 +1,7 @@
 """Executors decide where a map stage's units run; stages never import Ray themselves.
 
 `LocalExecutor` runs units in this process (the library and unit tests); `RayExecutor` runs
-them on a Ray Data actor pool, on an embedded local Ray or an existing cluster.
+them on Ray actors (actor_pool.py) or tasks, on an embedded local Ray or an existing cluster.
 
 GPUs: `cluster_gpus()` answers "does this cluster have or can it get GPUs?" (the `use_gpu: null`
 decision of the k-means, tokens, train and embed stages) and counts the GPUs an autoscaler can
@@ -11,16 +11,15 @@ first actors of a pool.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import numpy as np
 
+from .actor_pool import run_on_actor_pool
 from .errors import ConfigError
 from .progress import StageProgress
 from .ray_logging import quiet_ray, ray_init_options
@@ -153,29 +152,6 @@ def autoscaling_config_max_gpus(config: dict) -> float | None:
     return total
 
 
-def _units_to_rows(units: list[WorkUnit]) -> list[dict]:
-    return [{"index": u.index, "items": json.dumps(u.items)} for u in units]
-
-
-def _run_batch(stage: MapStage, batch: dict) -> dict:
-    out = []
-    for index, items in zip(batch["index"], batch["items"]):
-        stats = stage.run_unit(WorkUnit(int(index), tuple(json.loads(items))))
-        out.append(json.dumps(asdict(stats)))
-    return {"stats": np.array(out, dtype=object)}
-
-
-class _UnitActor:
-    """Actor-pool worker: the stage's setup (model loading) runs once per actor."""
-
-    def __init__(self, stage: MapStage):
-        self.stage = stage
-        stage.setup()
-
-    def __call__(self, batch: dict) -> dict:
-        return _run_batch(self.stage, batch)
-
-
 def _unit_task(stage: MapStage, unit: WorkUnit) -> UnitStats:
     stage.setup()
     return stage.run_unit(unit)
@@ -196,7 +172,7 @@ class _Call:
 
 
 class RayExecutor:
-    """Units as Ray Data work, on the cluster at `address` or an embedded local Ray."""
+    """Units as Ray actors or tasks, on the cluster at `address` or an embedded local Ray."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  progress_bars: bool = True, verbose: bool = False):
@@ -331,8 +307,6 @@ class RayExecutor:
         return ray.get(refs)
 
     def map(self, stage: MapStage, units: list[WorkUnit], on_result: OnResult) -> None:
-        import ray
-
         self.connect()
         res = stage.resources
         remote_args = {"num_cpus": res.num_cpus}
@@ -342,17 +316,9 @@ class RayExecutor:
             remote_args["memory"] = res.memory_bytes
         if not res.actor_pool:
             return self._map_tasks(stage, units, on_result, remote_args)
-        # one unit per block: units are the scheduling grain, and a failed one retries alone
-        ds = ray.data.from_items(_units_to_rows(units), override_num_blocks=len(units))
-        # an actor pool: setup() once per actor, and each actor has its next unit queued, so
-        # no worker waits between units (Ray Data's task dispatch leaves gaps of ~0.15 s)
         least, most = self._pool_size(res, len(units), stage.name)
-        ds = ds.map_batches(_UnitActor, fn_constructor_args=(stage,), batch_size=1,
-                            compute=ray.data.ActorPoolStrategy(min_size=least, max_size=most),
-                            **remote_args)
-        for row in ds.iter_rows():
-            on_result(UnitStats(**json.loads(row["stats"])))
-
+        run_on_actor_pool(stage, units, on_result, remote_args, least, most,
+                          grow=bool(self.address))
 
     def _map_tasks(self, stage: MapStage, units: list[WorkUnit], on_result: OnResult,
                    options: dict) -> None:
