@@ -47,14 +47,14 @@ def test_job_reads_and_writes_s3(s3_server, s3_bucket, ray_cluster, tmp_path):
     assert len(errors) == counts["errors"]
     summary = json.loads(fs.cat_file(fs.glob(f"{s3_bucket}/out/_runs/features-*.json")[0]))
     assert summary["inputs"] == counts["inputs"] and summary["rows"] == counts["rows"]
-    assert "Starting execution of Dataset" not in logs  # Ray Data's INFO lines: not by default
+    assert "Connecting to existing Ray cluster" not in logs  # Ray's INFO lines: not by default
     # the profile stage reads those features from S3 and writes beside them; --verbose: with
     # Ray's own lines
     code, profile_logs = ray_cluster.submit_job(
         f"python jobs/pipeline.py profile --output s3://{s3_bucket}/out --no-progress --verbose",
         working_dir=REPO, env=s3_server.env, timeout_s=300)
     assert code == 0, profile_logs[-3000:]
-    assert "Starting execution of Dataset" in profile_logs
+    assert "Connecting to existing Ray cluster" in profile_logs
     profiles, _ = _read_s3_table(fs, f"{s3_bucket}/out/profiles")
     assert [r["utt_id"] for r in profiles] == [r["utt_id"] for r in rows]
     assert all(r["description"] and r["duration_s"] == f["duration_s"] for r, f in zip(profiles, rows))

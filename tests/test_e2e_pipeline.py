@@ -57,11 +57,13 @@ def test_the_job_log_holds_our_lines_not_rays(pipeline_out):
     """`ray job logs` (no terminal): bounded progress lines, none twice in a row, no worker
     output forwarded, no Ray INFO lines, no training line printed twice."""
     _, output = pipeline_out
-    # the job's own log: what `ray job submit` printed between its own opening and closing lines
+    # the job's own log: what our driver printed, after the job supervisor's lines (Ray's own,
+    # before the entrypoint starts) and before `ray job submit`'s closing ones
     lines = [line for line in output.splitlines() if line.strip()]
-    start = next(i for i, line in enumerate(lines) if "Tailing logs until the job exits" in line)
-    end = next(i for i, line in enumerate(lines) if re.search(r"-- Job '[\w-]+' succeeded", line))
-    lines = lines[start + 1:end - 1]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Running entrypoint for job"))
+    end = next(i for i, line in enumerate(lines)
+               if re.search(r"-- (WebSocket closed for job|Job '[\w-]+' succeeded)", line))
+    lines = lines[start + 1:end]
     logs = "\n".join(lines)
     assert lines[0] == "==> features" and len(lines) < 80, logs
     assert not [a for a, b in zip(lines, lines[1:]) if a == b]

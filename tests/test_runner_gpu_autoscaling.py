@@ -301,7 +301,9 @@ def test_autoscaling_cluster_gpus_from_zero(tmp_path, v2):
     assert out["gpu_task"][1] == "0" and out["resources_gpu_after"] == 1
     # k-means looked for cuML in its GPU actor, not on the driver, and fell back there
     assert out["kmeans_fit"][0] == "sklearn" and "cuML is not installed" in out["kmeans_fit"][1]
-    assert "cuML is not installed" in err  # the actor's warning, forwarded to the driver
+    # the actor's own warning stays in its log (workers' output is not forwarded by default);
+    # the k-means stage prints the reason the fit returned (test_stage_kmeans.py)
+    assert "cuML is not installed" not in err
     # a cluster config in the GCS (Ray's own record of the node groups) comes first
     assert out["reported"] == [1, 6, "the autoscaler's cluster config in the GCS"]
 

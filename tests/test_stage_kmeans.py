@@ -85,9 +85,13 @@ def test_gpus_without_cuml_fall_back_to_cpu(features_out, tmp_path):
     cfg = load_config(**{"kmeans.n_clusters": 8, "kmeans.n_init": 1})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = KMeansStage(Location.of(str(out)), cfg.kmeans).run(GpuCluster(), quiet)
+        lines = []
+        summary = KMeansStage(Location.of(str(out)), cfg.kmeans).run(GpuCluster(), lines.append)
     assert summary["device"] == "cpu"
     assert any("cuML is not installed" in str(w.message) for w in caught)
+    # the driver says it (a worker's own warning is not forwarded to the driver by default)
+    assert any(line.startswith("kmeans: scikit-learn instead of cuML on GPU node(s): ")
+               and "cuML is not installed" in line for line in lines), lines
 
 
 def test_umap_is_refused_before_any_work():
