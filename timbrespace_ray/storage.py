@@ -19,7 +19,6 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from .errors import StorageError
-from .s3_native import native_s3
 
 # s3fs's own attempts at a call or a read cut off mid-body (its default, 5, lets about one read
 # in 3000 fail when a fifth of the connections drop, and a features input read that fails is
@@ -80,38 +79,6 @@ class Location:
         self.fs.invalidate_cache(self.path)
         with storage_errors("read", self.uri):
             return self.fs.cat_file(self.path)
-
-    def read_small(self, size: int, most: int) -> tuple[int, bytes | None]:
-        """(size, bytes) of this file, fetched whole when `size` (its size as the caller knows
-        it; -1: unknown, then looked up first, a HEAD on object storage) is at most `most`; else
-        (its current size, None), for the caller to refuse it or stream it.
-
-        With a known size s3fs makes one request, a ranged GET: without the range it would first
-        ask for the size (a HEAD) to decide whether to download in concurrent chunks. On S3 the
-        native client of s3_native (a HEAD and a GET) fetches instead where the options map
-        onto it exactly: a missing file is still FileNotFoundError, and any other failure of it
-        is fetched again by s3fs, whose errors the callers know."""
-        native = native_s3(self.fs) if not self.is_local else None
-        failure = None
-        if native is not None and native.serves(self.path):
-            try:
-                return native.read_small(self.path, size, most)
-            except FileNotFoundError:
-                raise
-            except Exception as exc:  # s3fs tries again, and raises what callers expect
-                failure = exc
-        got = self._read_small_fsspec(size, most)
-        if failure is not None:
-            native.fell_back(self.path, failure)
-        return got
-
-    def _read_small_fsspec(self, size: int, most: int) -> tuple[int, bytes | None]:
-        if size < 0:
-            size = self.fs.size(self.path)
-        if size > most:
-            return size, None
-        return size, (self.fs.cat_file(self.path, start=0, end=size) if size
-                      else self.fs.cat_file(self.path))
 
     def read_json(self) -> Any:
         return json.loads(self.read_bytes())

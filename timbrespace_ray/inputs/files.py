@@ -13,11 +13,11 @@ def is_audio(name: str) -> bool:
     return name.lower().endswith(AUDIO_EXTENSIONS)
 
 
-# A file up to this size is fetched whole (Location.read_small: on object storage one GET, or
-# the HEAD and GET of S3's native client) and decoded from memory: on a store, round trips cost
-# more than bytes, and 64 MiB (over half an hour of 16 kHz 16-bit WAV) is little beside a
-# worker's memory; the features stage's prefetch budget bounds how many are held ahead. A
-# larger file is streamed in blocks, so a recording of hours is never in memory whole.
+# A file up to this size is fetched whole with one request (on object storage a GET, with no
+# HEAD before it) and decoded from memory: on a store, round trips cost more than bytes, and
+# 64 MiB (over half an hour of 16 kHz 16-bit WAV) is little beside a worker's memory; the
+# features stage's prefetch budget bounds how many are held ahead. A larger file is streamed
+# in blocks, so a recording of hours is never in memory whole.
 WHOLE_READ_BYTES = 64 << 20
 
 
@@ -26,24 +26,19 @@ def open_checked(source: str, size: int, ctx: ReadContext):
     refusing a file over features.max_file_bytes before any of it is read (a whole-file decode
     holds the file's samples in memory). `size` is the size the plan knows (-1: unknown)."""
     loc = Location.of(source, dict(ctx.storage_options))
-    if size > WHOLE_READ_BYTES:
+    if size < 0 or size > WHOLE_READ_BYTES:
         # a size known from the plan only says whether one request will do; a large file's
         # current size is looked up once, here, and passed on so that open() does not again
-        size = -1
-    if size >= 0:
-        _check_size(size, ctx)
-    size, data = loc.read_small(size, min(WHOLE_READ_BYTES, ctx.max_file_bytes))
-    if data is not None:
-        return data
-    _check_size(size, ctx)
-    return loc.fs.open(loc.path, "rb", size=size)
-
-
-def _check_size(size: int, ctx: ReadContext) -> None:
+        size = loc.fs.size(loc.path)
     if size > ctx.max_file_bytes:
         raise FileTooLargeError(
             f"{size / 2**20:.0f} MiB is over the {ctx.max_file_bytes / 2**20:.0f} MiB "
             "limit (features.max_file_bytes)")
+    if size <= WHOLE_READ_BYTES:
+        # the byte range makes it one request: without it s3fs first asks for the size (a
+        # HEAD) to decide whether to download in concurrent chunks
+        return loc.fs.cat_file(loc.path, start=0, end=size) if size else loc.fs.cat_file(loc.path)
+    return loc.fs.open(loc.path, "rb", size=size)
 
 
 class AudioFileReader(Reader):
