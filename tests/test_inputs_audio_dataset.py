@@ -212,14 +212,15 @@ def read_all(corpus):
             for item in corpus.items for r in read_item(item, ctx)]
 
 
-def test_a_large_row_group_is_cut_into_slices_within_both_bounds(tmp_path):
+def test_a_large_row_group_is_cut_into_slices_by_bytes_not_by_rows(tmp_path):
     columns, data = dataset_rows(7)
     shard = write_dataset(tmp_path / "big.parquet", columns)  # one row group of 7 rows
     assert pq.ParquetFile(shard).metadata.num_row_groups == 1
     group_bytes = pq.ParquetFile(shard).metadata.row_group(0).total_byte_size
     expected = [(f"big.parquet/{r}", data[r]) for r in range(7)]
+    # a slice re-reads its row group from the start: a row count alone never cuts one
     by_count = discover(str(shard), options=InputOptions(unit_count=3))
-    assert [(i["first"], i["rows"]) for i in by_count.items] == [(0, 2), (2, 2), (4, 3)]
+    assert [(i["first"], i["rows"]) for i in by_count.items] == [(0, 7)]
     assert read_all(by_count) == expected
     limit = group_bytes // 3
     by_size = discover(str(shard), options=InputOptions(unit_count=100, unit_bytes=limit))
@@ -231,18 +232,21 @@ def test_a_large_row_group_is_cut_into_slices_within_both_bounds(tmp_path):
 
 
 def test_a_split_shard_is_several_units_and_every_row_once(tmp_path):
-    columns, _ = dataset_rows(5, speaker_id=[f"s{i}" for i in range(5)])
+    n = 20  # about 2.7 MB of audio in one row group
+    columns, _ = dataset_rows(n, speaker_id=[f"s{i}" for i in range(n)])
     shard = write_dataset(tmp_path / "big.parquet", columns)
     out = tmp_path / "out"
-    summary = run(shard, out, files_per_unit=2)
+    summary = run(shard, out, files_per_unit=2, bytes_per_unit=1 << 20)
     plan = pq.read_table(out / "_plan" / "features.parquet").to_pylist()
     units = [json.loads(u["items"]) for u in plan]
     slices = [(i["row_group"], i["first"], i["rows"]) for u in units for i in u]
-    assert len(units) == 3 and slices == [(0, 0, 1), (0, 1, 2), (0, 3, 2)]
-    assert summary.inputs == summary.rows == 5
+    assert len(units) == len(slices) >= 3  # a slice each, cut by the 1 MiB bound
+    assert [first for _, first, _ in slices] == [0] + list(np.cumsum([r for *_, r in slices[:-1]]))
+    assert sum(r for *_, r in slices) == n
+    assert summary.inputs == summary.rows == n
     got = rows(out)
-    assert sorted(got) == [f"big.parquet/{r}" for r in range(5)]
-    assert [got[f"big.parquet/{r}"]["speaker_id"] for r in range(5)] == [f"s{r}" for r in range(5)]
+    assert sorted(got) == sorted(f"big.parquet/{r}" for r in range(n))
+    assert [got[f"big.parquet/{r}"]["speaker_id"] for r in range(n)] == [f"s{r}" for r in range(n)]
 
 
 def test_bad_rows_are_one_error_row_each(tmp_path):

@@ -189,6 +189,18 @@ class Services:
             self.stop()
             raise
 
+    def store_cpu_s(self) -> float:
+        """CPU seconds the store has used so far: the SeaweedFS processes and the proxy's
+        thread. They share this machine's cores with the workers here; a cloud store's do not."""
+        import psutil
+
+        weed = psutil.Process(self.s3.proc.pid)
+        procs = [weed, *weed.children(recursive=True)]
+        total = sum(sum(p.cpu_times()[:2]) for p in procs if p.is_running())
+        native = self.proxy._thread.native_id
+        return total + sum(t.user_time + t.system_time for t in psutil.Process().threads()
+                           if t.id == native)
+
     def options(self, source: str) -> dict:
         if source == "local":
             return {}
@@ -263,10 +275,12 @@ class StageRunner:
         overrides = {"storage.storage_options": opts} if opts else {}
         cfg = load_config(input=input_uri, output=str(out), **overrides)
         r0, b0 = self.services.proxy.stats.requests, self.services.proxy.stats.bytes_down
+        c0 = self.services.store_cpu_s()
         t0 = time.perf_counter()
         summary = run_stage("features", cfg, self.services.executor,
                             lambda s: print(s, file=sys.stderr, flush=True))
         wall = time.perf_counter() - t0
+        store_cpu = self.services.store_cpu_s() - c0
         requests = self.services.proxy.stats.requests - r0
         bytes_down = self.services.proxy.stats.bytes_down - b0
         if summary.errors or summary.rows != summary.inputs:
@@ -276,7 +290,8 @@ class StageRunner:
                 "bytes_down": bytes_down,
                 "plan_requests": self.plan_requests if source == "s3+lat" else 0,
                 "rows": summary.rows, "frames": summary.frames, "units": summary.units_total,
-                "audio_s": summary.audio_hours * 3600, "busy_s": summary.busy_seconds}
+                "audio_s": summary.audio_hours * 3600, "busy_s": summary.busy_seconds,
+                "store_cpu_s": store_cpu}
 
     def close(self) -> None:
         self._restore()
@@ -320,6 +335,8 @@ def measure_form(name: str, args, services: Services, run: StageRunner, tmp: Pat
             order.append(source)
             req = (f", {res['requests']} requests ({res['plan_requests']} planning)"
                    if source == "s3+lat" else "")
+            if source != "local":
+                req += f", store CPU {res['store_cpu_s']:.1f} s"
             echo(f"  run {len(order):2d}: {source:<7} {res['wall_s']:6.1f} s "
                  f"(plan {res['plan_s']:4.1f} s) {res['audio_s'] / res['wall_s']:6.0f} x real "
                  "time, "
@@ -340,6 +357,10 @@ def measure_form(name: str, args, services: Services, run: StageRunner, tmp: Pat
     busy = {s: sum(r["busy_s"] for r in runs[s]) for s in SOURCES}
     out["busy_ratio_s3"] = busy["local"] / busy["s3"]
     out["busy_ratio_lat"] = busy["local"] / busy["s3+lat"]
+    # the store's share of this machine's CPU while it served the stage (a cloud store's
+    # servers are not the workers' cores)
+    for s, key in (("s3", "store_share_s3"), ("s3+lat", "store_share_lat")):
+        out[key] = (sum(r["store_cpu_s"] for r in runs[s]) / (total[s] * args.cpus))
     lat = runs["s3+lat"]
     reqs = sum(r["requests"] for r in lat) / len(lat)
     plan_reqs = sum(r["plan_requests"] for r in lat) / len(lat)
@@ -372,6 +393,10 @@ def print_table(results: list[dict], args, echo) -> None:
     for r in results:
         echo(f"{r['form']:<9} s3/local {r['busy_ratio_s3']:.2f}, {lat}/local "
              f"{r['busy_ratio_lat']:.2f}")
+    echo("\nthe store's own CPU (SeaweedFS and the latency proxy, on this machine's cores beside "
+         "the workers; a cloud store's is elsewhere), as a share of the machine's CPU time:")
+    for r in results:
+        echo(f"{r['form']:<9} s3 {r['store_share_s3']:.0%}, {lat} {r['store_share_lat']:.0%}")
     echo(f"\nrequests through the {args.latency_ms:g} ms proxy, per run (planning on the driver; "
          "workers' reads per stored object and per utterance), and the bytes they read:")
     for r in results:
