@@ -54,7 +54,7 @@ class StageProgress:
         self.name, self.total, self.unit = name, total, unit
         self.stream = stream or sys.stderr
         self.clock = clock
-        self.initial = self.done = self._last_line_done = initial
+        self.done = self._last_line_done = initial
         self.facts = ""
         self.t0 = self._last_line = clock()
         # the rate for the ETA is taken from the first work done on: before it, workers start
