@@ -351,7 +351,7 @@ class UnitProgress:
         self.inputs += stats.inputs
         self.errors += sum(stats.errors.values())
         self.audio += stats.audio_seconds
-        secs = time.monotonic() - self.bar.t0
+        secs = self.bar.clock() - self.bar.t0
         self.bar.advance(1, f"{self.inputs} inputs, {self.errors} errors, "
                             f"{self.audio / 3600:.2f} h audio, "
                             f"{self.audio / secs if secs > 0 else 0:.0f}x real time")
