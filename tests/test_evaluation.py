@@ -14,7 +14,7 @@ from timbrespace_ray.encoder import (EmbeddingNormalization, ProsodicSequenceEnc
 from timbrespace_ray.encoder.batching import collate
 from timbrespace_ray.encoder.split import is_validation, split_position
 from timbrespace_ray.errors import ConfigError, ModelFormatError
-from timbrespace_ray.evaluation.parts import InconsistentPartsError
+from timbrespace_ray.errors import InconsistentPartsError
 from timbrespace_ray.evaluation.report import DESCRIPTIONS
 from timbrespace_ray.evaluation.representations import (compared, encoder_vectors,
                                                         feature_statistics, standardised,

@@ -15,7 +15,7 @@ from timbrespace_ray.errors import ConfigError
 from timbrespace_ray.pipeline import run_pipeline, run_stage
 from timbrespace_ray.profiles import Bins, describe, level_names
 from timbrespace_ray.runner import LocalExecutor
-from timbrespace_ray.stages.profile import NoPitchTrackError
+from timbrespace_ray.errors import NoPitchTrackError
 
 SR = 16_000
 QUIET = lambda s: None  # noqa: E731

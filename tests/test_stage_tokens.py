@@ -10,7 +10,7 @@ from corpus import SHORT
 from timbrespace_ray.config import load_config
 from timbrespace_ray.runner import LocalExecutor, run_map_stage
 from timbrespace_ray.stages.features import FeaturesStage
-from timbrespace_ray.stages.parts import UpstreamIncompleteError
+from timbrespace_ray.errors import UpstreamIncompleteError
 from timbrespace_ray.stages.tokens import TokensStage
 from timbrespace_ray.storage import Location
 

@@ -51,3 +51,46 @@ class ModelFormatError(TimbrespaceError, ValueError):
 
 class WorkerLostError(TimbrespaceError):
     """A unit's worker process died again and again while running it: the stage stops."""
+
+
+class InputError(TimbrespaceError):
+    """The input location, manifest or dataset cannot be used."""
+
+
+class TarShardError(TimbrespaceError):
+    """A tar shard (or the rest of it, from some member on) cannot be read."""
+
+
+class DatasetShardError(TimbrespaceError):
+    """A Parquet audio dataset shard (its footer, or the pages of one of its row groups) cannot
+    be read: damaged or truncated."""
+
+
+class MissingAudioError(TimbrespaceError):
+    """A dataset row holds no audio: its audio cell is null, or has neither bytes nor a path."""
+
+
+class SegmentRangeError(TimbrespaceError):
+    """A segment starts before its recording, ends after it, or ends before it starts."""
+
+
+class UnsupportedInputError(TimbrespaceError):
+    """An input uses a feature of its format that the pipeline does not read (e.g. a lhotse
+    recording with transforms, or a cut that mixes several recordings)."""
+
+
+class UpstreamIncompleteError(TimbrespaceError):
+    """A stage's input stage has not finished."""
+
+
+class NoPitchTrackError(TimbrespaceError):
+    """The features table has no usable pitch_hz track to profile."""
+
+
+class InconsistentPartsError(TimbrespaceError):
+    """An utterance of an embeddings part is missing from the same-named tokens or features
+    part."""
+
+
+class InspectionError(TimbrespaceError):
+    """The output folder holds no run, or a stage name is unknown."""

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import TimbrespaceError
+from .errors import InspectionError
 from .storage import Location, storage_errors
 from .tables import ERRORS_SCHEMA
 
@@ -50,9 +50,6 @@ CHECKPOINT, CHECKPOINT_STATE = "checkpoint", "state.json"
 FINISHED, INCOMPLETE, NOT_STARTED, NOT_RUN = "finished", "incomplete", "not_started", "not_run"
 EXIT_FINISHED, EXIT_NO_RUN, EXIT_UNFINISHED = 0, 2, 3
 
-
-class InspectionError(TimbrespaceError):
-    """The output folder holds no run, or a stage name is unknown."""
 
 
 @dataclass

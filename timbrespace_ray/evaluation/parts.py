@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ..encoder import pool_windows
-from ..errors import TimbrespaceError
+from ..errors import InconsistentPartsError
 from ..features.analysis import FEATURE_NAMES
 from ..storage import Location
 from ..tables import flat_lists
@@ -25,10 +25,6 @@ from .representations import (encoder_vectors, feature_statistics, token_frequen
                               untrained_encoder)
 from .selection import Candidates, Holdout, candidates
 
-
-class InconsistentPartsError(TimbrespaceError):
-    """An utterance of an embeddings part is missing from the same-named tokens or features
-    part."""
 
 
 @dataclass(frozen=True)

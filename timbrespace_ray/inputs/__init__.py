@@ -7,9 +7,9 @@ path or segment manifests (manifest.py), Parquet audio datasets (audio_dataset.p
 manifests (lhotse.py).
 """
 from . import audio_dataset, files, lhotse, manifest, tar  # noqa: F401  (register the readers)
-from .base import (END_TOLERANCE_S, DatasetShardError, InputError, InputOptions,
-                   MissingAudioError, ReadContext, Reader, Recording, Segment, SegmentRangeError,
-                   TarShardError, UnsupportedInputError, read_item)
+from ..errors import (DatasetShardError, InputError, MissingAudioError, SegmentRangeError,
+                      TarShardError, UnsupportedInputError)
+from .base import END_TOLERANCE_S, InputOptions, ReadContext, Reader, Recording, Segment, read_item
 from .discovery import Corpus, discover
 
 __all__ = ["Corpus", "DatasetShardError", "END_TOLERANCE_S", "InputError", "InputOptions",

@@ -33,10 +33,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import FileTooLargeError
+from ..errors import DatasetShardError, FileTooLargeError, InputError, MissingAudioError
 from ..storage import Location, unreachable_errors
-from .base import (DatasetShardError, InputError, InputOptions, MissingAudioError, ReadContext,
-                   Reader, Recording, Segment, plan_item, relative_uri)
+from .base import InputOptions, ReadContext, Reader, Recording, Segment, plan_item, relative_uri
 from .files import open_checked
 from .metadata import TYPES, plain_type, select_columns
 

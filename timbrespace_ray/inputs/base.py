@@ -14,35 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
-from ..errors import TimbrespaceError
 from ..storage import Location
-
-
-class InputError(TimbrespaceError):
-    """The input location, manifest or dataset cannot be used."""
-
-
-class TarShardError(TimbrespaceError):
-    """A tar shard (or the rest of it, from some member on) cannot be read."""
-
-
-class DatasetShardError(TimbrespaceError):
-    """A Parquet audio dataset shard (its footer, or the pages of one of its row groups) cannot
-    be read: damaged or truncated."""
-
-
-class MissingAudioError(TimbrespaceError):
-    """A dataset row holds no audio: its audio cell is null, or has neither bytes nor a path."""
-
-
-class SegmentRangeError(TimbrespaceError):
-    """A segment starts before its recording, ends after it, or ends before it starts."""
-
-
-class UnsupportedInputError(TimbrespaceError):
-    """An input uses a feature of its format that the pipeline does not read (e.g. a lhotse
-    recording with transforms, or a cut that mixes several recordings)."""
-
 
 # A segment may end this far past the decoded recording and is then clipped to its end, as
 # `extract(end_ms=...)` does: manifests round times, and lengths computed at another sample

@@ -12,9 +12,10 @@ import posixpath
 from dataclasses import dataclass, field
 
 from ..audio import AUDIO_EXTENSIONS
+from ..errors import InputError
 from ..storage import Location, redact_uri, storage_errors
 from . import audio_dataset, lhotse
-from .base import InputError, InputOptions
+from .base import InputOptions
 from .files import AudioFileReader, is_audio
 from .manifest import MANIFEST_EXTENSIONS, plan_manifest, read_table
 from .tar import TarShardReader, is_shard, sniff_metadata

@@ -76,9 +76,9 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
+from ..errors import InputError, UnsupportedInputError
 from ..storage import Location
-from .base import (InputError, InputOptions, ReadContext, Reader, Recording,
-                   UnsupportedInputError, plan_item, relative_uri)
+from .base import InputOptions, ReadContext, Reader, Recording, plan_item, relative_uri
 from .files import segmented_recording
 from .metadata import RESERVED, plain_value, select_columns
 

@@ -14,8 +14,9 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
+from ..errors import InputError
 from ..storage import Location
-from .base import InputError, ReadContext, Reader, Recording, plan_item, relative_uri
+from .base import ReadContext, Reader, Recording, plan_item, relative_uri
 from .files import segmented_recording
 from .metadata import plain_type, select_columns, table_values
 from .tar import TarShardReader, is_shard

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .base import InputError
+from ..errors import InputError
 
 TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
 

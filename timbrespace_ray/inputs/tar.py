@@ -14,9 +14,9 @@ import tarfile
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import FileTooLargeError
+from ..errors import FileTooLargeError, TarShardError
 from ..storage import Location
-from .base import ReadContext, Reader, Recording, Segment, TarShardError, plan_item
+from .base import ReadContext, Reader, Recording, Segment, plan_item
 from .files import is_audio
 from .metadata import plain_value
 

@@ -20,7 +20,8 @@ from ..config import KMeansStageConfig
 from ..features.analysis import FEATURE_NAMES
 from ..storage import Location
 from .base import SUCCESS, Resources, Stage
-from .parts import UpstreamIncompleteError, complete_parts
+from ..errors import UpstreamIncompleteError
+from .parts import complete_parts
 from .sampling import per_part_counts, sample_part
 
 

@@ -7,13 +7,10 @@ import posixpath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import TimbrespaceError
+from ..errors import UpstreamIncompleteError
 from ..storage import Location
 from .base import SUCCESS, MapStage, WorkUnit
 
-
-class UpstreamIncompleteError(TimbrespaceError):
-    """A stage's input stage has not finished."""
 
 
 def complete_parts(output: Location, upstream: str, consumer: str) -> list[Location]:

@@ -26,7 +26,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from ..config import ProfileStageConfig
-from ..errors import ConfigError, ModelFormatError, TimbrespaceError
+from ..errors import ConfigError, ModelFormatError, NoPitchTrackError
 from ..features.config import FeatureConfig
 from ..features.pitch import PITCH_COLUMN
 from ..profiles import (ATTRIBUTES, MEASURE_COLUMNS, SUMMARISED, Bins, describe,
@@ -43,9 +43,6 @@ MEASURES = "_measures"  # inside profiles/: `profiles/*.parquet` globs never rea
 SPEAKERS = "speakers"
 IDENTITY = ("utt_id", "source", "start_s", "end_s", "n_frames")
 
-
-class NoPitchTrackError(TimbrespaceError):
-    """The features table has no usable pitch_hz track to profile."""
 
 
 class ProfileMeasuresStage(PartsStage):
