@@ -1,6 +1,9 @@
-"""Audio files, one utterance each: found by listing a folder or prefix, or named alone."""
+"""Audio files, one utterance each: found by listing a folder or prefix, or named alone. Also
+the plan item of one recording read for its segments, which manifests and lhotse plan.
+"""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from ..audio import AUDIO_EXTENSIONS
@@ -53,6 +56,21 @@ class AudioFileReader(Reader):
         source, size = item["source"], item["size"]
         yield Recording(source, [Segment(item["utt_id"])],
                         open=lambda: open_checked(source, size, ctx))
+
+
+def segmented_item(reader: type[Reader], source: str, columns: list[str], segments: list[list],
+                   **fields) -> dict:
+    """The plan item of one recording read for its `segments` ([utt_id, start_s, end_s,
+    metadata values], with `columns` naming the values), in the order they are read."""
+    return plan_item(reader, count=len(segments), source=source, columns=columns,
+                     segments=sorted(segments, key=_order), **fields)
+
+
+def _order(segment: list) -> tuple:
+    # whole-recording segments first, then by start (a start the row lacks, NaN, first),
+    # then by id: a deterministic order whatever the order of the rows
+    start = segment[1]
+    return (start is not None, -1.0 if start is None or math.isnan(start) else start, segment[0])
 
 
 def segmented_recording(item: dict, ctx: ReadContext) -> Recording:

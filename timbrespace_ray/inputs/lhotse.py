@@ -71,15 +71,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import posixpath
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InputError, UnsupportedInputError
 from ..storage import Location
-from .base import InputOptions, ReadContext, Reader, Recording, plan_item, relative_uri
-from .files import segmented_recording
+from .base import InputOptions, ReadContext, Reader, Recording, relative_uri
+from .files import segmented_item, segmented_recording
 from .metadata import RESERVED, plain_value, select_columns
 
 INSTALL = "pip install 'timbrespace-ray[lhotse]'"
@@ -430,13 +429,11 @@ class _Planner:
         names = list(columns)
         items = []
         for group in groups:
-            segments = sorted(([u, s, e, [m.get(n) for n in names]]
-                               for u, s, e, m in group["segments"]), key=_order)
-            fields = {"source": group["source"], "columns": names, "segments": segments,
-                      "channels": None if group["channels"] is None else list(group["channels"])}
+            segments = [[u, s, e, [m.get(n) for n in names]] for u, s, e, m in group["segments"]]
+            fields = {"channels": None if group["channels"] is None else list(group["channels"])}
             if group["error"] is not None:
                 fields["error"] = group["error"]
-            items.append(plan_item(LhotseReader, count=len(segments), **fields))
+            items.append(segmented_item(LhotseReader, group["source"], names, segments, **fields))
         return items, columns
 
 
@@ -465,11 +462,6 @@ def _column_types(metas) -> tuple[dict[str, str | None], set[str]]:
         else:
             available[name] = "string"
     return available, present
-
-
-def _order(segment: list) -> tuple:
-    start = segment[1]
-    return (start is not None, -1.0 if start is None or math.isnan(start) else start, segment[0])
 
 
 def _other_cut_supervisions(doc: dict) -> list[str]:

@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..storage import Location
-from .base import ReadContext, Reader, Recording, plan_item, relative_uri
-from .files import segmented_recording
+from .base import ReadContext, Reader, Recording, relative_uri
+from .files import segmented_item, segmented_recording
 from .metadata import plain_type, select_columns, table_values
 from .tar import TarShardReader, is_shard
 
@@ -107,15 +107,9 @@ def plan_manifest(manifest: Location, table: pa.Table, keep: Sequence[str] | Non
         by_source.setdefault(uri, []).append(
             [str(utt_id), start_s, end_s, [meta[n][row] for n in meta_names]])
     # sizes are not fetched here: a manifest of millions of rows must plan without a HEAD each
-    items = [plan_item(ManifestReader, count=len(segs), source=uri, columns=meta_names,
-                       segments=sorted(segs, key=_order))
+    items = [segmented_item(ManifestReader, uri, meta_names, segs)
              for uri, segs in by_source.items()]
     return items + shards, columns
-
-
-def _order(segment: list) -> tuple:
-    start = segment[1]
-    return (start is not None, -1.0 if start is None or math.isnan(start) else start, segment[0])
 
 
 class ManifestReader(Reader):
