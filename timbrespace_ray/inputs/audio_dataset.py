@@ -35,7 +35,8 @@ import pyarrow as pa
 
 from ..errors import DatasetShardError, FileTooLargeError, InputError, MissingAudioError
 from ..storage import Location, unreachable_errors
-from .base import InputOptions, ReadContext, Reader, Recording, Segment, plan_item, relative_uri
+from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
+                   plan_item, relative_uri)
 from .files import open_checked
 from .metadata import TYPES, plain_type, select_columns
 
@@ -353,6 +354,18 @@ def _utt_id(value: Any, prefix: str, row: int) -> str:
 # reading ---------------------------------------------------------------------------------------
 class AudioDatasetReader(Reader):
     name = "audio_dataset"
+    describes = "Parquet audio datasets (*.parquet with an audio column)"
+    extensions = (".parquet",)
+    priority = 1  # before the Parquet manifest: told apart by the audio column
+
+    @classmethod
+    def recognises(cls, loc: Location, options: InputOptions) -> bool:
+        return (super().recognises(loc, options)
+                and audio_column(read_schema(loc), options.audio_column, loc.uri) is not None)
+
+    @classmethod
+    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+        return Corpus(*plan_shards([f.loc for f in files], root, options))
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:

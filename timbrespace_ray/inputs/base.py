@@ -1,14 +1,33 @@
-"""The one contract every input form follows: plan items on the driver, recordings on workers.
+"""The one contract every input form follows: recognise an input, plan it, read a plan item.
 
-A reader turns an input location into *plan items* on the driver (JSON-able dicts small enough
-to hold a million of them: a file, a tar shard, a recording with its segments, a slice of a
-Parquet shard's rows), and on a worker turns one plan item back into `Recording`s: where the
-audio is, which channels count, and the segments (utterances) to analyse in it, each with its
-time range and its metadata. The features stage decodes each recording once, whatever the
-number of its segments, and never needs to know which form the corpus came in.
+A `Reader` is one input form, with both halves in one class:
+
+- driver, recognising: `recognises(loc, options)` says whether one file is this form's input,
+  cheaply: by its extension (`extensions`) and, for tables, by their schema or first record,
+  never by the file's name. A reader may claim a file only to refuse it with a better message
+  than "is not an input" (a `.jsonl.gz` that is not lhotse). Readers are asked in `priority`
+  order: readers of disjoint extensions share the default; where two read one extension (a
+  Parquet audio dataset, a Parquet manifest) the one that checks the content is asked first
+  and the catch-all last. A folder or prefix is listed and each file given to the first
+  `in_folders` reader that recognises it (a manifest is read only when it is the input: it
+  names files the folder may hold too).
+- driver, planning: `plan(files, root, options)` turns the recognised files (one named alone,
+  or all a reader claimed in a folder, in listing order) into a `Corpus`: plan items (JSON-able
+  dicts small enough to hold a million of them: a file, a tar shard, a recording with its
+  segments, a slice of a Parquet shard's rows) and the metadata columns. A folder's items come
+  by reader priority, then in listing order of their `source`.
+- worker, reading: `read(item, ctx)` turns one plan item back into `Recording`s: where the
+  audio is, which channels count, and the segments (utterances) to analyse in it, each with its
+  time range and its metadata. The item names its reader (`name`, the registry's key), so a
+  worker needs no state from the driver.
+
+The features stage decodes each recording once, whatever the number of its segments, and never
+needs to know which form the corpus came in. A new form is one module defining a subclass,
+imported by the package so that it registers.
 """
 from __future__ import annotations
 
+import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +90,26 @@ class InputOptions:
 
 
 @dataclass(frozen=True)
+class InputFile:
+    """One file of an input location: the file named as the input, or one found in a folder."""
+
+    loc: Location
+    size: int  # bytes, -1 when the listing does not say
+
+    def name_in(self, root: Location) -> str:
+        """The file's path relative to `root`: the id of what it holds."""
+        return posixpath.relpath(self.loc.path, root.path)
+
+
+@dataclass
+class Corpus:
+    """A planned input: its items in a deterministic order and its metadata columns."""
+
+    items: list[dict]
+    metadata: dict[str, str] = field(default_factory=dict)  # column -> plain type
+
+
+@dataclass(frozen=True)
 class ReadContext:
     """Worker-side settings a reader needs (the same for every item of a stage)."""
 
@@ -79,15 +118,30 @@ class ReadContext:
 
 
 class Reader(ABC):
-    """One input form. Subclasses register themselves by `name`, which each plan item carries,
-    so a worker finds the reader for an item without any state from the driver."""
+    """One input form (see the module's docstring for the contract). Subclasses register
+    themselves by `name`, which each plan item carries."""
 
     name: ClassVar[str]
+    describes: ClassVar[str]  # what it reads, for "looked for ..." messages
+    extensions: ClassVar[tuple[str, ...]]  # lower case, with the dot
+    priority: ClassVar[int] = 0  # asked in increasing order
+    in_folders: ClassVar[bool] = True  # read when found in a folder, not only when named
     registry: ClassVar[dict[str, type["Reader"]]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         Reader.registry[cls.name] = cls
+
+    @classmethod
+    def recognises(cls, loc: Location, options: InputOptions) -> bool:
+        """Whether the file at `loc` is this form's input (here: by extension alone)."""
+        return loc.path.lower().endswith(cls.extensions)
+
+    @classmethod
+    @abstractmethod
+    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+        """The plan items of the recognised `files` (in a folder, paths relative to `root`
+        name them; a file named alone has its own folder as root) and their metadata."""
 
     @classmethod
     @abstractmethod
@@ -110,8 +164,6 @@ def relative_uri(base: Location, path: str) -> tuple[str, str]:
     """(full URI, id) of a path written in a manifest: a URI as it is, else relative to the
     manifest's folder (an absolute path stays absolute); the id is the path as written,
     normalized, without a leading slash or protocol."""
-    import posixpath
-
     if "://" in path:
         return path, path.split("://", 1)[1]
     if path.startswith("/"):

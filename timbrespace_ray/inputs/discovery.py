@@ -1,37 +1,16 @@
-"""Which input form a location holds, and its plan items: the driver's half of every reader.
+"""Which input form a location holds, and its plan: the registered readers are asked in turn.
 
-A folder or prefix is listed (audio files, tar shards, Parquet audio dataset shards); a single
-file is an audio file, a shard, a manifest, a Parquet audio dataset or a lhotse manifest, told
-apart by extension and, for tables, by their schema or first record, never by their name.
+A single file is planned by the first reader that recognises it. A folder or prefix is listed
+and each file given to the first reader read in folders that recognises it; each reader then
+plans the files it claimed. Nothing here knows any one form (base.py has the contract).
 """
 from __future__ import annotations
 
-import gzip
-import json
 import posixpath
-from dataclasses import dataclass, field
 
-from ..audio import AUDIO_EXTENSIONS
 from ..errors import InputError
 from ..storage import Location, redact_uri, storage_errors
-from . import audio_dataset, lhotse
-from .base import InputOptions
-from .files import AudioFileReader, is_audio
-from .manifest import MANIFEST_EXTENSIONS, plan_manifest, read_table
-from .tar import TarShardReader, is_shard, sniff_metadata
-
-JSONL_EXTENSIONS = (".jsonl", ".jsonl.gz")
-LOOKED_FOR = (f"audio files ({', '.join(AUDIO_EXTENSIONS)}), tar shards (.tar), Parquet audio "
-              "datasets (*.parquet with an audio column), manifests (.parquet/.csv/.jsonl with a "
-              "'path' column) or lhotse manifests (.jsonl/.jsonl.gz)")
-
-
-@dataclass
-class Corpus:
-    """A planned input: its items in a deterministic order and its metadata columns."""
-
-    items: list[dict]
-    metadata: dict[str, str] = field(default_factory=dict)  # column -> plain type
+from .base import Corpus, InputFile, InputOptions, Reader
 
 
 def discover(input_uri: str, storage_options: dict | None = None,
@@ -47,81 +26,64 @@ def discover(input_uri: str, storage_options: dict | None = None,
         else:
             corpus = _from_file(root, options)
     if not corpus.items:
-        raise InputError(f"{redact_uri(input_uri)} holds no input: looked for {LOOKED_FOR}")
+        raise InputError(f"{redact_uri(input_uri)} holds no input: looked for "
+                         f"{_described(readers())}")
     _check_unique(corpus.items)
     return corpus
 
 
+def readers() -> list[type[Reader]]:
+    """The registered readers in the order they are asked (by priority, then name: the same
+    order whatever the order of their imports)."""
+    return sorted(Reader.registry.values(), key=lambda r: (r.priority, r.name))
+
+
+def _described(asked: list[type[Reader]]) -> str:
+    *rest, last = [r.describes for r in asked]
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
 def _from_file(loc: Location, options: InputOptions) -> Corpus:
-    name = loc.path.lower()
-    base = posixpath.basename(loc.path)
-    if is_audio(name):
-        return Corpus([AudioFileReader.item(base, loc.uri, loc.fs.size(loc.path))])
-    if is_shard(name):
-        return Corpus([TarShardReader.item(base, loc.uri, loc.fs.size(loc.path))],
-                      sniff_metadata(loc))
-    if name.endswith(".parquet"):
-        schema = audio_dataset.read_schema(loc)
-        if audio_dataset.audio_column(schema, options.audio_column, loc.uri) is not None:
+    for reader in readers():
+        if reader.recognises(loc, options):
             parent = Location(loc.fs, posixpath.dirname(loc.path))
-            return Corpus(*audio_dataset.plan_shards([loc], parent, options))
-    elif name.endswith(JSONL_EXTENSIONS):
-        first = _first_record(loc)
-        if lhotse.is_lhotse(first):
-            return Corpus(*lhotse.plan(loc, first, options))
-        if name.endswith(".gz"):
-            raise InputError(f"{loc.uri} is not a lhotse manifest (its first record has keys "
-                             f"{sorted(first)}); a path manifest is a plain .jsonl file")
-    elif not name.endswith(MANIFEST_EXTENSIONS):
-        raise InputError(f"{loc.uri} is not an input: looked for {LOOKED_FOR}")
-    return Corpus(*plan_manifest(loc, read_table(loc), options.metadata_columns))
-
-
-def _first_record(loc: Location) -> dict:
-    with loc.fs.open(loc.path, "rb") as raw:
-        fh = gzip.open(raw) if loc.path.lower().endswith(".gz") else raw
-        for line in fh:
-            if line.strip():
-                try:
-                    doc = json.loads(line)
-                except ValueError as exc:
-                    raise InputError(f"{loc.uri}: the first line is not JSON ({exc})") from None
-                return doc if isinstance(doc, dict) else {}
-    return {}
+            return reader.plan([InputFile(loc, loc.fs.size(loc.path))], parent, options)
+    raise InputError(f"{loc.uri} is not an input: looked for {_described(readers())}")
 
 
 def _from_listing(root: Location, options: InputOptions) -> Corpus:
     found = root.fs.find(root.path, detail=True, withdirs=False)
-    items, tables, shards, skipped = [], [], [], []
+    in_folders = [r for r in readers() if r.in_folders]
+    claimed: dict[type[Reader], list[InputFile]] = {r: [] for r in in_folders}
+    left: list[InputFile] = []
     for path, info in sorted(found.items()):
-        name = posixpath.basename(path)
-        rel = posixpath.relpath(path, root.path)
-        size = int(info.get("size") or -1)
-        if name.startswith("."):
+        if posixpath.basename(path).startswith("."):
             continue
-        if is_audio(name):
-            items.append(AudioFileReader.item(rel, root.fs.unstrip_protocol(path), size))
-        elif is_shard(name):
-            items.append(TarShardReader.item(rel, root.fs.unstrip_protocol(path), size))
-            shards.append(Location(root.fs, path))
-        elif name.lower().endswith(".parquet"):
-            tables.append(Location(root.fs, path))
-        elif name.lower().endswith(MANIFEST_EXTENSIONS + JSONL_EXTENSIONS):
-            skipped.append(rel)
-    metadata = sniff_metadata(shards[0]) if shards else {}
-    datasets = [t for t in tables if audio_dataset.audio_column(
-        audio_dataset.read_schema(t), options.audio_column, t.uri) is not None]
-    skipped += [posixpath.relpath(t.path, root.path) for t in tables if t not in datasets]
-    if datasets:
-        ds_items, ds_metadata = audio_dataset.plan_shards(datasets, root, options)
-        items += ds_items
-        metadata = {**metadata, **ds_metadata}
-    if not items and skipped:
-        raise InputError(
-            f"{redact_uri(root.uri)} holds no audio, tar shard or Parquet audio dataset; it holds "
-            f"{', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}: to read a manifest, "
-            "pass the manifest file itself as the input")
+        file = InputFile(Location(root.fs, path), int(info.get("size") or -1))
+        reader = next((r for r in in_folders if r.recognises(file.loc, options)), None)
+        (left if reader is None else claimed[reader]).append(file)
+    planned = [(reader, reader.plan(files, root, options))
+               for reader, files in claimed.items() if files]
+    # by priority, then in listing order: an item's source is its file's URI, and readers of
+    # one priority claim different files
+    ranked = [(reader.priority, item) for reader, corpus in planned for item in corpus.items]
+    items = [item for _, item in sorted(ranked, key=lambda pair: (pair[0], pair[1]["source"]))]
+    if not items:
+        _refuse_named_only(root, left)
+    metadata = {name: kind for _, corpus in planned for name, kind in corpus.metadata.items()}
     return Corpus(items, metadata)
+
+
+def _refuse_named_only(root: Location, left: list[InputFile]) -> None:
+    """A folder whose only inputs are read when named alone (manifests): say how to read them."""
+    extensions = tuple(e for r in readers() if not r.in_folders for e in r.extensions)
+    named = [f.name_in(root) for f in left if f.loc.path.lower().endswith(extensions)]
+    if named:
+        looked_for = _described([r for r in readers() if r.in_folders])
+        raise InputError(
+            f"{redact_uri(root.uri)} holds no {looked_for}; it holds {', '.join(named[:3])}"
+            f"{' ...' if len(named) > 3 else ''}: to read a manifest, pass the manifest file "
+            "itself as the input")
 
 
 def _check_unique(items: list[dict]) -> None:

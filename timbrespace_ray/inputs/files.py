@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import FileTooLargeError
 from ..storage import Location
-from .base import ReadContext, Reader, Recording, Segment, plan_item
+from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
+                   plan_item)
 
 
 def is_audio(name: str) -> bool:
@@ -46,10 +47,16 @@ def open_checked(source: str, size: int, ctx: ReadContext):
 
 class AudioFileReader(Reader):
     name = "file"
+    describes = f"audio files ({', '.join(AUDIO_EXTENSIONS)})"
+    extensions = AUDIO_EXTENSIONS
 
     @staticmethod
     def item(utt_id: str, source: str, size: int) -> dict:
         return plan_item(AudioFileReader, count=1, size=size, source=source, utt_id=utt_id)
+
+    @classmethod
+    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+        return Corpus([cls.item(f.name_in(root), f.loc.uri, f.size) for f in files])
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:

@@ -77,7 +77,7 @@ from typing import Any
 
 from ..errors import InputError, UnsupportedInputError
 from ..storage import Location
-from .base import InputOptions, ReadContext, Reader, Recording, relative_uri
+from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
 from .metadata import RESERVED, plain_value, select_columns
 
@@ -111,6 +111,20 @@ def is_lhotse(first: dict) -> bool:
     return _kind(first) is not None
 
 
+def first_record(loc: Location) -> dict:
+    """The first record of a JSON lines file, gzipped or not ({} when it is not an object)."""
+    with loc.fs.open(loc.path, "rb") as raw:
+        fh = gzip.open(raw) if loc.path.lower().endswith(".gz") else raw
+        for line in fh:
+            if line.strip():
+                try:
+                    doc = json.loads(line)
+                except ValueError as exc:
+                    raise InputError(f"{loc.uri}: the first line is not JSON ({exc})") from None
+                return doc if isinstance(doc, dict) else {}
+    return {}
+
+
 def _lhotse(where: str):
     try:
         import lhotse
@@ -121,11 +135,14 @@ def _lhotse(where: str):
 
 
 # planning -------------------------------------------------------------------------------------
-def plan(manifest: Location, first: dict, options: InputOptions
-         ) -> tuple[list[dict], dict[str, str]]:
+def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict], dict[str, str]]:
     """Plan items (one per audio file and channel selection, with all its segments, plus error
     items for what cannot be read) and the metadata columns."""
+    first = first_record(manifest)
     kind = _kind(first)
+    if kind is None:
+        raise InputError(f"{manifest.uri} is not a lhotse manifest (its first record has keys "
+                         f"{sorted(first)}); a path manifest is a plain .jsonl file")
     if kind == "supervisions":
         raise InputError(
             f"{manifest.uri} is a lhotse SupervisionSet, which holds no audio: pass the "
@@ -481,6 +498,22 @@ def _other_cut_supervisions(doc: dict) -> list[str]:
 # reading --------------------------------------------------------------------------------------
 class LhotseReader(Reader):
     name = "lhotse"
+    describes = "lhotse manifests (.jsonl/.jsonl.gz)"
+    extensions = (".jsonl", ".jsonl.gz")
+    priority = 1  # before the JSON lines manifest: told apart by the first record
+    in_folders = False  # it names files that its folder may hold too
+
+    @classmethod
+    def recognises(cls, loc: Location, options: InputOptions) -> bool:
+        # a .jsonl.gz is claimed whatever it holds, to be refused as no lhotse manifest: a path
+        # manifest is a plain .jsonl
+        return loc.path.lower().endswith(".jsonl.gz") or (
+            super().recognises(loc, options) and is_lhotse(first_record(loc)))
+
+    @classmethod
+    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+        (manifest,) = files
+        return Corpus(*plan_manifest(manifest.loc, options))
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:

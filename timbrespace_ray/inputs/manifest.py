@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..storage import Location
-from .base import ReadContext, Reader, Recording, relative_uri
+from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
 from .metadata import plain_type, select_columns, table_values
 from .tar import TarShardReader, is_shard
@@ -114,6 +114,17 @@ def plan_manifest(manifest: Location, table: pa.Table, keep: Sequence[str] | Non
 
 class ManifestReader(Reader):
     name = "manifest"
+    describes = "manifests (.parquet/.csv/.jsonl with a 'path' column)"
+    extensions = MANIFEST_EXTENSIONS
+    # last: any table the other readers left (its error says what a Parquet dataset needs)
+    priority = 2
+    in_folders = False  # it names files that its folder may hold too
+
+    @classmethod
+    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+        (manifest,) = files
+        return Corpus(*plan_manifest(manifest.loc, read_table(manifest.loc),
+                                     options.metadata_columns))
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:

@@ -16,7 +16,8 @@ from typing import Any
 
 from ..errors import FileTooLargeError, TarShardError
 from ..storage import Location
-from .base import ReadContext, Reader, Recording, Segment, plan_item
+from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
+                   plan_item)
 from .files import is_audio
 from .metadata import plain_value
 
@@ -152,11 +153,20 @@ def sniff_metadata(shard: Location) -> dict[str, str]:
 
 class TarShardReader(Reader):
     name = "tar"
+    describes = "tar shards (.tar)"
+    extensions = SHARD_EXTENSIONS
 
     @staticmethod
     def item(utt_id: str, source: str, size: int) -> dict:
         return plan_item(TarShardReader, count=1, size=size, alone=True, source=source,
                          utt_id=utt_id)
+
+    @classmethod
+    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+        # the columns come from the first shard alone: finding them in every shard would
+        # stream the whole corpus when planning
+        return Corpus([cls.item(f.name_in(root), f.loc.uri, f.size) for f in files],
+                      sniff_metadata(files[0].loc))
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:
