@@ -39,3 +39,13 @@ def expected_features(vec: dict, prefix: str = "expected") -> dict[str, np.ndarr
 @pytest.fixture(scope="session")
 def summary() -> list[dict]:
     return json.loads((VECTORS / "summary.json").read_text())
+
+
+
+@pytest.fixture
+def said():
+    """The package's log lines while the test runs (what the command line would print)."""
+    from helpers.logs import lines_said
+
+    with lines_said() as lines:
+        yield lines

@@ -18,7 +18,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from timbrespace_ray.config import load_config
-from timbrespace_ray.runner import RayExecutor, run_map_stage
+from timbrespace_ray.executors import RayExecutor
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.storage import Location
 
@@ -96,7 +96,7 @@ def main(input_uri: str, output: str, config: str, result_path: str) -> int:
 
         killer = threading.Thread(target=remove_busy_node, daemon=True)
         killer.start()
-        summary = run_map_stage(stage, executor, lambda line: print(line, flush=True))
+        summary = stage.run(executor)
         killer.join(10)
         result.update(units_total=summary.units_total, units_run=summary.units_run,
                       rows=summary.rows, inputs=summary.inputs, seconds=time.monotonic() - t0)

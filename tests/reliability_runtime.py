@@ -231,7 +231,7 @@ def clean_reference(tmp_path_factory, stages: tuple[str, ...] = ("features", "km
         if "out" not in _REFERENCE:
             from timbrespace_ray.config import load_config
             from timbrespace_ray.pipeline import run_stage
-            from timbrespace_ray.runner import LocalExecutor
+            from timbrespace_ray.executors import LocalExecutor
 
             root = tmp_path_factory.mktemp("reliability-reference")
             corpus = root / "corpus"
@@ -240,7 +240,7 @@ def clean_reference(tmp_path_factory, stages: tuple[str, ...] = ("features", "km
             out = root / "clean"
             cfg = load_config(str(config), input=str(corpus), output=str(out))
             for stage in ("features", "kmeans", "tokens"):
-                run_stage(stage, cfg, LocalExecutor(), lambda s: None)
+                run_stage(stage, cfg, LocalExecutor())
             _REFERENCE.update(root=root, corpus=corpus, config=config, out=out)
             _REFERENCE["counts"] = counts
         return dict(_REFERENCE)

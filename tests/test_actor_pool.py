@@ -17,8 +17,9 @@ DRIVER = textwrap.dedent("""
     from pathlib import Path
     import ray
     from timbrespace_ray.actor_pool import run_on_actor_pool
-    from timbrespace_ray.runner import RayExecutor
-    from timbrespace_ray.stages.base import MapStage, UnitStats, WorkUnit
+    from timbrespace_ray.executors import RayExecutor
+    from timbrespace_ray.executors.base import UnitStats, WorkUnit
+    from timbrespace_ray.stages.base import MapStage
     from timbrespace_ray.storage import Location
 
     tmp = Path(sys.argv[1])

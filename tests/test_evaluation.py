@@ -22,9 +22,10 @@ from timbrespace_ray.evaluation.representations import (compared, encoder_vector
 from timbrespace_ray.evaluation.run import NOT_HELD_OUT, run_evaluation
 from timbrespace_ray.evaluation.selection import SAMPLE_SEED, Holdout, candidates, cutoff
 from timbrespace_ray.features import FEATURE_NAMES
-from timbrespace_ray.runner import LocalExecutor
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.storage import Location
 from timbrespace_ray.tables import carried_metadata, provenance, write_table
+from helpers.logs import lines_said
 
 TINY = {"vocab_size": 6, "hidden_dim": 8, "num_layers": 1, "nhead": 2, "pos_max_len": 16}
 
@@ -208,9 +209,9 @@ def write_output(root, n_parts=2):
 
 
 def evaluate(root, label="speaker", **kw):
-    lines = []
-    doc = run_evaluation(PipelineConfig(output=str(root)), label, executor=LocalExecutor(),
-                         echo=lines.append, **kw)
+    with lines_said() as lines:
+        doc = run_evaluation(PipelineConfig(output=str(root)), label, **kw,
+                             executor=LocalExecutor())
     return doc, "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from timbrespace_ray.config import load_config
 from timbrespace_ray.features import FEATURE_NAMES, ProsodicFeatureExtractor
 from timbrespace_ray.inputs import InputError, InputOptions, ReadContext, discover, read_item
 from timbrespace_ray.inputs.audio_dataset import audio_column, read_schema
-from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.storage import Location
 
@@ -51,7 +51,7 @@ def make_stage(input_uri, out, **features):
 
 
 def run(input_uri, out, **features):
-    return run_map_stage(make_stage(input_uri, out, **features), LocalExecutor(), echo=quiet)
+    return make_stage(input_uri, out, **features).run(LocalExecutor())
 
 
 def rows(out, table="features"):
@@ -237,7 +237,7 @@ def test_a_split_shard_is_several_units_and_every_row_once(tmp_path):
     shard = write_dataset(tmp_path / "big.parquet", columns)
     out = tmp_path / "out"
     summary = run(shard, out, files_per_unit=2, bytes_per_unit=1 << 20)
-    plan = pq.read_table(out / "_plan" / "features.parquet").to_pylist()
+    plan = pq.read_table(out / "_run" / "features" / "plan.parquet").to_pylist()
     units = [json.loads(u["items"]) for u in plan]
     slices = [(i["row_group"], i["first"], i["rows"]) for u in units for i in u]
     assert len(units) == len(slices) >= 3  # a slice each, cut by the 1 MiB bound

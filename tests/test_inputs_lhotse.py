@@ -19,7 +19,7 @@ from timbrespace_ray.audio import decode_audio  # noqa: E402
 from timbrespace_ray.config import load_config  # noqa: E402
 from timbrespace_ray.features import FEATURE_NAMES, ProsodicFeatureExtractor  # noqa: E402
 from timbrespace_ray.inputs import InputError, InputOptions, discover  # noqa: E402
-from timbrespace_ray.runner import LocalExecutor, run_map_stage  # noqa: E402
+from timbrespace_ray.executors import LocalExecutor  # noqa: E402
 from timbrespace_ray.stages.features import FeaturesStage  # noqa: E402
 from timbrespace_ray.storage import Location  # noqa: E402
 
@@ -32,8 +32,7 @@ def make_stage(input_uri, out, storage_options=None, **features):
 
 
 def run(input_uri, out, **features):
-    return run_map_stage(make_stage(input_uri, out, **features), LocalExecutor(),
-                         echo=lambda s: None)
+    return make_stage(input_uri, out, **features).run(LocalExecutor())
 
 
 def rows(out) -> dict[str, dict]:
@@ -396,7 +395,7 @@ def test_manifest_and_audio_on_s3(s3_server, s3_bucket, audio, tmp_path):
         fs.put(str(tmp_path / name), f"{s3_bucket}/corpus/{name}")
     stage = make_stage(f"s3://{s3_bucket}/corpus/s3_recordings.jsonl.gz", tmp_path / "out",
                        storage_options=s3_server.storage_options)
-    summary = run_map_stage(stage, LocalExecutor(), echo=lambda s: None)
+    summary = stage.run(LocalExecutor())
     got = rows(tmp_path / "out")
     assert summary.rows == 2, errors(tmp_path / "out")
     assert got["m"]["source"] == f"s3://{s3_bucket}/corpus/wav/mono.wav"

@@ -19,7 +19,7 @@ from timbrespace_ray.cli import main
 from timbrespace_ray.config import load_config
 from timbrespace_ray.features import FEATURE_NAMES, ProsodicFeatureExtractor
 from timbrespace_ray.inputs import InputError, discover
-from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage, group_units
 from timbrespace_ray.stages.tokens import TokensStage
 from timbrespace_ray.storage import Location
@@ -29,8 +29,7 @@ quiet = lambda s: None  # noqa: E731
 
 def run_features(input_uri, out, **features):
     cfg = load_config(**{f"features.{k}": v for k, v in features.items()})
-    return run_map_stage(FeaturesStage(Location.of(str(out)), str(input_uri), cfg.features),
-                         LocalExecutor(), quiet)
+    return FeaturesStage(Location.of(str(out)), str(input_uri), cfg.features).run(LocalExecutor())
 
 
 def rows(out, table="features", order="utt_id"):
@@ -170,11 +169,11 @@ def test_metadata_columns_reach_tokens_and_embeddings(tmp_path):
     out = tmp_path / "out"
     run_features(manifest, out)
     loc = Location.of(str(out))
-    run_map_stage(TokensStage(loc, str(N120_MODEL)), LocalExecutor(), quiet)
+    TokensStage(loc, str(N120_MODEL)).run(LocalExecutor())
     torch.manual_seed(0)
     save_encoder(tmp_path / "enc", ProsodicSequenceEncoder(hidden_dim=16, num_layers=1, nhead=2,
                                                            pos_max_len=64))
-    run_map_stage(EmbedStage(loc, EmbedStageConfig(), str(tmp_path / "enc")), LocalExecutor(), quiet)
+    EmbedStage(loc, EmbedStageConfig(), str(tmp_path / "enc")).run(LocalExecutor())
     for table in ("features", "tokens", "embeddings"):
         schema = pq.read_schema(next((out / table).glob("part-*.parquet")))
         assert {"speaker": pa.string(), "age": pa.int64(), "score": pa.float64()}.items() <= \

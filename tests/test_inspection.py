@@ -1,5 +1,5 @@
 """`timbrespace-ray status` and `errors` on real runs: finished, interrupted (what a stopped
-driver leaves: the markers of the units it finished, no _SUCCESS), with failed inputs, local
+driver leaves: the markers of the units it finished, no summary), with failed inputs, local
 and on S3. Expected numbers come from the corpus the tests build, not from the code."""
 import csv
 import io
@@ -17,11 +17,11 @@ from conftest import N120_MODEL
 from corpus import SHORT
 from timbrespace_ray import inspection
 from timbrespace_ray.cli import main
+from timbrespace_ray.errors import TimbrespaceError
 from timbrespace_ray.config import load_config
 from timbrespace_ray.pipeline import run_stage
-from timbrespace_ray.runner import LocalExecutor
+from timbrespace_ray.executors import LocalExecutor
 
-QUIET = lambda s: None  # noqa: E731
 GOOD = ["a.wav", "b.wav", "c.wav"]
 BAD = {"corrupt.wav": "AudioDecodeError", "empty.wav": "AudioDecodeError",
        "missing.wav": "FileNotFoundError", "sub/gone.flac": "FileNotFoundError"}
@@ -34,7 +34,7 @@ class Interrupt(Exception):
 
 class StopsAfter(LocalExecutor):
     """Runs `n` units (over every map step it is given), then stops as a killed driver does:
-    the units it finished have their parts and markers, the rest nothing, and no _SUCCESS."""
+    the units it finished have their parts and markers, the rest nothing, and no summary."""
 
     def __init__(self, n: int):
         self.left = n
@@ -72,7 +72,7 @@ def finished(manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("finished")
     cfg = config(manifest, out)
     for stage in ("features", "profile", "tokens"):
-        run_stage(stage, cfg, LocalExecutor(), QUIET)
+        run_stage(stage, cfg, LocalExecutor())
     return out
 
 
@@ -91,7 +91,7 @@ def status_json(capsys, *args):
 
 
 def copy_features(src, dst):
-    for name in ("_plan", "features", "errors", "_runs"):
+    for name in ("_run/features", "_run/history", "features", "errors"):
         shutil.copytree(src / name, dst / name)
     return dst
 
@@ -160,10 +160,10 @@ def test_status_reads_no_part_file_and_lists_no_part_folder(finished, capsys, mo
     assert cli(capsys, "status", str(finished), "--stage", "features")[0] == 0
     assert touched and not [p for p in touched if "part-" in p], touched
     # a finished stage's folder is neither listed nor are its markers
-    assert not [p for p in touched if p.rstrip("/").endswith(("/features", "/_done"))], touched
+    assert not [p for p in touched if p.rstrip("/").endswith(("/features", "/done"))], touched
     touched.clear()
     assert cli(capsys, "errors", str(finished))[0] == 0
-    assert not [p for p in touched if "part-" in p or "_done" in p], touched
+    assert not [p for p in touched if "part-" in p or "/done" in p], touched
 
 
 # interrupted runs ----------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_status_reads_no_part_file_and_lists_no_part_folder(finished, capsys, mo
 def test_interrupted_features_then_resumed(manifest, tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(Interrupt):
-        run_stage("features", config(manifest, out), StopsAfter(3), QUIET)
+        run_stage("features", config(manifest, out), StopsAfter(3))
     code, doc, st = status_json(capsys, str(out))
     f = st["features"]
     assert code == 3 and f["state"] == "incomplete"
@@ -186,10 +186,10 @@ def test_interrupted_features_then_resumed(manifest, tmp_path, capsys):
     assert text.rstrip().splitlines()[-2] == "not finished: features (asked: features)"
 
     # what a kill between a unit's part and its marker leaves: the part, no marker
-    (out / "features" / "_done" / "000002.json").unlink()
+    (out / "_run" / "features" / "done" / "000002.json").unlink()
     assert status_json(capsys, str(out))[2]["features"]["units_done"] == 2
 
-    run_stage("features", config(manifest, out), LocalExecutor(), QUIET)
+    run_stage("features", config(manifest, out), LocalExecutor())
     code, doc, st = status_json(capsys, str(out), "--stage", "features")
     f = st["features"]
     assert code == 0 and f["state"] == "finished" and f["units_run"] == INPUTS - 2
@@ -201,25 +201,26 @@ def test_interrupted_profile_and_tokens(finished, manifest, tmp_path, capsys):
     out = copy_features(finished, tmp_path / "out")
     # profile: every measures unit, the bins, then 2 of the levels units
     with pytest.raises(Interrupt):
-        run_stage("profile", config(manifest, out), StopsAfter(INPUTS + 2), QUIET)
+        run_stage("profile", config(manifest, out), StopsAfter(INPUTS + 2))
     with pytest.raises(Interrupt):
-        run_stage("tokens", config(manifest, out), StopsAfter(4), QUIET)
+        run_stage("tokens", config(manifest, out), StopsAfter(4))
     code, doc, st = status_json(capsys, str(out))
     p, t = st["profile"], st["tokens"]
     assert code == 3 and doc["unfinished"] == ["profile", "tokens", "train", "embed"]
     assert (p["state"], p["units_done"], p["units_total"]) == ("incomplete", INPUTS + 2, 2 * INPUTS)
-    assert [s["step"] for s in p["steps"]] == ["measures", "bins", "levels"]
-    assert p["steps"][2]["units_done"] == 2 and "levels: 2 of" in p["detail"]
+    assert [s["step"] for s in p["steps"]] == ["profile/measures", "profile"]
+    assert p["steps"][1]["units_done"] == 2 and "; profile: 2 of" in p["detail"]
     assert (t["state"], t["units_done"], t["units_total"]) == ("incomplete", 4, INPUTS)
     assert st["kmeans"]["state"] == "not_run"  # tokens started with another model
 
     # profile stopped in its first step
     out2 = copy_features(finished, tmp_path / "out2")
     with pytest.raises(Interrupt):
-        run_stage("profile", config(manifest, out2), StopsAfter(5), QUIET)
+        run_stage("profile", config(manifest, out2), StopsAfter(5))
     p = status_json(capsys, str(out2), "--stage", "profile")[2]["profile"]
     assert (p["state"], p["units_done"], p["units_total"]) == ("incomplete", 5, 2 * INPUTS)
-    assert p["detail"] == f"measures: 5 of {INPUTS} units done"
+    assert p["detail"] == (f"profile/measures: 5 of {INPUTS} units done; "
+                           f"profile: 0 of {INPUTS} units done")
 
 
 def test_train_and_kmeans_from_what_they_leave(finished, tmp_path, capsys):
@@ -227,11 +228,11 @@ def test_train_and_kmeans_from_what_they_leave(finished, tmp_path, capsys):
     out = copy_features(finished, tmp_path / "out")
     (out / "kmeans").mkdir()  # k-means was writing its model's files
     (out / "kmeans" / "kmeans_model.json").write_text("{}")
-    ckpt = out / "encoder" / "checkpoint"
+    ckpt = out / "_run" / "train" / "checkpoint"
     ckpt.mkdir(parents=True)
     (ckpt / "state.json").write_text(json.dumps({"step": 40, "epoch": 3, "folder": "step-40"}))
     st = status_json(capsys, str(out))[2]
-    assert st["kmeans"]["state"] == "incomplete" and "fits k-means again" in st["kmeans"]["detail"]
+    assert st["kmeans"]["state"] == "incomplete" and "starts it again" in st["kmeans"]["detail"]
     assert st["train"]["state"] == "incomplete" and st["train"]["summary"]["step"] == 40
     assert "step 40" in st["train"]["detail"]
 
@@ -301,18 +302,20 @@ def test_console_script_exit_codes(finished, tmp_path):
     assert gone.stderr.startswith("timbrespace-ray: error: no timbrespace-ray run")
 
 
-def test_names_match_the_stages():
-    from timbrespace_ray.pipeline import STAGES
-    from timbrespace_ray.stages import base, embed, features, kmeans, profile, tokens, train
+def test_the_registry_names_the_stages_as_they_name_themselves(tmp_path):
+    from timbrespace_ray.config import PipelineConfig
+    from timbrespace_ray.stages import profile, train
+    from timbrespace_ray.stages.registry import STAGES
+    from timbrespace_ray.storage import Location
 
-    assert inspection.STAGES == STAGES
-    assert (inspection.SUCCESS, inspection.DONE_DIR) == (base.SUCCESS, base.DONE_DIR)
-    assert (inspection.MEASURES, inspection.BINS_FILE) == (profile.MEASURES, profile.BINS_FILE)
+    cfg = PipelineConfig(input=str(tmp_path), output=str(tmp_path))
+    for spec in STAGES:
+        stage = spec.stage_type().from_config(cfg, Location.of(str(tmp_path)), False)
+        assert stage.name == spec.name and stage.folder.path.endswith("/" + spec.folder)
+        # a stage's earlier map steps keep their state under its own
+        assert all(step.startswith(spec.name + "/") for step in spec.steps)
+    assert profile.MEASURES in dict((s.name, s.steps) for s in STAGES)["profile"]
     assert (inspection.CHECKPOINT, inspection.CHECKPOINT_STATE) == (train.CHECKPOINT, train.STATE)
-    classes = {"features": features.FeaturesStage, "profile": profile.ProfileStage,
-               "kmeans": kmeans.KMeansStage, "tokens": tokens.TokensStage,
-               "train": train.TrainStage, "embed": embed.EmbedStage}
-    assert inspection.FOLDERS == {stage: cls.name for stage, cls in classes.items()}
     assert inspection.resolve_stages(["embeddings,features", "profiles"]) == [
         "features", "profile", "embed"]
 
@@ -322,9 +325,9 @@ def test_names_match_the_stages():
 def test_status_and_errors_on_s3(manifest, s3_server, s3_bucket, tmp_path, capsys):
     opts = s3_server.storage_options
     done_uri, stopped_uri = f"s3://{s3_bucket}/run1", f"s3://{s3_bucket}/run2"
-    run_stage("features", config(manifest, done_uri, opts), LocalExecutor(), QUIET)
+    run_stage("features", config(manifest, done_uri, opts), LocalExecutor())
     with pytest.raises(Interrupt):
-        run_stage("features", config(manifest, stopped_uri, opts), StopsAfter(2), QUIET)
+        run_stage("features", config(manifest, stopped_uri, opts), StopsAfter(2))
     conf = tmp_path / "s3.yaml"
     conf.write_text(yaml.safe_dump({"storage": {"storage_options": opts}}))
 
@@ -361,17 +364,17 @@ def test_markers_of_a_large_stage_are_listed_by_prefix_on_s3(s3_server, s3_bucke
     """Past 1,000 units the markers are listed a thousand names at a time, concurrently."""
     fs = s3_server.filesystem()
     units = [0, 7, 999, 1000, 1500, 2999, 3000]
-    fs.pipe({f"{s3_bucket}/run/features/_done/{u:06d}.json": b"{}" for u in units})
-    fs.pipe({f"{s3_bucket}/run/features/_done/.000008.json.tmp": b"",
-             f"{s3_bucket}/run/features/_done/sub/000009.json": b"{}"})
-    done = inspection.open_output(f"s3://{s3_bucket}/run/features/_done", s3_server.storage_options)
+    fs.pipe({f"{s3_bucket}/run/_run/features/done/{u:06d}.json": b"{}" for u in units})
+    fs.pipe({f"{s3_bucket}/run/_run/features/done/.000008.json.tmp": b"",
+             f"{s3_bucket}/run/_run/features/done/sub/000009.json": b"{}"})
+    done = inspection.open_output(f"s3://{s3_bucket}/run/_run/features/done",
+                                  s3_server.storage_options)
     assert inspection._sharded_listing(done, ["000"]) is not None  # s3fs lists by prefix
     found = inspection._marker_listing(done, 3001)
     assert sorted(n for n in found if n.endswith(".json")) == [f"{u:06d}.json" for u in units]
     assert {k for k in found if k.endswith(".json")} == {
         k for k in inspection._listing(done) if k.endswith(".json")}
-    n, newest = inspection._markers(inspection.open_output(f"s3://{s3_bucket}/run/features",
-                                                           s3_server.storage_options), 3001)
+    n, newest = inspection._markers(done, 3001)
     assert n == len(units) and -5 <= time.time() - newest <= 300
 
 
@@ -383,5 +386,5 @@ def test_storage_options_from_the_command_line():
     assert got == {"client_kwargs": {"region_name": "us-west-2"}, "anon": True,
                    "secret": "12345", "config_kwargs": {"read_timeout": 5},
                    "endpoint_url": "http://127.0.0.1:9000"}
-    with pytest.raises(inspection.TimbrespaceError, match="expected KEY=VALUE"):
+    with pytest.raises(TimbrespaceError, match="expected KEY=VALUE"):
         inspection.storage_options({}, ["endpoint_url"])

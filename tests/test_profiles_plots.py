@@ -3,8 +3,6 @@ report's "Style profiles" section, on a synthetic profile table whose level coun
 and numbers are worked out by hand below."""
 from __future__ import annotations
 
-import types
-
 import duckdb
 import matplotlib.image
 import numpy as np
@@ -13,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from timbrespace_ray.demo import PROFILE_QUERY, profile_section, summary_table
+from timbrespace_ray.stages.base import StageSummary
 from timbrespace_ray.profiles import (
     ATTRIBUTES,
     LEVELS,
@@ -301,7 +300,7 @@ def test_profile_query_runs(tmp_path, table):
 
 
 def test_summary_table_names_the_profiles_folder():
-    stage = types.SimpleNamespace(rows=30, errors={"decode": 0})
+    stage = StageSummary("embed", rows=30)
     lines = summary_table({"embed": stage, "profile": stage}, {"profile": 1.5}).splitlines()
     assert lines[2].split() == ["embed", "embeddings", "30", "0", "0.0"]
     assert lines[3].split() == ["profile", "profiles", "30", "0", "1.5"]

@@ -10,7 +10,7 @@ from reliability_runtime import (  # noqa: F401 (no_leftover_drivers: a fixture)
     Driver, markers, no_leftover_drivers, run_cli, wait_until)
 from timbrespace_ray.config import load_config
 from timbrespace_ray.pipeline import run_stage
-from timbrespace_ray.runner import LocalExecutor
+from timbrespace_ray.executors import LocalExecutor
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_drivers")]
 
@@ -39,7 +39,7 @@ def test_form_from_s3_resumes_after_kill_9(form, s3_server, s3_bucket, ray_clust
     # the reference: a clean run in this process, from the local copy
     clean = tmp_path / "clean"
     cfg = load_config(str(config), input=str(corpus / name), output=str(clean))
-    summary = run_stage("features", cfg, LocalExecutor(), lambda s: None)
+    summary = run_stage("features", cfg, LocalExecutor())
     assert (summary.inputs, summary.rows, sum(summary.errors.values())) == \
         (counts["inputs"], counts["rows"], counts["errors"])
     assert summary.units_total == counts["units"]

@@ -22,9 +22,10 @@ import pytest
 
 import zoo
 from timbrespace_ray.config import load_config
-from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.storage import Location
+from helpers.logs import lines_said
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "reliability.md"
@@ -47,9 +48,9 @@ def _errors(out: Path) -> list[dict]:
 
 def _run_local(input_uri: Path, out: Path, **features):
     cfg = load_config(**{f"features.{k}": v for k, v in features.items()})
-    lines: list[str] = []
     stage = FeaturesStage(Location.of(str(out)), str(input_uri), cfg.features)
-    summary = run_map_stage(stage, LocalExecutor(), echo=lines.append)
+    with lines_said() as lines:
+        summary = stage.run(LocalExecutor())
     return summary, lines
 
 
@@ -137,9 +138,9 @@ def _check_accounting(run: dict) -> None:
     error_ids = [e["utt_id"] for e in errors]
     assert len(error_ids) == len(set(error_ids))
     assert sorted([*rows, *error_ids]) == sorted(expected)
-    # the published run summary and _SUCCESS carry the same totals
-    runs = list((out / "_runs").glob("features-*.json"))
-    assert len(runs) == 1 and (out / "features" / "_SUCCESS").exists()
+    # the run's history and its summary carry the same totals
+    runs = list((out / "_run" / "history").glob("features-*.json"))
+    assert len(runs) == 1 and (out / "_run" / "features" / "summary.json").exists()
     doc = json.loads(runs[0].read_text())
     assert (doc["inputs"], doc["rows"], doc["errors"]) == (summary.inputs, summary.rows, summary.errors)
 

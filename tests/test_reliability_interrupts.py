@@ -214,7 +214,7 @@ def test_train_killed_mid_training_and_before_success(ref, ray_cluster, tmp_path
 
 def test_embed_killed_after_some_units_and_before_success(ref, ray_cluster, tmp_path):
     from timbrespace_ray.config import load_config
-    from timbrespace_ray.runner import LocalExecutor, run_map_stage
+    from timbrespace_ray.executors import LocalExecutor
     from timbrespace_ray.stages.embed import EmbedStage
     from timbrespace_ray.storage import Location
 
@@ -225,7 +225,7 @@ def test_embed_killed_after_some_units_and_before_success(ref, ray_cluster, tmp_
     shutil.copytree(encoder, out / "encoder", ignore=shutil.ignore_patterns("_ray", "checkpoint"))
     clean = _copy_stages(out, tmp_path / "clean", "tokens", "encoder")
     cfg = load_config(str(ref["config"]))
-    run_map_stage(EmbedStage(Location.of(str(clean)), cfg.embed), LocalExecutor(), lambda s: None)
+    EmbedStage(Location.of(str(clean)), cfg.embed).run(LocalExecutor())
 
     args, env, folder = _args(ref, out, ray_cluster), ray_cluster.env, out / "embeddings"
     n = ref["counts"]["units"]

@@ -2,7 +2,7 @@
 mounts; root ignores file permissions, so read-only is a read-only mount) and on a Ray cluster.
 
 Each gives one clear line naming the location (the CLI exits 2, no traceback), and leaves nothing
-a later run could take for complete: no `_SUCCESS`, no run summary, no `_done` marker without its
+a later run could take for complete: no stage summary, no run history, no done marker without its
 part files, no partial `*.parquet`, no temporary file. A rerun once there is room finishes with the
 same tables as a run that never failed."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from corpus import SHORT
 from timbrespace_ray.config import load_config
 from timbrespace_ray.errors import StorageError
-from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.storage import Location
 
@@ -85,8 +85,7 @@ def corpus(tmp_path_factory):
 
 def _run(src: Path, out: Path):
     cfg = load_config(**{"features.files_per_unit": 1})
-    return run_map_stage(FeaturesStage(Location.of(str(out)), str(src), cfg.features),
-                         LocalExecutor(), echo=lambda s: None)
+    return FeaturesStage(Location.of(str(out)), str(src), cfg.features).run(LocalExecutor())
 
 
 def _tables(out: Path) -> tuple[list, list]:
@@ -122,14 +121,14 @@ def _one_error_line(proc: subprocess.CompletedProcess, location: Path, reason: s
 
 def _assert_nothing_looks_complete(out: Path, units_total: int) -> int:
     """Nothing here may pass for finished work; returns the number of units marked done."""
-    feats = out / "features"
-    assert not (feats / "_SUCCESS").exists()
-    assert not list(out.glob("_runs/*.json")), "a run summary for a run that failed"
+    feats, state = out / "features", out / "_run" / "features"
+    assert not (state / "summary.json").exists()
+    assert not list(out.glob("_run/history/*.json")), "a run summary for a run that failed"
     leftovers = [p for p in out.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
     assert not leftovers, leftovers
     for part in out.rglob("*.parquet"):  # every Parquet file is whole
         pq.read_table(part)
-    done = sorted((feats / "_done").glob("*.json")) if (feats / "_done").exists() else []
+    done = sorted((state / "done").glob("*.json")) if (state / "done").exists() else []
     for marker in done:
         stats = Location.of(str(marker)).read_json()
         part = feats / f"part-{marker.stem}.parquet"
@@ -163,8 +162,8 @@ def test_full_output_before_anything_is_written(corpus, tmpfs):
     proc = _cli(["--input", str(src), "--output", str(full / "out"), "--config", str(config),
                  "--no-progress"], timeout=120)
     line = _one_error_line(proc, full, "No space left on device")
-    assert "_plan/features.parquet" in line
-    assert not list(full.rglob("*.parquet")) and not list(full.rglob("_SUCCESS"))
+    assert "errors/empty.parquet" in line  # the first file a run writes
+    assert not list(full.rglob("*.parquet")) and not list(full.rglob("summary.json"))
 
 
 def test_output_fills_up_mid_stage_then_resumes(corpus, reference, tmpfs):

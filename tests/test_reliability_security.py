@@ -20,10 +20,11 @@ import yaml
 
 from corpus import SHORT, mixed_corpus
 from timbrespace_ray.config import load_config
-from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.storage import Location, redact, redact_uri
 from timbrespace_ray.tables import provenance
+from helpers.logs import lines_said
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "timbrespace_ray"
@@ -161,13 +162,13 @@ def test_storage_options_never_reach_outputs_or_logs(tmp_path, caplog, capsys):
     opts = {"key": FAKE_KEY_ID, "secret": FAKE_SECRET, "token": FAKE_TOKEN}
     cfg = load_config(**{"features.files_per_unit": 2})
     out = tmp_path / "out"
-    lines: list[str] = []
     caplog.set_level(logging.DEBUG)
     stage = FeaturesStage(Location.of(str(out), opts), str(tmp_path / "corpus"), cfg.features, opts)
-    summary = run_map_stage(stage, LocalExecutor(), echo=lines.append)
+    with lines_said() as lines:
+        summary = stage.run(LocalExecutor())
     assert summary.inputs == counts["inputs"] and sum(summary.errors.values()) == counts["errors"]
     captured = capsys.readouterr()
-    texts = {"echo": "\n".join(lines), "logging": caplog.text, "stdout": captured.out,
+    texts = {"said": "\n".join(lines), "logging": caplog.text, "stdout": captured.out,
              "stderr": captured.err, **_local_output_texts(out)}
     assert any(k.endswith("(rows)") and "errors" in k for k in texts)  # error rows were checked
     _secret_free(texts, [FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN])

@@ -34,8 +34,9 @@ from infra._proc import LOCALHOST, free_port_range, free_ports, tail
 from infra.ray_cluster import (MARKER_VAR, RayCluster, _CLIENT_ONLY_VARS, _venv_bin,
                                private_port_args)
 from timbrespace_ray.errors import ConfigError
-from timbrespace_ray.runner import GpuCapacity, RayExecutor, autoscaling_config_max_gpus
-from timbrespace_ray.stages.base import Resources
+from timbrespace_ray.executors import GpuCapacity, RayExecutor
+from timbrespace_ray.executors.capacity import autoscaling_config_max_gpus, decision_line
+from timbrespace_ray.executors.base import Resources
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
@@ -61,12 +62,12 @@ def test_autoscaling_config_counts_worker_gpus_at_their_maximum():
 def test_the_decision_line_says_what_and_why():
     scale = GpuCapacity(0, 8, "autoscaler config ~/ray_bootstrap_config.yaml")
     assert scale.possible == 8
-    assert scale.line().startswith("GPUs: 0 now, up to 8 by autoscaling (autoscaler config")
-    assert "-> use_gpu auto: GPU" in scale.line()
+    assert decision_line(scale).startswith("GPUs: 0 now, up to 8 by autoscaling (autoscaler config")
+    assert "-> use_gpu auto: GPU" in decision_line(scale)
     none = GpuCapacity(0, 0, "embedded local Ray, no autoscaler")
-    assert none.possible == 0 and none.line().endswith("-> use_gpu auto: CPU")
+    assert none.possible == 0 and decision_line(none).endswith("-> use_gpu auto: CPU")
     unknown = GpuCapacity(0, None, "no cluster config in the GCS, no autoscaler on this machine")
-    assert unknown.possible == 0 and "set use_gpu: true" in unknown.line()
+    assert unknown.possible == 0 and "set use_gpu: true" in decision_line(unknown)
     assert GpuCapacity(2, None, "x").possible == 2
 
 
@@ -115,13 +116,12 @@ def test_kmeans_asks_for_gpus_without_looking_for_cuml_on_the_driver():
     from timbrespace_ray.stages.kmeans import KMeansStage, _fit
     from timbrespace_ray.storage import Location
 
-    class Autoscaling:
-        def cluster_gpus(self):
-            return 8.0  # none now, 8 by autoscaling
-
     cfg = load_config(**{"kmeans.n_clusters": 4, "kmeans.n_init": 1})
-    stage = KMeansStage(Location.of("/nonexistent"), cfg.kmeans)
-    assert stage._device(Autoscaling()) == "cuda"  # cuML is not installed here, on the "driver"
+    autoscaling = _Sized(GpuCapacity(0, 8, "config"))  # none now, 8 by autoscaling
+    assert autoscaling.use_gpu(None) is True and autoscaling.use_gpu(False) is False
+    stage = KMeansStage(Location.of("/nonexistent"), cfg.kmeans,
+                        use_gpu=autoscaling.use_gpu(None))
+    assert stage.device == "cuda"  # cuML is not installed here, on the "driver"
     # the fit, on "its GPU node", finds no cuML: scikit-learn, a warning, and the reason
     x = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32)
     with warnings.catch_warnings(record=True) as caught:
@@ -140,8 +140,8 @@ DRIVER = textwrap.dedent("""
     import ray
     import ray._private.state
     from timbrespace_ray.errors import ConfigError
-    from timbrespace_ray.runner import RayExecutor
-    from timbrespace_ray.stages.base import Resources
+    from timbrespace_ray.executors import RayExecutor
+    from timbrespace_ray.executors.base import Resources
 
     address = sys.argv[1] if len(sys.argv) > 1 else None
     ex = RayExecutor(address=address, num_cpus=1, progress_bars=False)
@@ -149,7 +149,7 @@ DRIVER = textwrap.dedent("""
     cap = ex.gpu_capacity()
     out["resources_gpu"] = ray.cluster_resources().get("GPU", 0)
     out["now"], out["most"], out["source"] = cap.now, cap.most, cap.source
-    out["cluster_gpus"] = ex.cluster_gpus()
+    out["cluster_gpus"] = ex.gpu_capacity().possible
     try:
         out["pool"] = ex._pool_size(Resources(num_cpus=1, num_gpus=1.0), 4, "embed")
     except ConfigError as exc:

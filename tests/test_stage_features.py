@@ -12,7 +12,7 @@ from corpus import SHORT, mixed_corpus
 from timbrespace_ray.config import load_config
 from timbrespace_ray.features import FEATURE_NAMES, FeatureConfig, ProsodicFeatureExtractor
 from timbrespace_ray.inputs import InputError, discover
-from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage, group_units
 from timbrespace_ray.storage import Location
 
@@ -36,7 +36,7 @@ def corpus(tmp_path):
 def test_every_input_is_a_row_or_an_error(corpus, tmp_path):
     root, counts = corpus
     out = tmp_path / "out"
-    summary = run_map_stage(make_stage(root, out), LocalExecutor(), echo=lambda s: None)
+    summary = make_stage(root, out).run(LocalExecutor())
     assert summary.inputs == counts["inputs"] == summary.rows + sum(summary.errors.values())
     assert summary.rows == counts["rows"]
     feats = duckdb.sql(f"select utt_id, n_frames, len(f0) as n, source from '{out}/features/*.parquet'").fetchall()
@@ -49,14 +49,14 @@ def test_every_input_is_a_row_or_an_error(corpus, tmp_path):
     assert [e[0] for e in errors] == ["a/b/empty.wav", "a/corrupt.wav", "shard-000.tar/s/bad.wav"]
     assert all(e[1] == "features" and e[2] == "AudioDecodeError" for e in errors)
     assert "empty" in errors[0][3] and "supported formats" in errors[1][3]
-    runs = list((out / "_runs").glob("features-*.json"))
+    runs = list((out / "_run" / "history").glob("features-*.json"))
     assert len(runs) == 1 and json.loads(runs[0].read_text())["inputs"] == counts["inputs"]
 
 
 def test_numbers_equal_the_extractor_and_metadata_says_how(corpus, tmp_path):
     root, _ = corpus
     out = tmp_path / "out"
-    run_map_stage(make_stage(root, out, hop_ms=10.0), LocalExecutor(), echo=lambda s: None)
+    make_stage(root, out, hop_ms=10.0).run(LocalExecutor())
     table = pq.read_table(out / "features", filters=[("utt_id", "=", "one.wav")])
     extractor = ProsodicFeatureExtractor(hop_ms=10)
     extractor.load_audio(str(root / "one.wav"))
@@ -74,7 +74,7 @@ def test_measurements_are_stored_without_a_dictionary(corpus, tmp_path):
     # floats almost never repeat: a dictionary page only costs time and space for them
     root, _ = corpus
     out = tmp_path / "out"
-    run_map_stage(make_stage(root, out), LocalExecutor(), echo=lambda s: None)
+    make_stage(root, out).run(LocalExecutor())
     row_group = pq.ParquetFile(next((out / "features").glob("part-*.parquet"))).metadata.row_group(0)
     encodings = {row_group.column(i).path_in_schema.split(".")[0]: row_group.column(i).encodings
                  for i in range(row_group.num_columns)}
@@ -99,28 +99,27 @@ class DyingExecutor(LocalExecutor):
             on_result(stage.run_unit(unit))
 
 
-def test_resume_after_interruption_equals_a_clean_run(corpus, tmp_path):
+def test_resume_after_interruption_equals_a_clean_run(corpus, tmp_path, said):
     root, counts = corpus
     clean, resumed = tmp_path / "clean", tmp_path / "resumed"
-    run_map_stage(make_stage(root, clean), LocalExecutor(), echo=lambda s: None)
+    make_stage(root, clean).run(LocalExecutor())
     with pytest.raises(Interrupt):
-        run_map_stage(make_stage(root, resumed), DyingExecutor(2), echo=lambda s: None)
+        make_stage(root, resumed).run(DyingExecutor(2))
     # a unit interrupted between its part file and its marker is redone, not duplicated
-    done = sorted((resumed / "features" / "_done").iterdir())
+    done = sorted((resumed / "_run" / "features" / "done").iterdir())
     assert len(done) == 2
     done[-1].unlink()
-    assert not (resumed / "features" / "_SUCCESS").exists()
-    lines = []
-    summary = run_map_stage(make_stage(root, resumed), LocalExecutor(), echo=lines.append)
+    assert not (resumed / "_run" / "features" / "summary.json").exists()
+    summary = make_stage(root, resumed).run(LocalExecutor())
     assert summary.units_run == summary.units_total - 1
     assert summary.inputs == counts["inputs"]
     assert read(resumed) == read(clean)
     assert read(resumed, "errors") == read(clean, "errors")
     # a finished stage reruns instantly and changes nothing
     before = {p: p.stat().st_mtime_ns for p in (resumed / "features").glob("*.parquet")}
-    lines.clear()
-    run_map_stage(make_stage(root, resumed), LocalExecutor(), echo=lines.append)
-    assert "already complete" in lines[0]
+    said.clear()
+    make_stage(root, resumed).run(LocalExecutor())
+    assert "already complete" in said[0]
     assert before == {p: p.stat().st_mtime_ns for p in (resumed / "features").glob("*.parquet")}
 
 
@@ -143,7 +142,7 @@ def test_manifest_inputs(tmp_path, fmt):
     else:
         manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    summary = run_map_stage(make_stage(manifest, out), LocalExecutor(), echo=lambda s: None)
+    summary = make_stage(manifest, out).run(LocalExecutor())
     assert summary.inputs == 3 and summary.rows == 2
     assert [r[0] for r in read(out)] == ["spk1/utt1", "spk1/utt2"]
     errors = read(out, "errors")
@@ -173,8 +172,7 @@ def test_too_long_recording_becomes_an_error_row(tmp_path):
     sf.write(root / "long.wav", np.zeros(16000 * 5, np.float32), 16000)
     shutil.copy(SHORT[0], root / "ok.wav")
     out = tmp_path / "out"
-    summary = run_map_stage(make_stage(root, out, max_duration_s=4.0), LocalExecutor(),
-                            echo=lambda s: None)
+    summary = make_stage(root, out, max_duration_s=4.0).run(LocalExecutor())
     assert summary.rows == 1 and summary.errors == {"AudioTooLongError": 1}
     assert "max_duration_s" in read(out, "errors")[0][4]
 
@@ -196,8 +194,7 @@ def test_oversized_tar_member_is_a_file_too_large_row(tmp_path):
         add_tar_member(tar, "small.wav", SHORT[1].read_bytes()[:20000])
     limit = len(SHORT[1].read_bytes()[:20000]) + 1
     out = tmp_path / "out"
-    summary = run_map_stage(make_stage(root, out, max_file_bytes=limit), LocalExecutor(),
-                            echo=lambda s: None)
+    summary = make_stage(root, out, max_file_bytes=limit).run(LocalExecutor())
     assert summary.inputs == 2 and summary.errors == {"FileTooLargeError": 1}
     assert "features.max_file_bytes" in read(out, "errors")[0][4]
 
@@ -219,15 +216,16 @@ def test_unreachable_storage_fails_the_unit_instead_of_blaming_the_input(tmp_pat
     stage = FeaturesStage(Location.of(str(out)), str(manifest), cfg.features,
                           cfg.storage.storage_options)
     with pytest.raises(StorageError, match="could not read s3://corpus/a.wav"):
-        run_map_stage(stage, LocalExecutor(), echo=lambda s: None)
-    assert not (out / "features" / "_done").exists() and not (out / "errors").exists()
+        stage.run(LocalExecutor())
+    assert not (out / "_run" / "features" / "done").exists()
+    assert [p.name for p in (out / "errors").iterdir()] == ["empty.parquet"]
 
 
 def _one_unit_tables(root, out, **features):
     """The features and errors tables, in the order written, of one unit holding every plan
     item of the corpus (and a file that is gone), so that items are read ahead of each other."""
     from timbrespace_ray.inputs.files import AudioFileReader
-    from timbrespace_ray.stages.base import WorkUnit
+    from timbrespace_ray.executors.base import WorkUnit
 
     stage = make_stage(root, out, **features)
     stage.plan()  # the corpus's metadata columns

@@ -11,7 +11,7 @@ from corpus import SHORT
 from timbrespace_ray.clustering import KMeansModel
 from timbrespace_ray.config import load_config
 from timbrespace_ray.errors import ConfigError
-from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.executors import GpuCapacity, LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.stages.kmeans import KMeansStage
 from timbrespace_ray.stages.tokens import TokensStage
@@ -26,8 +26,7 @@ def features_out(tmp_path_factory):
     for p in SHORT:
         shutil.copy(p, corpus / p.name)
     out = tmp_path_factory.mktemp("out")
-    run_map_stage(FeaturesStage(Location.of(str(out)), str(corpus), load_config().features),
-                  LocalExecutor(), quiet)
+    FeaturesStage(Location.of(str(out)), str(corpus), load_config().features).run(LocalExecutor())
     return out
 
 
@@ -37,13 +36,12 @@ def fresh(features_out, tmp_path):
     return out
 
 
-def test_model_directory_in_the_originals_format(features_out, tmp_path):
+def test_model_directory_in_the_originals_format(features_out, tmp_path, said):
     out = fresh(features_out, tmp_path)
     cfg = load_config(**{"kmeans.n_clusters": 12, "kmeans.n_init": 3, "kmeans.max_frames": 2000})
-    lines = []
-    summary = KMeansStage(Location.of(str(out)), cfg.kmeans).run(LocalExecutor(), lines.append)
-    assert summary["frames"] == 2000 and summary["n_clusters"] == 12
-    assert sum("seed" in line for line in lines) == 3 and sum("<- best" in line for line in lines) == 1
+    fitted = KMeansStage(Location.of(str(out)), cfg.kmeans).run(LocalExecutor()).detail
+    assert fitted["frames"] == 2000 and fitted["n_clusters"] == 12
+    assert sum("seed" in line for line in said) == 3 and sum("<- best" in line for line in said) == 1
     folder = out / "kmeans"
     doc = json.loads((folder / "kmeans_model.json").read_text())
     for key in ("cluster_centers", "n_clusters", "inertia", "dtype", "feature_importance",
@@ -57,12 +55,13 @@ def test_model_directory_in_the_originals_format(features_out, tmp_path):
     quality = json.loads((folder / "quality.json").read_text())
     assert sum(quality["cluster_sizes"]) == 2000 and -1 <= quality["silhouette"]["mean"] <= 1
     # the tokens stage takes it as is
-    summary = run_map_stage(TokensStage(Location.of(str(out))), LocalExecutor(), quiet)
+    summary = TokensStage(Location.of(str(out))).run(LocalExecutor())
     assert summary.rows == len(SHORT)
     # a rerun does nothing
-    lines.clear()
-    KMeansStage(Location.of(str(out)), cfg.kmeans).run(LocalExecutor(), lines.append)
-    assert "already fitted" in lines[0]
+    said.clear()
+    KMeansStage(Location.of(str(out)), cfg.kmeans).run(LocalExecutor())
+    assert said == ["kmeans: already complete (k = 12 on 2000 frames, inertia "
+                    f"{fitted['inertia']:.1f}, fitted on cpu); nothing to do"]
 
 
 def test_sample_is_reproducible(features_out, tmp_path):
@@ -70,28 +69,35 @@ def test_sample_is_reproducible(features_out, tmp_path):
     centres = []
     for name in ("a", "b"):
         out = fresh(features_out, tmp_path / name)
-        KMeansStage(Location.of(str(out)), cfg.kmeans).run(LocalExecutor(), quiet)
+        KMeansStage(Location.of(str(out)), cfg.kmeans).run(LocalExecutor())
         centres.append(KMeansModel.load(str(out / "kmeans")).cluster_centers)
     np.testing.assert_array_equal(centres[0], centres[1])
 
 
 class GpuCluster(LocalExecutor):
-    def cluster_gpus(self):
-        return 4.0
+    def gpu_capacity(self):
+        return GpuCapacity(4.0, 4.0, "four GPUs")
+
+    def use_gpu(self, flag):
+        return True if flag is None else flag
 
 
-def test_gpus_without_cuml_fall_back_to_cpu(features_out, tmp_path):
+def gpu_kmeans(out, cfg) -> KMeansStage:
+    """The stage as `run_stage` builds it on a cluster with GPUs (use_gpu auto)."""
+    return KMeansStage(Location.of(str(out)), cfg.kmeans, use_gpu=GpuCluster().use_gpu(None))
+
+
+def test_gpus_without_cuml_fall_back_to_cpu(features_out, tmp_path, said):
     out = fresh(features_out, tmp_path)
     cfg = load_config(**{"kmeans.n_clusters": 8, "kmeans.n_init": 1})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        lines = []
-        summary = KMeansStage(Location.of(str(out)), cfg.kmeans).run(GpuCluster(), lines.append)
-    assert summary["device"] == "cpu"
+        summary = gpu_kmeans(out, cfg).run(GpuCluster())
+    assert summary.detail["device"] == "cpu"
     assert any("cuML is not installed" in str(w.message) for w in caught)
     # the driver says it (a worker's own warning is not forwarded to the driver by default)
     assert any(line.startswith("kmeans: scikit-learn instead of cuML on GPU node(s): ")
-               and "cuML is not installed" in line for line in lines), lines
+               and "cuML is not installed" in line for line in said), said
 
 
 def test_umap_is_refused_before_any_work():
@@ -131,7 +137,7 @@ def test_gpu_cluster_with_cuml_fits_on_cuml(features_out, tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     out = fresh(features_out, tmp_path)
     cfg = load_config(**{"kmeans.n_clusters": 8, "kmeans.n_init": 2})
-    summary = KMeansStage(Location.of(str(out)), cfg.kmeans).run(GpuCluster(), quiet)
-    assert summary["device"] == "cuda" and _CumlKMeans.calls == [8, 8]
+    summary = gpu_kmeans(out, cfg).run(GpuCluster())
+    assert summary.detail["device"] == "cuda" and _CumlKMeans.calls == [8, 8]
     doc = json.loads((out / "kmeans" / "kmeans_model.json").read_text())
     assert {r["backend"] for r in doc["restarts"]} == {"cuml"}

@@ -14,11 +14,10 @@ from timbrespace_ray.config import load_config
 from timbrespace_ray.errors import ConfigError
 from timbrespace_ray.pipeline import run_pipeline, run_stage
 from timbrespace_ray.profiles import Bins, describe, level_names
-from timbrespace_ray.runner import LocalExecutor
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.errors import NoPitchTrackError
 
 SR = 16_000
-QUIET = lambda s: None  # noqa: E731
 
 
 def voice(f0, seconds=None):
@@ -67,7 +66,7 @@ def corpus(tmp_path_factory):
 
 def profile_run(manifest, out, **keys):
     cfg = load_config(input=str(manifest), output=str(out), **keys)
-    run_pipeline(cfg, LocalExecutor(), echo=QUIET, stages=("features", "profile"))
+    run_pipeline(cfg, LocalExecutor(), stages=("features", "profile"))
     return cfg
 
 
@@ -117,7 +116,7 @@ def test_measures_of_known_voices(profiled):
 
 
 def test_bins_are_the_corpus_quantiles_and_reproduce_the_levels(profiled):
-    doc = json.loads((profiled / "profiles" / "bins.json").read_text())
+    doc = json.loads((profiled / "_run" / "profile" / "bins.json").read_text())
     p = rows(profiled)
     medians = np.array([p[u]["pitch_median_hz"] for u in sorted(p)])
     np.testing.assert_allclose(doc["attributes"]["pitch"]["edges"],
@@ -133,7 +132,7 @@ def test_bins_are_the_corpus_quantiles_and_reproduce_the_levels(profiled):
     assert p["b1.wav"]["pitch_level"] in ("very low", "low", "fairly low")
     assert p["b2.wav"]["pitch_level"] in ("fairly high", "high", "very high")
     # the stored file alone gives back every level and description of the table
-    bins = Bins.from_json((profiled / "profiles" / "bins.json").read_text())
+    bins = Bins.from_json((profiled / "_run" / "profile" / "bins.json").read_text())
     table = pq.read_table(sorted((profiled / "profiles").glob("part-*.parquet")))
     columns = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     levels = bins.apply(columns)
@@ -160,20 +159,20 @@ def test_speakers_table_agrees_with_the_profiles(profiled):
 
 def test_bins_of_another_corpus_put_both_on_one_scale(profiled, corpus, tmp_path):
     out = tmp_path / "other"
-    given = profiled / "profiles" / "bins.json"
+    given = profiled / "_run" / "profile" / "bins.json"
     profile_run(corpus, out, **{"profile.bins": str(given), "profile.min_group_size": 2})
-    assert json.loads((out / "profiles" / "bins.json").read_text()) == json.loads(given.read_text())
+    assert json.loads((out / "_run" / "profile" / "bins.json").read_text()) == json.loads(given.read_text())
     first, second = rows(profiled), rows(out)
     assert {u: r["description"] for u, r in first.items()} == \
         {u: r["description"] for u, r in second.items()}
     # a rerun with other bins than those its parts were levelled with is refused
-    (out / "profiles" / "_SUCCESS").unlink()
+    (out / "_run" / "profile" / "summary.json").unlink()
     other = Bins.from_json(given.read_text()).to_dict()
     other["attributes"]["rate"]["edges"] = [1, 2, 3, 4, 5, 6]
     (tmp_path / "other.json").write_text(json.dumps(other))
     cfg = load_config(input=str(corpus), output=str(out), **{"profile.bins": str(tmp_path / "other.json")})
     with pytest.raises(ConfigError, match="other bins"):
-        run_stage("profile", cfg, LocalExecutor(), QUIET)
+        run_stage("profile", cfg, LocalExecutor())
 
 
 def test_a_bins_file_that_is_missing_or_not_bins_is_refused_before_any_work(tmp_path):
@@ -181,34 +180,38 @@ def test_a_bins_file_that_is_missing_or_not_bins_is_refused_before_any_work(tmp_
     for path, message in ((tmp_path / "none.json", "not found"), (tmp_path / "bad.json", "not a bins file")):
         cfg = load_config(output=str(tmp_path / "out"), **{"profile.bins": str(path)})
         with pytest.raises(ConfigError, match=message):
-            run_stage("profile", cfg, LocalExecutor(), QUIET)
+            run_stage("profile", cfg, LocalExecutor())
     assert not (tmp_path / "out").exists()
+    # another run's output folder stands for its bins
+    cfg = load_config(output=str(tmp_path / "out"), **{"profile.bins": str(tmp_path / "elsewhere")})
+    with pytest.raises(ConfigError, match="elsewhere/_run/profile/bins.json not found"):
+        run_stage("profile", cfg, LocalExecutor())
 
 
-def test_an_interrupted_profile_resumes_on_the_same_bins(corpus, tmp_path):
+def test_an_interrupted_profile_resumes_on_the_same_bins(corpus, tmp_path, said):
     out = tmp_path / "out"
     profile_run(corpus, out)
     before = rows(out)
-    bins = (out / "profiles" / "bins.json").read_text()
-    # as if killed in the last step: two parts and their markers gone, no _SUCCESS, no speakers
+    bins = (out / "_run" / "profile" / "bins.json").read_text()
+    # as if killed in the last step: two parts and their markers gone, no summary, no speakers
     for name in ("part-000000.parquet", "part-000002.parquet"):
         (out / "profiles" / name).unlink()
     for name in ("000000.json", "000002.json"):
-        (out / "profiles" / "_done" / name).unlink()
-    (out / "profiles" / "_SUCCESS").unlink()
+        (out / "_run" / "profile" / "done" / name).unlink()
+    (out / "_run" / "profile" / "summary.json").unlink()
     (out / "speakers" / "part-000000.parquet").unlink()
-    (out / "profiles" / "_measures" / "part-000001.parquet").unlink()
-    (out / "profiles" / "_measures" / "_done" / "000001.json").unlink()
-    (out / "profiles" / "_measures" / "_SUCCESS").unlink()
-    lines = []
-    run_stage("profile", load_config(output=str(out)), LocalExecutor(), lines.append)
-    assert (out / "profiles" / "bins.json").read_text() == bins
-    assert not any("bins fitted" in line for line in lines)
+    (out / "_run" / "profile" / "measures" / "parts" / "part-000001.parquet").unlink()
+    (out / "_run" / "profile" / "measures" / "done" / "000001.json").unlink()
+    (out / "_run" / "profile" / "measures" / "summary.json").unlink()
+    said.clear()
+    run_stage("profile", load_config(output=str(out)), LocalExecutor())
+    assert (out / "_run" / "profile" / "bins.json").read_text() == bins
+    assert not any("bins fitted" in line for line in said)
     _assert_same(rows(out), before)
     assert (out / "speakers" / "part-000000.parquet").exists()
-    lines.clear()
-    run_stage("profile", load_config(output=str(out)), LocalExecutor(), lines.append)
-    assert lines == ["profile: already complete (4 utterances); nothing to do"]
+    said.clear()
+    run_stage("profile", load_config(output=str(out)), LocalExecutor())
+    assert said == ["profile: already complete (4 inputs, 4 rows); nothing to do"]
 
 
 def _assert_same(a: dict, b: dict) -> None:
@@ -228,7 +231,7 @@ def test_no_speaker_column_no_speakers_table(tmp_path):
     out = tmp_path / "out"
     profile_run(root, out)
     assert len(rows(out)) == 1 and not (out / "speakers").exists()
-    doc = json.loads((out / "profiles" / "bins.json").read_text())
+    doc = json.loads((out / "_run" / "profile" / "bins.json").read_text())
     assert doc["fitted"]["pitch_group_by"] is None
 
 
@@ -240,17 +243,17 @@ def test_pitch_group_column_must_be_carried(corpus, tmp_path):
 def test_features_without_a_pitch_track_are_refused(corpus, tmp_path):
     out = tmp_path / "off"
     cfg = load_config(input=str(corpus), output=str(out), **{"features.pitch": {"enabled": False}})
-    run_stage("features", cfg, LocalExecutor(), QUIET)
+    run_stage("features", cfg, LocalExecutor())
     with pytest.raises(NoPitchTrackError, match="pitch.enabled: false"):
-        run_stage("profile", cfg, LocalExecutor(), QUIET)
+        run_stage("profile", cfg, LocalExecutor())
     # a features table of an older version: no pitch_hz column; the command says what to do
     old = tmp_path / "old"
-    run_stage("features", load_config(input=str(corpus), output=str(old)), LocalExecutor(), QUIET)
+    run_stage("features", load_config(input=str(corpus), output=str(old)), LocalExecutor())
     for part in (old / "features").glob("part-*.parquet"):
         table = pq.read_table(part)
         pq.write_table(table.drop_columns(["pitch_hz"]), part)
     with pytest.raises(NoPitchTrackError, match="no pitch_hz column"):
-        run_stage("profile", load_config(output=str(old)), LocalExecutor(), QUIET)
+        run_stage("profile", load_config(output=str(old)), LocalExecutor())
 
 
 def test_cli_names_the_stage_to_run_first(tmp_path, capsys):

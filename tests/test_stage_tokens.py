@@ -8,7 +8,7 @@ import pytest
 from conftest import DEMO_CORPUS, N120_MODEL, load_vector
 from corpus import SHORT
 from timbrespace_ray.config import load_config
-from timbrespace_ray.runner import LocalExecutor, run_map_stage
+from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.errors import UpstreamIncompleteError
 from timbrespace_ray.stages.tokens import TokensStage
@@ -23,14 +23,12 @@ def features_out(tmp_path_factory):
     for p in SHORT[:4]:
         shutil.copy(p, root / p.name)
     out = tmp_path_factory.mktemp("out")
-    run_map_stage(FeaturesStage(Location.of(str(out)), str(root), load_config().features),
-                  LocalExecutor(), quiet)
+    FeaturesStage(Location.of(str(out)), str(root), load_config().features).run(LocalExecutor())
     return out
 
 
 def test_tokens_equal_reference_tokens_f32(features_out):
-    summary = run_map_stage(TokensStage(Location.of(str(features_out)), str(N120_MODEL)),
-                            LocalExecutor(), quiet)
+    summary = TokensStage(Location.of(str(features_out)), str(N120_MODEL)).run(LocalExecutor())
     assert summary.rows == 4 and summary.audio_hours > 0
     rows = duckdb.sql(f"select utt_id, n_frames, tokens from '{features_out}/tokens/*.parquet'").fetchall()
     assert len(rows) == 4

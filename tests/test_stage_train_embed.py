@@ -11,7 +11,7 @@ from conftest import DEMO_CORPUS, N120_MODEL
 from timbrespace_ray.config import load_config
 from timbrespace_ray.encoder import EmbeddingNormalization, load_encoder
 from timbrespace_ray.encoder.split import is_validation
-from timbrespace_ray.runner import LocalExecutor, RayExecutor, run_map_stage
+from timbrespace_ray.executors import LocalExecutor, RayExecutor
 from timbrespace_ray.stages.embed import EmbedStage
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.stages.tokens import TokensStage
@@ -46,8 +46,8 @@ def tokens_out(tmp_path_factory):
     loc = Location.of(str(out))
     # two recordings per part: Ray Data reads several blocks, whose order could vary
     features = load_config(**{"features.files_per_unit": 2}).features
-    run_map_stage(FeaturesStage(loc, str(corpus), features), LocalExecutor(), quiet)
-    run_map_stage(TokensStage(loc, str(N120_MODEL)), LocalExecutor(), quiet)
+    FeaturesStage(loc, str(corpus), features).run(LocalExecutor())
+    TokensStage(loc, str(N120_MODEL)).run(LocalExecutor())
     return out
 
 
@@ -58,7 +58,7 @@ def _metrics(out):
 def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor):
     loc = Location.of(str(tokens_out))
     cfg = load_config(**SMALL, **{"train.max_steps": 60})
-    summary = TrainStage(loc, cfg.train).run(ray_executor, quiet)
+    summary = TrainStage(loc, cfg.train).run(ray_executor)
     assert summary["step"] == 60
     steps = [m for m in _metrics(tokens_out) if m["kind"] == "step"]
     assert [m["step"] for m in steps] == list(range(5, 61, 5))
@@ -87,7 +87,7 @@ def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor):
     assert "already trained" in lines[0]
     (tokens_out / "encoder" / "_SUCCESS").unlink()
     more = load_config(**SMALL, **{"train.max_steps": 80})
-    assert TrainStage(loc, more.train).run(ray_executor, quiet)["step"] == 80
+    assert TrainStage(loc, more.train).run(ray_executor)["step"] == 80
     resumed = [m["step"] for m in _metrics(tokens_out) if m["kind"] == "step"]
     assert resumed == list(range(5, 81, 5))  # no step trained twice
 
@@ -97,7 +97,7 @@ def test_embeddings_per_window_and_speaker_structure(tokens_out, ray_executor):
         pytest.fail("needs the trained encoder of the test above")
     loc = Location.of(str(tokens_out))
     cfg = load_config(**{"embed.batch_size": 4})
-    summary = run_map_stage(EmbedStage(loc, cfg.embed), ray_executor, quiet)
+    summary = EmbedStage(loc, cfg.embed).run(ray_executor)
     assert summary.rows == 10
     rows = duckdb.sql(f"""select utt_id, "window", start_frame, n_frames, embedding
                           from '{tokens_out}/embeddings/*.parquet' order by utt_id, "window" """).fetchall()
@@ -146,7 +146,7 @@ def test_same_seed_same_weights_whatever_the_part_order(tokens_out, ray_executor
             monkeypatch.setattr(TrainStage, "_token_parts",
                                 lambda self, f=TrainStage._token_parts: f(self)[::-1])
         stage_cfg = cfg.train.model_copy(update={"seed": seed})
-        TrainStage(Location.of(str(out)), stage_cfg).run(ray_executor, quiet)
+        TrainStage(Location.of(str(out)), stage_cfg).run(ray_executor)
         weights[run] = load_encoder(str(out / "encoder")).state_dict()
         assert (out / "encoder" / "normalization.json").exists()
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])

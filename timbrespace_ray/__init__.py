@@ -1,4 +1,6 @@
 """timbrespace_ray: Timbrespace prosodic features, tokens and embeddings at corpus scale."""
+import logging
+
 from .errors import (
     AudioDecodeError,
     AudioReadError,
@@ -12,7 +14,11 @@ from .errors import (
 from .features.config import FeatureConfig
 from .features.extractor import ProsodicFeatureExtractor
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# the stages say what they do through module loggers; a library user hears it only by
+# configuring logging (the command line installs its own handler)
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # torch-backed classes load on first use, so that `import timbrespace_ray` stays light for
 # feature extraction workers

@@ -2,11 +2,45 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import shlex
 import sys
 
 from .errors import TimbrespaceError
+from .stages.registry import STAGES
+
+PACKAGE_LOGGER = "timbrespace_ray"
+
+
+class _LineHandler(logging.Handler):
+    """The package's log records as plain lines on stdout, written above any live bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                text = f"{record.levelname.lower()}: {text}"
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def configure_output(progress_bars: bool, verbose: bool) -> None:
+    """The command line's output: the package's log lines on stdout (DEBUG ones too with
+    --verbose), live bars on a terminal unless --no-progress."""
+    from .progress import enable_bars
+
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, _LineHandler)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_LineHandler())
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    enable_bars(progress_bars)
 
 
 def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
@@ -32,9 +66,28 @@ def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
                    "logs and Ray Data's INFO lines")
 
 
-def _bins_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bins", help="level the profiles on this bins.json (e.g. another corpus's "
-                   "OUTPUT/profiles/bins.json) instead of fitting them on this corpus")
+def _kmeans_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-clusters", type=int, help="number of clusters (default 120)")
+    p.add_argument("--max-frames", type=int, help="frames sampled for the fit")
+
+
+def _tokens_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kmeans-model", help="model directory (default OUTPUT/kmeans); any "
+                   "directory in the original's format, e.g. a published model")
+
+
+def _embed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="encoder folder or original .ckpt (default OUTPUT/encoder)")
+
+
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bins", help="level the profiles on another run's bins (its output folder, "
+                   "or its OUTPUT/_run/profile/bins.json) instead of fitting them on this corpus")
+
+
+# each stage's own options, by command name (`run` takes them all)
+STAGE_OPTIONS = {"profile": _profile_options, "kmeans": _kmeans_options,
+                 "tokens": _tokens_options, "embed": _embed_options}
 
 
 def _load(args):
@@ -102,7 +155,7 @@ def _inspect_options(p: argparse.ArgumentParser) -> None:
                    "client_kwargs.region_name=us-west-2), over the config's; credentials are "
                    "better left to the environment")
     p.add_argument("--stage", action="append", metavar="STAGE",
-                   help="a stage to ask about: features, profile, kmeans, tokens, train or embed "
+                   help=f"a stage to ask about: {', '.join(s.name for s in STAGES)} "
                    "(repeat it, or commas: --stage features,tokens)")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
 
@@ -174,34 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Timbrespace prosodic features, tokens and embeddings for speech corpora.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    feats = sub.add_parser("features", help="audio -> OUTPUT/features/*.parquet (+ errors/)")
-    _common(feats, needs_input=True)
-    feats.set_defaults(func=_stage_command("features"))
-    km = sub.add_parser("kmeans", help="OUTPUT/features -> OUTPUT/kmeans/ (model, report, plot)")
-    _common(km)
-    km.add_argument("--n-clusters", type=int, help="number of clusters (default 120)")
-    km.add_argument("--max-frames", type=int, help="frames sampled for the fit")
-    km.set_defaults(func=_stage_command("kmeans"))
-    tok = sub.add_parser("tokens", help="OUTPUT/features -> OUTPUT/tokens/*.parquet")
-    _common(tok)
-    tok.add_argument("--kmeans-model", help="model directory (default OUTPUT/kmeans); any "
-                     "directory in the original's format, e.g. a published model")
-    tok.set_defaults(func=_stage_command("tokens"))
-    tr = sub.add_parser("train", help="OUTPUT/tokens -> OUTPUT/encoder/ (Ray Train)")
-    _common(tr)
-    tr.set_defaults(func=_stage_command("train"))
-    emb = sub.add_parser("embed", help="OUTPUT/tokens -> OUTPUT/embeddings/*.parquet")
-    _common(emb)
-    emb.add_argument("--checkpoint", help="encoder folder or original .ckpt (default OUTPUT/encoder)")
-    emb.set_defaults(func=_stage_command("embed"))
-    prof = sub.add_parser("profile", help="OUTPUT/features -> OUTPUT/profiles/ (per utterance: "
-                          "pitch, rate, pauses, levels, a description) and OUTPUT/speakers/")
-    _common(prof)
-    _bins_option(prof)
-    prof.set_defaults(func=_stage_command("profile"))
-    run = sub.add_parser("run", help="all stages in order, skipping finished ones")
+    for spec in STAGES:  # in pipeline order
+        cmd = sub.add_parser(spec.name, help=spec.summary)
+        _common(cmd, needs_input=not spec.upstream)
+        STAGE_OPTIONS.get(spec.name, lambda p: None)(cmd)
+        cmd.set_defaults(func=_stage_command(spec.name))
+    run = sub.add_parser("run", help="every stage in order, skipping finished ones")
     _common(run, needs_input=True)
-    _bins_option(run)
+    for add_options in STAGE_OPTIONS.values():
+        add_options(run)
     run.set_defaults(func=_run)
     ev = sub.add_parser("evaluate", help="OUTPUT/embeddings -> OUTPUT/evaluation/LABEL/: "
                         "retrieval of a label by cosine, against baselines")
@@ -299,6 +333,7 @@ def _package_error(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    configure_output(not getattr(args, "no_progress", False), getattr(args, "verbose", False))
     address = getattr(args, "address", None)
     try:
         if address and address.startswith(("http://", "https://")):

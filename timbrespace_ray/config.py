@@ -230,8 +230,8 @@ class ProfileStageConfig(MeasureConfig):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bins: str | None = Field(
-        None, description="a bins.json (URI) to level this corpus on, e.g. another corpus's "
-        "profiles/bins.json, so both share one scale; default: fitted on this corpus")
+        None, description="another run's bins to level this corpus on (its output folder, or "
+        "its _run/profile/bins.json), so both share one scale; default: fitted on this corpus")
     speaker_column: str = Field("speaker", description="the carried column naming each "
                                 "utterance's speaker: the speakers table's rows")
     pitch_group_by: str = Field(

@@ -2,19 +2,21 @@
 Markdown report with pictures of every stage's output."""
 from __future__ import annotations
 
-import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .stages.registry import SPECS
+
+log = logging.getLogger(__name__)
+
 DEMO_CORPUS = Path(__file__).parent / "demo_corpus"
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 # the recordings with their speaker, corpus and language: carried into every table
 DEMO_MANIFEST = DEMO_CORPUS / "manifest.csv"
-# a stage's output folder, where it is not the stage's name
-OUTPUT_FOLDER = {"embed": "embeddings", "profile": "profiles"}
 # speakers by median pitch and rate, from the profile stage's table
 PROFILE_QUERY = """select speaker, count(*) as utterances,
        median(pitch_median_hz) as pitch_hz, median(onsets_per_s) as onsets_per_s,
@@ -31,30 +33,33 @@ def run_demo(output: str, config: str | None = None, **overrides) -> None:
     out = Path(output).resolve()
     cfg = load_config(config or str(DEMO_CONFIG), input=str(DEMO_MANIFEST), output=str(out),
                       **overrides)
-    print(f"timbrespace-ray demo: {len(list(DEMO_CORPUS.glob('*.wav')))} bundled recordings -> {out}")
+    log.info("timbrespace-ray demo: %d bundled recordings -> %s",
+             len(list(DEMO_CORPUS.glob("*.wav"))), out)
     t0 = time.perf_counter()
     timings = {}
-    results = run_pipeline(cfg, echo=print, on_stage_done=lambda name, secs: timings.__setitem__(name, secs))
+    results = run_pipeline(cfg, on_stage_done=lambda name, secs: timings.__setitem__(name, secs))
     # all recordings: most speakers have one, so a held-out share would leave none to compare
-    print("==> evaluate")
-    evaluation = run_evaluation(cfg, "speaker", utterances="all", echo=print)
+    log.info("==> evaluate")
+    evaluation = run_evaluation(cfg, "speaker", utterances="all")
     total = time.perf_counter() - t0
     report = write_report(out, results, timings, evaluation)
-    print("\n" + summary_table(results, timings) + f"\n\ntotal {total:.0f} s\nReport: {report}")
+    for line in ("", *summary_table(results, timings).splitlines(), "", f"total {total:.0f} s",
+                 f"Report: {report}"):
+        log.info(line)
 
 
 def summary_table(results: dict, timings: dict) -> str:
     rows = [("stage", "output", "rows", "errors", "seconds")]
     for name, res in results.items():
-        if hasattr(res, "rows"):
-            rows.append((name, OUTPUT_FOLDER.get(name, name), str(res.rows),
-                         str(sum(res.errors.values())), f"{timings.get(name, 0):.1f}"))
-        elif name == "kmeans":
-            rows.append((name, "kmeans", f"k={res['n_clusters']} on {res['frames']} frames", "0",
-                         f"{timings.get(name, 0):.1f}"))
+        d = res.detail
+        if name == "kmeans":
+            what = f"k={d['n_clusters']} on {d['frames']} frames"
+        elif name == "train":
+            what = f"{d['step']} steps, loss {d['final_loss']:.3f}"
         else:
-            rows.append((name, "encoder", f"{res['step']} steps, loss {res['final_loss']:.3f}", "0",
-                         f"{timings.get(name, 0):.1f}"))
+            what = str(res.rows)
+        rows.append((name, SPECS[name].folder, what, str(res.errors_total),
+                     f"{timings.get(name, 0):.1f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -122,7 +127,7 @@ def write_report(out: Path, results: dict, timings: dict, evaluation: dict) -> P
     fig.savefig(figs / "embeddings.png", dpi=110)
     plt.close(fig)
 
-    kmeans = json.loads((out / "kmeans" / "_SUCCESS").read_text())
+    kmeans = results["kmeans"].detail
     report = out / "report.md"
     report.write_text(f"""# timbrespace_ray demo report
 
@@ -209,7 +214,7 @@ Each speaker's medians over their utterances, and the levels of those medians.
 `profiles/`: every utterance in physical units and plain words (pitch in Hz from the `pitch_hz`
 track, not the Timbrespace f0 feature; voiced onsets per second of speech; pauses; snr), four
 levels and a one-line description. The levels are sevenths of this corpus (edges in
-`profiles/bins.json`): with {n} utterances each holds about {n / 7:.1f}, so the words compare
+`_run/profile/bins.json`): with {n} utterances each holds about {n / 7:.1f}, so the words compare
 these recordings with one another, not with speech in general.
 
 ![pitch and rate per speaker]({pictures}/profile_speakers.png)
@@ -227,6 +232,5 @@ def _read_parts(folder: Path):
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    # the parts, not the folder: profiles/ also holds bins.json
     parts = sorted(str(p) for p in folder.glob("*.parquet"))
     return ds.dataset(parts, format="parquet").to_table() if parts else pa.table({})

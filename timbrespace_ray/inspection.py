@@ -1,9 +1,9 @@
 """What a run has done, read from what it leaves in its output folder: `status` and `errors`.
 
 `run_status` reads only what the stages write to say how far they got, never a part file:
-one listing of the output folder, each stage's `_SUCCESS` (its run summary), and for a stage
-that has not finished a listing of its `_done/` markers (never opened) and the footer of its
-plan. A finished stage costs one read whatever its size; the markers of a stage of 100,000 units
+one listing of the output folder, each stage's `_run/<stage>/summary.json`, and for a stage
+that has not finished a listing of its `_run/<stage>/done/` markers (never opened) and the
+footer of its plan. A finished stage costs one read whatever its size; the markers of a stage of 100,000 units
 on S3 are 100 listings of a thousand names, sent at once.
 `read_errors` reads the error tables (`OUTPUT/errors/<stage>-<unit>.parquet`), their columns only.
 
@@ -29,23 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import InspectionError
+from .errors import ConfigError, InspectionError
+from .layout import ERRORS, STATE, RunLayout, check_layout
+from .stages.registry import NAMES, STAGES, StageSpec, stage_spec
 from .storage import Location, storage_errors
 from .tables import ERRORS_SCHEMA
 
-# the pipeline's order (pipeline.STAGES), by command name, and the folder each writes
-STAGES = ("features", "profile", "kmeans", "tokens", "train", "embed")
-FOLDERS = {"features": "features", "profile": "profiles", "kmeans": "kmeans", "tokens": "tokens",
-           "train": "encoder", "embed": "embeddings"}
-ALIASES = {**{folder: stage for stage, folder in FOLDERS.items()}, "embeddings": "embed",
-           "encoder": "train", "profiles": "profile", "profile-measures": "profile"}
-# the unit-based stages and the stage whose units they are made of (one unit per upstream part)
-UPSTREAM = {"tokens": "features", "embed": "tokens"}
-# names the stages use (stages/base.py, stages/profile.py, stages/train.py, stages/features.py);
-# repeated here so that `status` imports no stage (they import torch; tests check the names)
-SUCCESS, DONE_DIR, PLAN_DIR, RUNS_DIR, ERRORS_DIR = "_SUCCESS", "_done", "_plan", "_runs", "errors"
-MEASURES, BINS_FILE = "_measures", "bins.json"
-CHECKPOINT, CHECKPOINT_STATE = "checkpoint", "state.json"
+CHECKPOINT, CHECKPOINT_STATE = "checkpoint", "state.json"  # a stage that checkpoints
 
 FINISHED, INCOMPLETE, NOT_STARTED, NOT_RUN = "finished", "incomplete", "not_started", "not_run"
 EXIT_FINISHED, EXIT_NO_RUN, EXIT_UNFINISHED = 0, 2, 3
@@ -70,8 +60,8 @@ class StageStatus:
     finished_at: str | None = None
     last_progress_at: str | None = None  # an unfinished stage: when it last wrote a marker
     detail: str = ""
-    steps: list[dict] = field(default_factory=list)  # profile: measures, bins, levels
-    summary: dict | None = None  # kmeans and train: their _SUCCESS as written
+    steps: list[dict] = field(default_factory=list)  # a stage of several map steps: each one
+    summary: dict | None = None  # kmeans and train: their own account (its `detail`)
 
     @property
     def errors_total(self) -> int | None:
@@ -111,14 +101,13 @@ def resolve_stages(names: list[str] | None) -> list[str] | None:
     if not names:
         return None
     wanted = set()
-    for name in (n.strip().lower() for arg in names for n in arg.split(",")):
-        if not name:
-            continue
-        stage = name if name in STAGES else ALIASES.get(name)
-        if stage is None:
-            raise InspectionError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
-        wanted.add(stage)
-    return [s for s in STAGES if s in wanted] or None
+    for name in (n.strip() for arg in names for n in arg.split(",")):
+        if name:
+            try:
+                wanted.add(stage_spec(name).name)
+            except ConfigError as exc:
+                raise InspectionError(str(exc)) from None
+    return [s for s in NAMES if s in wanted] or None
 
 
 # reading ------------------------------------------------------------------------------------
@@ -280,7 +269,7 @@ SHARD = 1000  # marker names per prefix listing: one page of an S3 listing
 
 
 def _marker_listing(done: Location, total: int | None) -> dict[str, dict]:
-    """The markers of a stage of `total` units: `_done/<unit:06d>.json`, listed by the prefix
+    """The markers of a stage of `total` units: `done/<unit:06d>.json`, listed by the prefix
     of each thousand units at once on an object store, in one listing elsewhere."""
     if total is not None and total > SHARD and not done.is_local:
         # units s*1000 .. s*1000+999 share the name up to their last three digits
@@ -291,17 +280,16 @@ def _marker_listing(done: Location, total: int | None) -> dict[str, dict]:
     return _listing(done)
 
 
-def _markers(folder: Location, total: int | None = None) -> tuple[int, float | None]:
-    """How many units of the stage in `folder` are done, and when the last one was."""
-    entries = _marker_listing(folder.child(DONE_DIR), total)
+def _markers(done: Location, total: int | None = None) -> tuple[int, float | None]:
+    """How many units a step's marker folder says are done, and when the last one was."""
+    entries = _marker_listing(done, total)
     done = [e for n, e in entries.items() if n.endswith(".json") and n[:-5].isdigit()]
     times = [t for t in (_mtime(e) for e in done) if t is not None]
     return len(done), (max(times) if times else None)
 
 
-def _plan_units(output: Location, stage: str) -> tuple[int | None, float | None]:
+def _plan_units(plan: Location) -> tuple[int | None, float | None]:
     """The units a stage planned (its plan file's footer: one ranged read) and when."""
-    plan = output.child(PLAN_DIR, f"{stage}.parquet")
     plan.fs.invalidate_cache(plan.path)
     try:
         with storage_errors("read", plan.uri), plan.fs.open(plan.path, "rb") as fh:
@@ -320,191 +308,127 @@ def _plan_units(output: Location, stage: str) -> tuple[int | None, float | None]
 
 
 def _from_summary(status: StageStatus, summary: dict) -> StageStatus:
-    """A finished map stage, from the run summary its last run wrote (StageSummary)."""
+    """A finished stage, from the summary its last run wrote (StageSummary)."""
     status.state = FINISHED
-    status.units_total = status.units_done = summary.get("units_total")
     for key in ("inputs", "rows", "errors", "audio_hours", "frames", "wall_seconds",
                 "x_real_time", "units_run", "finished_at"):
         setattr(status, key, summary.get(key))
+    detail = summary.get("detail") or {}
+    if detail:  # a stage not made of units: its own account
+        status.summary, status.detail = detail, detail.get("text", "")
+        status.units_run = status.inputs = status.rows = status.errors = None
+        status.audio_hours = status.x_real_time = None
+        status.frames = detail.get("frames")
+        return status
+    status.units_total = status.units_done = summary.get("units_total")
     run, total = status.units_run, status.units_total
     if run is not None and total and run < total:
-        status.detail = (f"resumed: the run that finished it did {status.units_run} of "
-                         f"{status.units_total} units (wall time and speed are that run's)")
+        status.detail = (f"resumed: the run that finished it did {run} of {total} units "
+                         "(wall time and speed are that run's)")
     return status
 
 
-def _unfinished_units(status: StageStatus, done: int, total: int | None,
-                      last: float | None, what: str = "units") -> StageStatus:
-    status.state = INCOMPLETE
-    status.units_done, status.units_total = done, total
-    status.last_progress_at = _iso(last)
-    of = f" of {total}" if total is not None else ""
-    status.detail = f"{done}{of} {what} done"
-    return status
-
-
-def _map_stage(output: Location, stage: str, top: set[str],
+def _map_steps(output: Location, spec: StageSpec, started: set[str],
                totals: dict[str, int | None]) -> StageStatus:
-    folder_name = FOLDERS[stage]
-    status = StageStatus(stage, folder_name, NOT_STARTED)
-    folder = output.child(folder_name)
-    planned, planned_at = (None, None)
-    if stage == "features":
-        if PLAN_DIR in top:
-            planned, planned_at = _plan_units(output, stage)
-    if folder_name not in top and planned is None:
+    """An unfinished map stage: its markers (and those of its own earlier steps) against the
+    units it planned, or the parts of the stage its units come from."""
+    status = StageStatus(spec.name, spec.folder, NOT_STARTED)
+    layout = RunLayout(output)
+    total, planned_at = totals.get(spec.units_from), None
+    if spec.units_from == "plan":
+        total, planned_at = _plan_units(layout.plan(spec.name))
+    steps = [*spec.steps, spec.name]
+    counted = []
+    if spec.name not in started:  # no state: nothing to list
         return status
-    summary = _read_json(folder.child(SUCCESS)) if folder_name in top else None
-    if summary is not None:
-        return _from_summary(status, summary)
-    total = planned if stage == "features" else totals.get(UPSTREAM[stage])
-    done, last = _markers(folder, total)
-    return _unfinished_units(status, done, total, last or planned_at)
-
-
-def _profile(output: Location, top: set[str], features_units: int | None) -> StageStatus:
-    """Three resumable steps: measures (a map step over the features parts), the bins, levels
-    (a map step over the measures parts). Its units are both map steps' together."""
-    status = StageStatus("profile", FOLDERS["profile"], NOT_STARTED)
-    if status.folder not in top:
-        return status
-    folder = output.child(status.folder)
-    summary = _read_json(folder.child(SUCCESS))
-    if summary is not None:
-        _from_summary(status, summary)  # the levels step's summary; its wall time is the stage's
-        units = summary.get("units_total")
-        status.units_done = status.units_total = None if units is None else 2 * units
-        if status.units_run is not None and units is not None and status.units_run < units:
-            status.detail = (f"resumed: the run that finished it levelled {status.units_run} of "
-                             f"{units} parts (wall time and speed are that run's)")
-        status.steps = [{"step": step, "state": FINISHED}
-                        for step in ("measures", "bins", "levels")]
-        return status
-    measures_folder = folder.child(MEASURES)
-    measures = _read_json(measures_folder.child(SUCCESS))
-    if measures is None:
-        m = features_units
-        done, last = _markers(measures_folder, m)
-        _unfinished_units(status, done, None if m is None else 2 * m, last)
-        status.detail = f"measures: {done}{'' if m is None else f' of {m}'} units done"
-        status.steps = [{"step": "measures", "state": INCOMPLETE, "units_done": done,
-                         "units_total": m}]
-        return status
-    m = measures.get("units_total")
-    measured = {"step": "measures", "state": FINISHED, "units_done": m, "units_total": m}
-    if not folder.child(BINS_FILE).exists():
-        _unfinished_units(status, m or 0, None if m is None else 2 * m, None)
-        status.last_progress_at = measures.get("finished_at")
-        status.detail = "measures done; the bins are not fitted yet"
-        status.steps = [measured, {"step": "bins", "state": INCOMPLETE}]
-        return status
-    done, last = _markers(folder, m)
-    _unfinished_units(status, (m or 0) + done, None if m is None else 2 * m, last)
-    if last is None:
-        status.last_progress_at = measures.get("finished_at")
-    of = "" if m is None else f" of {m}"
-    status.detail = f"measures done, bins fitted; levels: {done}{of} units done"
-    status.steps = [measured, {"step": "bins", "state": FINISHED},
-                    {"step": "levels", "state": INCOMPLETE, "units_done": done, "units_total": m}]
+    for step in steps:
+        finished = _read_json(layout.summary(step)) if step != spec.name else None
+        if finished is not None:
+            counted.append((step, finished.get("units_total"), None))
+        else:
+            counted.append((step, *_markers(layout.markers(step), total)))
+    done = sum(n or 0 for _, n, _ in counted)
+    times = [t for _, _, t in counted if t is not None]
+    status.state = INCOMPLETE
+    status.units_done = done
+    status.units_total = None if total is None else total * len(steps)
+    status.last_progress_at = _iso(max(times) if times else planned_at)
+    of = "" if total is None else f" of {total}"
+    status.detail = "; ".join(f"{step}: {n}{of} units done" for step, n, _ in counted) \
+        if len(steps) > 1 else f"{done}{of} units done"
+    if len(steps) > 1:
+        status.steps = [{"step": step, "units_done": n, "units_total": total}
+                        for step, n, _ in counted]
     return status
 
 
-def _not_run_if(status: StageStatus, consumer_ran: bool, detail: str) -> StageStatus:
-    """A stage with no folder: "not run" when the stage that needs its output ran all the same
-    (it cannot start without one: it was given another), else still not started."""
-    if consumer_ran:
-        status.state, status.detail = NOT_RUN, detail
-    return status
-
-
-def _kmeans(output: Location, top: set[str]) -> StageStatus:
-    status = StageStatus("kmeans", FOLDERS["kmeans"], NOT_STARTED)
-    if status.folder not in top:
-        return _not_run_if(status, FOLDERS["tokens"] in top, "the tokens were made with a "
-                           "k-means model from elsewhere (--kmeans-model)")
-    entries = _listing(output.child(status.folder))  # a handful of files
-    summary = _read_json(output.child(status.folder, SUCCESS)) if SUCCESS in entries else None
-    if summary is None:
-        status.state = INCOMPLETE
-        times = [t for t in (_mtime(e) for e in entries.values()) if t is not None]
-        status.last_progress_at = _iso(max(times)) if times else None
-        status.detail = "its model files were being written; a rerun fits k-means again"
-        return status
-    status.state, status.summary = FINISHED, summary
-    status.finished_at = _iso(_mtime(entries[SUCCESS]))
-    status.frames = summary.get("frames")
-    inertia = summary.get("inertia")
-    status.detail = (f"k = {summary.get('n_clusters')} on {summary.get('frames')} frames"
-                     + (f", inertia {inertia:.1f}" if isinstance(inertia, (int, float)) else "")
-                     + (f", fitted on {summary['device']}" if summary.get("device") else ""))
-    return status
-
-
-def _train(output: Location, top: set[str]) -> StageStatus:
-    status = StageStatus("train", FOLDERS["train"], NOT_STARTED)
-    if status.folder not in top:
-        return _not_run_if(status, FOLDERS["embed"] in top, "the embeddings were made with an "
-                           "encoder from elsewhere (--checkpoint)")
-    folder = output.child(status.folder)
-    entries = _listing(folder)  # the model's files, checkpoint/ and Ray Train's _ray/
-    summary = _read_json(folder.child(SUCCESS)) if SUCCESS in entries else None
-    if summary is not None:
-        status.state, status.summary = FINISHED, summary
-        status.finished_at = _iso(_mtime(entries[SUCCESS]))
-        parts = [f"{summary.get('step')} steps"]
-        loss, acc = summary.get("final_loss"), summary.get("final_accuracy")
-        if isinstance(loss, (int, float)):
-            parts.append(f"{summary.get('final_loss_kind') or 'final'} loss {loss:.3f}")
-        if isinstance(acc, (int, float)):
-            parts.append(f"masked-token accuracy {acc:.3f}")
-        status.detail = ", ".join(parts)
+def _whole_stage(output: Location, spec: StageSpec) -> StageStatus:
+    """An unfinished stage not made of units: started or not, and its last checkpoint."""
+    status = StageStatus(spec.name, spec.folder, NOT_STARTED)
+    state = RunLayout(output).state(spec.name)
+    entries = {**_listing(output.child(spec.folder)), **_listing(state)}
+    if not entries:
         return status
     status.state = INCOMPLETE
-    checkpoint = _listing(folder.child(CHECKPOINT)) if CHECKPOINT in entries else {}
-    state = (_read_json(folder.child(CHECKPOINT, CHECKPOINT_STATE))
-             if CHECKPOINT_STATE in checkpoint else None)
-    if state is None:
-        times = [t for t in (_mtime(e) for e in entries.values()) if t is not None]
-        status.last_progress_at = _iso(max(times)) if times else None
-        status.detail = ("started; no checkpoint yet (the first comes after "
-                         "train.checkpoint_every steps)")
+    times = [t for t in (_mtime(e) for e in entries.values()) if t is not None]
+    status.last_progress_at = _iso(max(times)) if times else None
+    checkpoint = _read_json(state.child(CHECKPOINT, CHECKPOINT_STATE)) if CHECKPOINT in entries \
+        else None
+    if checkpoint is None:
+        status.detail = "started, no checkpoint yet; a rerun starts it again"
         return status
-    status.last_progress_at = _iso(_mtime(checkpoint[CHECKPOINT_STATE]))
-    status.summary = {"step": state.get("step"), "epoch": state.get("epoch")}
-    status.detail = (f"last checkpoint at step {state.get('step')} (epoch {state.get('epoch')}); "
-                     "a rerun resumes from it")
+    status.summary = {"step": checkpoint.get("step"), "epoch": checkpoint.get("epoch")}
+    status.detail = (f"last checkpoint at step {checkpoint.get('step')} (epoch "
+                     f"{checkpoint.get('epoch')}); a rerun resumes from it")
     return status
 
 
 def run_status(output: Location) -> RunStatus:
-    """Every stage's state, from markers, plan footers and run summaries alone."""
-    entries = _listing(output)
-    top = set(entries)
-    ours = {PLAN_DIR, RUNS_DIR, ERRORS_DIR, *FOLDERS.values()}
-    if not top & ours:
+    """Every stage's state, from summaries, markers and plan footers alone."""
+    top = _listing(output)
+    if STATE not in top:
+        if top:
+            try:
+                check_layout(output)
+            except ConfigError as exc:
+                raise InspectionError(str(exc)) from None
         hint = ""
-        if {SUCCESS, DONE_DIR} & top or any(n.startswith("part-") for n in top):
+        if any(n.startswith("part-") for n in top):
             hint = ("; it looks like one stage's folder: pass the run's folder, "
                     f"{posixpath.dirname(output.uri)}")
         elif top:
-            hint = " (it holds no _plan/, _runs/ or stage folders)"
+            hint = f" (it holds no {STATE}/ folder)"
         raise InspectionError(
             f"no timbrespace-ray run at {output.uri}{hint or ': nothing is there'}")
+    layout = RunLayout(output)
+    started = set(_listing(output.child(STATE)))  # the stages that wrote any state
     stages: list[StageStatus] = []
     totals: dict[str, int | None] = {}
-    for stage in STAGES:
-        if stage == "profile":
-            s = _profile(output, top, totals.get("features"))
-        elif stage == "kmeans":
-            s = _kmeans(output, top)
-        elif stage == "train":
-            s = _train(output, top)
+    for spec in STAGES:
+        summary = _read_json(layout.summary(spec.name)) if spec.name in started else None
+        if summary is not None:
+            s = _from_summary(StageStatus(spec.name, spec.folder, FINISHED), summary)
+            if spec.steps and s.units_total is not None:  # every step had as many units
+                s.steps = [{"step": step, "units_done": s.units_total,
+                            "units_total": s.units_total} for step in (*spec.steps, spec.name)]
+                s.units_total = s.units_done = s.units_total * len(s.steps)
+        elif spec.units_from:
+            s = _map_steps(output, spec, started, totals)
         else:
-            s = _map_stage(output, stage, top, totals)
-            # its parts are the next unit-based stage's units, one each
-            totals[stage] = s.units_total if s.state == FINISHED else None
+            s = _whole_stage(output, spec)
+        totals[spec.name] = s.units_total if s.state == FINISHED else None
         stages.append(s)
-    kmeans = stages[STAGES.index("kmeans")]
+    for spec, s in zip(STAGES, stages):
+        # a model given from elsewhere (tokens.kmeans_model, embed.checkpoint): its stage is
+        # not run when the stage that reads the model ran all the same
+        consumer = spec.supplied_by.split(".")[0] if spec.supplied_by else None
+        if s.state == NOT_STARTED and consumer and stages[NAMES.index(consumer)].state \
+                != NOT_STARTED:
+            flag = "--" + spec.supplied_by.split(".")[1].replace("_", "-")
+            s.state = NOT_RUN
+            s.detail = (f"the {consumer} stage ran with a model from elsewhere ({flag}, "
+                        f"{spec.supplied_by})")
+    kmeans = stages[NAMES.index("kmeans")]
     if kmeans.state == NOT_STARTED and stages[0].state == FINISHED:
         kmeans.detail = ("k-means writes nothing until its fit ends: while it fits, it shows "
                          "here as not started")
@@ -630,11 +554,11 @@ def read_errors(output: Location, stages: list[str] | None = None,
     tables alone, with only the error columns."""
     if not _listing(output):
         raise InspectionError(f"no timbrespace-ray run at {output.uri}: nothing is there")
-    folder = output.child(ERRORS_DIR)
+    folder = output.child(ERRORS)
     names = sorted(n for n in _listing(folder)
                    if n.endswith(".parquet") and not n.startswith((".", "_")))
     # the stage names a table after itself (`features-000012.parquet`): skip other stages' files
-    stage_names = None if stages is None else {_summary_name(s) for s in stages}
+    stage_names = None if stages is None else set(stages)
     if stage_names is not None:
         names = [n for n in names if "-" not in n or n.rsplit("-", 1)[0] in stage_names]
     paths = [folder.child(n).path for n in names]
@@ -662,17 +586,12 @@ def read_errors(output: Location, stages: list[str] | None = None,
             keep = [str(t).lower() in wanted for t in table.column("error_type").to_pylist()]
             table = table.filter(pa.array(keep, pa.bool_()))
         rows = table.to_pylist()
-    order = {_summary_name(s): i for i, s in enumerate(STAGES)}
+    order = {name: i for i, name in enumerate(NAMES)}
     rows = [{c: r.get(c) for c in ("stage", "error_type", "utt_id", "source", "message")}
             for r in rows]
     rows.sort(key=lambda r: (order.get(r["stage"], len(order)), r["stage"] or "",
                              r["error_type"] or "", r["utt_id"] or "", r["source"] or ""))
     return ErrorRows(output.uri, rows, dict(sorted(Counter(r["error_type"] for r in rows).items())))
-
-
-def _summary_name(stage: str) -> str:
-    """The name a stage writes into its error rows and summaries (its folder, or the command)."""
-    return {"embed": "embeddings", "train": "encoder", "profile": "profile"}.get(stage, stage)
 
 
 def _clip(text: str, width: int, keep_end: bool = False) -> str:
@@ -686,7 +605,7 @@ def _clip(text: str, width: int, keep_end: bool = False) -> str:
 
 def format_errors(errors: ErrorRows, limit: int | None, width: int) -> str:
     if not errors.rows:
-        return f"no error rows in {errors.output}/{ERRORS_DIR}"
+        return f"no error rows in {errors.output}/{ERRORS}"
     total = len(errors.rows)
     shown = errors.rows if limit is None else errors.rows[:limit]
     lines = [f"{total:,} error row{'s' if total != 1 else ''}: "

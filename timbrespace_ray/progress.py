@@ -5,10 +5,15 @@ inputs, hours of audio, x real time, errors; or loss and tokens/s). Where output
 or a pipe (`ray job logs`, CI, kubectl) a bar would be thousands of carriage returns, so the
 same facts come as a line at most every LINE_INTERVAL_S, or sooner after each LINE_STEP of
 the work (never closer together than LINE_MIN_GAP_S): a 100,000-unit run prints a few hundred
-lines, not one per unit. No Ray here: the runner and the train stage feed it.
+lines, not one per unit. No Ray here: the map stages and the executors' training feed it.
+
+Lines and messages go to the `timbrespace_ray.progress` logger: a library user hears them only
+through a logging configuration of their own. A bar is drawn only where the command line asked
+for bars (`enable_bars`), which also routes the log's lines above the bar.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -18,6 +23,15 @@ from typing import TextIO
 LINE_INTERVAL_S = 30.0
 LINE_STEP = 0.05
 LINE_MIN_GAP_S = 10.0
+
+log = logging.getLogger(__name__)
+_bars = False
+
+
+def enable_bars(on: bool) -> None:
+    """Let stages draw live bars where stderr is a terminal (the command line does)."""
+    global _bars
+    _bars = on
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -44,7 +58,8 @@ def _duration(seconds: float) -> str:
 class StageProgress:
     """Progress of one stage: `advance(n, facts)` as work finishes, `close()` at the end.
 
-    `live`: draw a bar (default: when `stream` is a terminal); otherwise bounded lines.
+    `live`: draw a bar (default: when bars are enabled and `stream` is a terminal); otherwise
+    bounded lines.
     `facts` is a short text of the stage's own figures, shown beside the counts. `initial`: work
     done before (a resumed run), left out of the rate and the ETA."""
 
@@ -60,7 +75,7 @@ class StageProgress:
         # the rate for the ETA is taken from the first work done on: before it, workers start
         self._first: tuple[float, int] | None = None
         self._bar = None
-        if live if live is not None else is_terminal(self.stream):
+        if live if live is not None else (_bars and is_terminal(self.stream)):
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=initial, desc=name, unit=unit[:-1] if unit.endswith("s") else unit,
@@ -85,11 +100,10 @@ class StageProgress:
             self._line(now)
 
     def say(self, text: str) -> None:
-        """A message while the bar is drawn (printed above it)."""
+        """A message while the stage runs (above its bar, where one is drawn)."""
+        log.info(text)
         if self._bar is not None:
-            self._bar.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
+            self._bar.refresh()
 
     def line(self) -> str:
         elapsed = self.clock() - self.t0
@@ -104,7 +118,7 @@ class StageProgress:
 
     def _line(self, now: float) -> None:
         self._last_line, self._last_line_done = now, self.done
-        print(self.line(), file=self.stream, flush=True)
+        log.info(self.line())
 
     def close(self) -> None:
         """Remove the bar (the stage's summary lines follow and say where it ended)."""

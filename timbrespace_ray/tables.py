@@ -1,4 +1,6 @@
-"""Parquet tables every stage writes: schemas, provenance metadata, atomic part files."""
+"""Parquet tables every stage writes and reads: schemas, provenance metadata, atomic part
+files; a part read whole in one request, its schema, settings and row count from its footer
+alone."""
 from __future__ import annotations
 
 import io
@@ -24,6 +26,7 @@ ERRORS_SCHEMA = pa.schema([
 # Parquet key-value metadata naming the corpus's own columns (speaker, language...) of a
 # per-utterance table, so each later stage carries exactly those on
 METADATA_COLUMNS_KEY = b"timbrespace_ray.metadata_columns"
+SETTINGS_KEY = b"timbrespace_ray.settings"
 
 
 def carried_columns(schema: pa.Schema) -> list[str]:
@@ -42,7 +45,7 @@ def provenance(stage: str, settings: dict[str, Any]) -> dict[bytes, bytes]:
     return {
         b"timbrespace_ray.version": __version__.encode(),
         b"timbrespace_ray.stage": stage.encode(),
-        b"timbrespace_ray.settings": json.dumps(settings, sort_keys=True, default=str).encode(),
+        SETTINGS_KEY: json.dumps(settings, sort_keys=True, default=str).encode(),
     }
 
 
@@ -74,10 +77,32 @@ def error_row(stage: str, source: str, utt_id: str, exc: BaseException) -> dict[
             "error_type": type(exc).__name__, "message": message}
 
 
-def read_settings(location: Location) -> dict[str, Any]:
+def read_part(location: Location, columns: list[str] | None = None) -> pa.Table:
+    """A part file, fetched whole (one request on an object store; parts are tens of MB)."""
+    return pq.read_table(io.BytesIO(location.read_bytes()), columns=columns)
+
+
+def footer(location: Location) -> pq.FileMetaData:
+    """A part's footer: its schema, row count and key-value metadata, without its data."""
     with location.fs.open(location.path, "rb") as fh:
-        meta = pq.read_schema(fh).metadata or {}
-    return json.loads(meta.get(b"timbrespace_ray.settings", b"{}"))
+        return pq.read_metadata(fh)
+
+
+def read_schema(location: Location) -> pa.Schema:
+    return footer(location).schema.to_arrow_schema()
+
+
+def row_count(location: Location) -> int:
+    return footer(location).num_rows
+
+
+def settings_of(schema: pa.Schema) -> dict[str, Any]:
+    """How a table's numbers were made (`provenance`)."""
+    return json.loads((schema.metadata or {}).get(SETTINGS_KEY, b"{}"))
+
+
+def read_settings(location: Location) -> dict[str, Any]:
+    return settings_of(read_schema(location))
 
 
 def flat_lists(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:

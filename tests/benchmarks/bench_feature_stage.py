@@ -42,7 +42,7 @@ from conftest import DEMO_CORPUS  # noqa: E402
 from timbrespace_ray.config import load_config  # noqa: E402
 from timbrespace_ray.features import FeatureConfig, ProsodicFeatureExtractor, analyse  # noqa: E402
 from timbrespace_ray.features.pitch import pitch_track  # noqa: E402
-from timbrespace_ray.runner import RayExecutor, run_map_stage  # noqa: E402
+from timbrespace_ray.executors import RayExecutor  # noqa: E402
 from timbrespace_ray.stages.features import FeaturesStage  # noqa: E402
 from timbrespace_ray.storage import Location  # noqa: E402
 
@@ -122,12 +122,10 @@ def main() -> None:
         bare_before = bare_on_corpus(corpus)
         executor = RayExecutor(num_cpus=args.cpus, progress_bars=False)
         cfg = load_config().features
-        quiet = lambda s: None  # noqa: E731
-        run_map_stage(FeaturesStage(Location.of(str(tmp / "o1")), str(warm), cfg), executor, quiet)
+        FeaturesStage(Location.of(str(tmp / "o1")), str(warm), cfg).run(executor)
         started = time.time()
         t0 = time.perf_counter()
-        summary = run_map_stage(FeaturesStage(Location.of(str(tmp / "o2")), str(corpus), cfg),
-                                executor, quiet)
+        summary = FeaturesStage(Location.of(str(tmp / "o2")), str(corpus), cfg).run(executor)
         wall = time.perf_counter() - t0
         units = [json.loads(p.read_text()) for p in (tmp / "o2" / "features" / "_done").glob("*.json")]
         ray.shutdown()

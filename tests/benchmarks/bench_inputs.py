@@ -203,7 +203,7 @@ class StageRunner:
 
     def __init__(self, cpus: int, tmp: Path):
         from timbrespace_ray.config import load_config
-        from timbrespace_ray.runner import RayExecutor
+        from timbrespace_ray.executors import RayExecutor
 
         self.executor = RayExecutor(num_cpus=cpus, progress_bars=False)
         self.cfg = load_config().features
@@ -211,7 +211,6 @@ class StageRunner:
         self.runs = 0
 
     def __call__(self, input_uri: Path) -> tuple[float, object]:
-        from timbrespace_ray.runner import run_map_stage
         from timbrespace_ray.stages.features import FeaturesStage
         from timbrespace_ray.storage import Location
 
@@ -219,7 +218,7 @@ class StageRunner:
         out = self.tmp / f"out{self.runs:02d}"
         stage = FeaturesStage(Location.of(str(out)), str(input_uri), self.cfg)
         t0 = time.perf_counter()
-        summary = run_map_stage(stage, self.executor, lambda s: None)
+        summary = stage.run(self.executor)
         wall = time.perf_counter() - t0
         assert summary.rows == summary.inputs and not summary.errors, summary
         shutil.rmtree(out)
@@ -478,7 +477,7 @@ def build_long(root: Path, hours: float, segments: int, seed: int = 0) -> dict:
 def long_child(manifest: str, out: str) -> None:
     """In a fresh process: the features stage over one long segmented recording."""
     from timbrespace_ray.config import load_config
-    from timbrespace_ray.runner import LocalExecutor, run_map_stage
+    from timbrespace_ray.executors import LocalExecutor
     from timbrespace_ray.stages.features import FeaturesStage
     from timbrespace_ray.storage import Location
 
@@ -486,7 +485,7 @@ def long_child(manifest: str, out: str) -> None:
     stage.setup()
     rss0 = _status_kb("VmRSS")
     t0 = time.perf_counter()
-    summary = run_map_stage(stage, LocalExecutor(), lambda s: None)
+    summary = stage.run(LocalExecutor())
     print(json.dumps({"wall_s": time.perf_counter() - t0, "rows": summary.rows,
                       "errors": summary.errors, "units": summary.units_total,
                       "rss_after_setup_mb": rss0 / 1024, "peak_rss_mb": _status_kb("VmHWM") / 1024,

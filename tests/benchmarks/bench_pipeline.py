@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
 import platform
@@ -52,7 +53,7 @@ from bench_feature_stage import build_corpus  # noqa: E402
 
 from timbrespace_ray.config import CPU_RECIPE, GPU_RECIPE, load_config  # noqa: E402
 from timbrespace_ray.pipeline import STAGES, run_pipeline  # noqa: E402
-from timbrespace_ray.runner import RayExecutor  # noqa: E402
+from timbrespace_ray.executors import RayExecutor  # noqa: E402
 
 DEMO_MANIFEST = (Path(__file__).resolve().parents[2] / "timbrespace_ray" / "demo_corpus"
                  / "manifest.csv")
@@ -185,14 +186,19 @@ def main() -> None:
         t0 = time.perf_counter()
         executor.connect()
         t_ray = time.perf_counter() - t0
-        gpus = executor.cluster_gpus()
+        gpus = executor.gpu_capacity().possible
         cpus = executor.cluster_cpus()
 
         log: list[tuple[float, str]] = []  # (perf_counter, line) of the stages' messages
 
-        def echo(line: str) -> None:
-            log.append((time.perf_counter(), line))
-            print(line, flush=True)
+        class Lines(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                log.append((time.perf_counter(), record.getMessage()))
+                print(record.getMessage(), flush=True)
+
+        package = logging.getLogger("timbrespace_ray")
+        package.addHandler(Lines())
+        package.setLevel(logging.INFO)
 
         walls: dict[str, float] = {}
         starts: dict[str, tuple[float, float]] = {}  # (time.time, perf_counter) at the start
@@ -204,7 +210,7 @@ def main() -> None:
 
         load_before = os.getloadavg()
         t0 = time.perf_counter()
-        run_pipeline(cfg, executor, echo=echo, on_stage_done=done)
+        run_pipeline(cfg, executor, on_stage_done=done)
         t_pipeline = time.perf_counter() - t0
         timing = {"ray": t_ray, "pipeline": t_pipeline, "all": time.perf_counter() - t_all,
                   "corpus": t_corpus, "load": (load_before, os.getloadavg())}

@@ -35,7 +35,7 @@ from bench_feature_stage import build_corpus  # noqa: E402
 
 from timbrespace_ray.config import load_config  # noqa: E402
 from timbrespace_ray.pipeline import run_stage  # noqa: E402
-from timbrespace_ray.runner import RayExecutor  # noqa: E402
+from timbrespace_ray.executors import RayExecutor  # noqa: E402
 
 
 def busy_seconds(folder: Path) -> float:
@@ -46,7 +46,7 @@ def busy_seconds(folder: Path) -> float:
 def run(name: str, out: Path, executor, **keys) -> float:
     cfg = load_config(output=str(out), **keys)
     t0 = time.perf_counter()
-    run_stage(name, cfg, executor, echo=lambda s: None)
+    run_stage(name, cfg, executor)
     return time.perf_counter() - t0
 
 

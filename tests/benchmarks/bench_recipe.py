@@ -31,7 +31,7 @@ from asterisk_corpus import build_corpus  # noqa: E402
 from timbrespace_ray.config import CPU_RECIPE, load_config  # noqa: E402
 from timbrespace_ray.evaluation.run import run_evaluation  # noqa: E402
 from timbrespace_ray.pipeline import run_stage  # noqa: E402
-from timbrespace_ray.runner import RayExecutor  # noqa: E402
+from timbrespace_ray.executors import RayExecutor  # noqa: E402
 
 MARGIN = 0.05
 BASELINES = ("feature statistics", "untrained encoder", "untrained encoder, centred")
@@ -70,6 +70,9 @@ def main() -> int:
     parser.add_argument("--retrain", action="store_true",
                         help="train, embed and evaluate again on the existing tokens")
     args = parser.parse_args()
+    from timbrespace_ray.cli import configure_output
+
+    configure_output(progress_bars=False, verbose=False)  # the stages' lines, as the CLI shows them
 
     manifest = build_corpus(args.cache)
     overrides = {"train.validation_fraction": args.heldout}
@@ -81,14 +84,13 @@ def main() -> int:
         for folder in ("encoder", "embeddings", "evaluation"):
             shutil.rmtree(out / folder, ignore_errors=True)
     executor = RayExecutor(num_cpus=args.cpus, progress_bars=False)
-    quiet = lambda line: None  # noqa: E731
     walls = {}
     for stage in ("features", "kmeans", "tokens", "train", "embed"):
         t0 = time.perf_counter()
-        run_stage(stage, cfg, executor, echo=print if stage == "train" else quiet)
+        run_stage(stage, cfg, executor)
         walls[stage] = time.perf_counter() - t0
         print(f"{stage}: {walls[stage]:.0f} s", flush=True)
-    doc = run_evaluation(cfg, "speaker", "heldout", executor=executor, echo=print)
+    doc = run_evaluation(cfg, "speaker", "heldout", executor=executor)
     summary = json.loads((out / "encoder" / "_SUCCESS").read_text())
     recipe = {**CPU_RECIPE, **{k.split(".", 1)[1]: v for k, v in overrides.items()
                                if k.startswith("train.")}}

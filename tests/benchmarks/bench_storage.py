@@ -172,7 +172,7 @@ class Services:
     source's input URI and storage options; stop() stops whatever was started."""
 
     def __init__(self, cpus: int, latency_s: float):
-        from timbrespace_ray.runner import RayExecutor
+        from timbrespace_ray.executors import RayExecutor
 
         self.s3 = self.proxy = None
         self.executor = RayExecutor(num_cpus=cpus, progress_bars=False)
@@ -277,8 +277,7 @@ class StageRunner:
         r0, b0 = self.services.proxy.stats.requests, self.services.proxy.stats.bytes_down
         c0 = self.services.store_cpu_s()
         t0 = time.perf_counter()
-        summary = run_stage("features", cfg, self.services.executor,
-                            lambda s: print(s, file=sys.stderr, flush=True))
+        summary = run_stage("features", cfg, self.services.executor)
         wall = time.perf_counter() - t0
         store_cpu = self.services.store_cpu_s() - c0
         requests = self.services.proxy.stats.requests - r0

@@ -70,6 +70,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import logging
 import math
 import os
 import platform
@@ -106,7 +107,7 @@ from timbrespace_ray.encoder.split import is_validation  # noqa: E402
 from timbrespace_ray.encoder.precision import compute_dtype  # noqa: E402
 from timbrespace_ray.features.analysis import FEATURE_NAMES  # noqa: E402
 from timbrespace_ray.features.config import FeatureConfig  # noqa: E402
-from timbrespace_ray.runner import LocalExecutor, run_map_stage  # noqa: E402
+from timbrespace_ray.executors import LocalExecutor  # noqa: E402
 from timbrespace_ray.stages.embed import EmbedStage  # noqa: E402
 from timbrespace_ray.stages.sampling import per_part_counts, sample_part  # noqa: E402
 from timbrespace_ray.stages.tokens import TokensStage, assign_on_gpu  # noqa: E402
@@ -250,12 +251,11 @@ def guarded(report: Report, step: str):
         report.problem(f"{step} failed: {type(exc).__name__}: {exc}")
 
 
-def quiet(_line: str) -> None:
-    pass
+class _Indented(logging.Handler):
+    """The stages' log lines, indented under the check's own."""
 
-
-def indented(line: str) -> None:
-    say(f"    {line}")
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"    {record.getMessage()}")
 
 
 # -- machine -----------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def run_features_stage(target: Path) -> Path:
     from timbrespace_ray.stages.features import FeaturesStage
 
     stage = FeaturesStage(Location.of(str(target)), str(DEMO_MANIFEST), FeaturesStageConfig())
-    run_map_stage(stage, LocalExecutor(), echo=indented)
+    stage.run(LocalExecutor())
     return target / "features"
 
 
@@ -487,11 +487,9 @@ def step_tokens(warm: Path, main: Path, model_dir: str, x: np.ndarray | None,
     section("tokens")
     use_gpu = device.type == "cuda"
     say(f"TokensStage(use_gpu={use_gpu}), k-means model {model_dir}")
-    run_map_stage(TokensStage(Location.of(str(warm)), model_dir, use_gpu=use_gpu),
-                  LocalExecutor(), echo=quiet)
+    TokensStage(Location.of(str(warm)), model_dir, use_gpu=use_gpu).run(LocalExecutor())
     with Measured(device) as m:
-        summary = run_map_stage(TokensStage(Location.of(str(main)), model_dir, use_gpu=use_gpu),
-                                LocalExecutor(), echo=indented)
+        summary = TokensStage(Location.of(str(main)), model_dir, use_gpu=use_gpu).run(LocalExecutor())
     stage_summary_row(report, "tokens stage", summary, m, "frames")
     model = KMeansModel.load(model_dir)
     part = sorted((main / "tokens").glob("part-*.parquet"))[0]
@@ -620,11 +618,10 @@ def step_embed(label: str, encoder: Path, warm: Path, main: Path, device: torch.
         f"{compute_dtype(device, cfg.bf16)}")
     for root in (warm, main):
         shutil.rmtree(root / "embeddings", ignore_errors=True)
-    run_map_stage(EmbedStage(Location.of(str(warm)), cfg, str(encoder), use_gpu=use_gpu),
-                  LocalExecutor(), echo=quiet)
+    EmbedStage(Location.of(str(warm)), cfg, str(encoder), use_gpu=use_gpu).run(LocalExecutor())
     with Measured(device) as m:
-        summary = run_map_stage(EmbedStage(Location.of(str(main)), cfg, str(encoder),
-                                           use_gpu=use_gpu), LocalExecutor(), echo=indented)
+        summary = EmbedStage(Location.of(str(main)), cfg, str(encoder),
+                                           use_gpu=use_gpu).run(LocalExecutor())
     stage_summary_row(report, f"embed stage, {label}", summary, m, "tokens")
     out = pq.read_table(sorted((main / "embeddings").glob("part-*.parquet"))[0],
                         columns=["embedding"])
@@ -719,6 +716,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheel-python", default="3.12", help="the GPU machine's Python")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
+    package = logging.getLogger("timbrespace_ray")
+    if not any(isinstance(h, _Indented) for h in package.handlers):
+        package.addHandler(_Indented())
+    package.setLevel(logging.INFO)
     if args.prepare:
         prepare(Path(args.prepare), args.wheel_python)
         return 0

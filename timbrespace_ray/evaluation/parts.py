@@ -7,20 +7,18 @@ three files of that name.
 from __future__ import annotations
 
 import contextlib
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from ..encoder import pool_windows
 from ..errors import InconsistentPartsError
 from ..features.analysis import FEATURE_NAMES
 from ..storage import Location
-from ..tables import flat_lists
+from ..tables import flat_lists, read_part
 from .representations import (encoder_vectors, feature_statistics, token_frequencies,
                               untrained_encoder)
 from .selection import Candidates, Holdout, candidates
@@ -49,7 +47,7 @@ class PartCandidates:
 
 
 def candidate_positions(part: str, spec: PartsSpec) -> PartCandidates:
-    found = _candidates(_read(spec.output.child("embeddings", part), _candidate_columns(spec)),
+    found = _candidates(read_part(spec.output.child("embeddings", part), _candidate_columns(spec)),
                         spec)
     return PartCandidates(found.positions[:spec.max_utterances], found.counts(),
                           found.first_of_each_label())
@@ -60,7 +58,7 @@ def part_vectors(item: tuple[str, float], spec: PartsSpec) -> dict:
     trained embeddings, feature statistics, token frequencies and untrained encoder's vectors."""
     part, last = item
     stage = spec.output.child
-    embeddings = _read(stage("embeddings", part),
+    embeddings = read_part(stage("embeddings", part),
                        [*_candidate_columns(spec), "n_frames", "embedding"])
     utt_ids, labels = _candidates(embeddings, spec).up_to(last)
     windows = _rows_of(embeddings, utt_ids)
@@ -70,10 +68,10 @@ def part_vectors(item: tuple[str, float], spec: PartsSpec) -> dict:
         np.array([index[u] for u in windows.column("utt_id").to_pylist()], np.int64),
         windows.column("n_frames").to_numpy().astype(np.float64),
         flat_lists(windows.column("embedding"))[0].reshape(-1, dim), len(utt_ids))
-    token_rows = _in_order(_read(stage("tokens", part), ["utt_id", "tokens"]), utt_ids, part,
+    token_rows = _in_order(read_part(stage("tokens", part), ["utt_id", "tokens"]), utt_ids, part,
                            "tokens")
     tokens, token_offsets = flat_lists(token_rows.column("tokens"))
-    features = _in_order(_read(stage("features", part), ["utt_id", *FEATURE_NAMES]), utt_ids,
+    features = _in_order(read_part(stage("features", part), ["utt_id", *FEATURE_NAMES]), utt_ids,
                          part, "features")
     flat = {name: flat_lists(features.column(name)) for name in FEATURE_NAMES}
     with _torch_threads(1):  # the call holds one CPU (see run.py)
@@ -97,9 +95,6 @@ def _candidates(table: pa.Table, spec: PartsSpec) -> Candidates:
     return candidates(table.column("utt_id").to_pylist(), table.column(spec.label).to_pylist(),
                       table.column(key).to_pylist() if key else None, spec.holdout)
 
-
-def _read(loc: Location, columns: list[str]) -> pa.Table:
-    return pq.read_table(io.BytesIO(loc.read_bytes()), columns=columns)
 
 
 def _rows_of(table: pa.Table, utt_ids: list[str]) -> pa.Table:

@@ -9,21 +9,22 @@ then scores them (`metrics.py`).
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ..config import PipelineConfig
 from ..encoder import EmbeddingNormalization
 from ..errors import ConfigError
-from ..runner import RayExecutor
-from ..stages.base import SUCCESS, Resources
+from ..executors import Executor, RayExecutor, Resources
+from ..layout import RunLayout
 from ..stages.embed import load_normalization
+from ..stages.registry import SPECS
+from ..stages.train import TRAINING_RECORD
 from ..storage import Location, redact_uri
-from ..tables import carried_columns, read_settings
+from ..tables import carried_columns, read_schema, read_settings
 from .metrics import DEFAULT_MAX_PAIRS, DEFAULT_MAX_QUERIES, retrieval_figures
 from .parts import PartCandidates, PartsSpec, candidate_positions, part_vectors
 from .report import counts_line, results_table, write_outputs
@@ -34,15 +35,15 @@ UTTERANCES = ("heldout", "all")
 DEFAULT_MAX_UTTERANCES = 20_000
 NOT_HELD_OUT = "not held out: the encoder saw these utterances"
 PART_RESOURCES = Resources(num_cpus=1.0)
-# (folder, command that writes it): what evaluate reads, in the order they are made
-STAGE_OUTPUTS = (("features", "features"), ("tokens", "tokens"), ("embeddings", "embed"))
+READS = ("features", "tokens", "embed")  # the stages whose tables evaluate reads
 SCORING_SEED = 0  # pair sample and 1-NN query sample
+
+log = logging.getLogger(__name__)
 
 
 def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
                    max_utterances: int = DEFAULT_MAX_UTTERANCES,
-                   max_pairs: int = DEFAULT_MAX_PAIRS, executor=None,
-                   echo: Callable[[str], None] = print) -> dict:
+                   max_pairs: int = DEFAULT_MAX_PAIRS, executor: Executor | None = None) -> dict:
     """Score the embeddings and the baselines on `label`; write and return every figure."""
     if utterances not in UTTERANCES:
         raise ConfigError(f"utterances must be one of {', '.join(UTTERANCES)}, "
@@ -56,8 +57,7 @@ def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
     out = Location.of(cfg.output, opts)
     parts = _embeddings_parts(out)
     first = out.child("embeddings", parts[0])
-    with first.fs.open(first.path, "rb") as fh:
-        carried = carried_columns(pq.read_schema(fh))
+    carried = carried_columns(read_schema(first))
     if label not in carried:
         raise ConfigError(f"no label column {label!r} in {out.uri}: the tables carry "
                           f"{', '.join(carried) or 'no metadata columns'}")
@@ -69,18 +69,18 @@ def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
                           f"tables do not carry; use --utterances all")
     which = "heldout" if holdout is not None else "all"
     if utterances == "heldout" and holdout is None:
-        echo(f"evaluate: the encoder records no validation split; evaluating all utterances "
-             f"({NOT_HELD_OUT})")
+        log.info("evaluate: the encoder records no validation split; evaluating all utterances "
+                 "(%s)", NOT_HELD_OUT)
     spec = PartsSpec(out, label, holdout, max_utterances, read_settings(first)["model"],
                      cfg.embed.batch_size)
     executor = executor or RayExecutor.of(cfg.ray)
-    echo(f"evaluate: {label} over {which} utterances of {len(parts)} parts")
-    found, last, gathered = _gather(executor, parts, spec, which, echo)
+    log.info("evaluate: %s over %s utterances of %d parts", label, which, len(parts))
+    found, last, gathered = _gather(executor, parts, spec, which)
     labels = [lab for g in gathered for lab in g["label"]]
     vectors = {k: np.concatenate([g[k] for g in gathered]) for k in gathered[0] if k != "label"}
     normalization, normalization_doc = _normalization(encoder_uri, opts, vectors["embeddings"])
     representations = compared(vectors, normalization)
-    echo(f"evaluate: scoring {len(representations)} representations")
+    log.info("evaluate: scoring %d representations", len(representations))
     counts = sum((Counter(f.counts) for f in found), Counter())
     per_label = np.unique(labels, return_counts=True)[1]
     doc = {
@@ -110,12 +110,12 @@ def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
     write_outputs(folder, doc)
     for line in ["", counts_line(doc), results_table(doc), *[f"- {c}" for c in doc["caveats"]],
                  f"-> {folder.uri}/evaluation.md, evaluation.json, roc_det.png"]:
-        echo(line)
+        log.info(line)
     return doc
 
 
-def _gather(executor, parts: list[str], spec: PartsSpec, which: str,
-            echo: Callable[[str], None]) -> tuple[list[PartCandidates], float, list[dict]]:
+def _gather(executor: Executor, parts: list[str], spec: PartsSpec,
+            which: str) -> tuple[list[PartCandidates], float, list[dict]]:
     """Both rounds over the parts: (every part's candidates, the sample's cutoff, the chosen
     utterances' vectors per part). Stops before the expensive round when fewer than 2 labels
     are among the chosen."""
@@ -128,27 +128,27 @@ def _gather(executor, parts: list[str], spec: PartsSpec, which: str,
                 if which == "heldout" else "")
         raise ConfigError(f"fewer than 2 distinct {spec.label!r} labels among the {chosen} "
                           f"labelled utterances{hint}: nothing to tell apart")
-    echo(f"evaluate: {chosen} utterances, {len(labels)} labels; computing their vectors")
+    log.info("evaluate: %d utterances, %d labels; computing their vectors", chosen, len(labels))
     items = [(p, last) for p, f in zip(parts, found) if len(f.positions) and f.positions[0] <= last]
     return found, last, executor.parallel(part_vectors, items, PART_RESOURCES, spec)
 
 
 def _embeddings_parts(out: Location) -> list[str]:
     """The embeddings part names, once every stage evaluate reads has finished."""
-    for folder, command in STAGE_OUTPUTS:
-        if not out.child(folder, SUCCESS).exists():
-            raise ConfigError(f"evaluate needs a complete '{folder}' stage in {out.uri}; run "
-                              f"`timbrespace-ray {command}` first (or `timbrespace-ray run`)")
-    parts = [n for n in out.child("embeddings").list_names()
-             if n.startswith("part-") and n.endswith(".parquet")]
+    for name in READS:
+        if RunLayout(out).completed(name) is None:
+            raise ConfigError(f"evaluate needs a complete '{name}' stage in {out.uri}; run "
+                              f"`timbrespace-ray {name}` first (or `timbrespace-ray run`)")
+    folder = out.child(SPECS["embed"].folder)
+    parts = [n for n in folder.list_names() if n.startswith("part-") and n.endswith(".parquet")]
     if not parts:
-        raise ConfigError(f"{out.child('embeddings').uri} holds no parts: no utterance to evaluate")
+        raise ConfigError(f"{folder.uri} holds no parts: no utterance to evaluate")
     return parts
 
 
 def _holdout(encoder_uri: str, opts: dict) -> Holdout | None:
-    success = Location.of(encoder_uri, opts).child(SUCCESS)
-    return Holdout.of(success.read_json()) if success.exists() else None
+    record = Location.of(encoder_uri, opts).child(TRAINING_RECORD)
+    return Holdout.of(record.read_json()) if record.exists() else None
 
 
 def _normalization(encoder_uri: str, opts: dict,

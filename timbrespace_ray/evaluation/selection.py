@@ -17,8 +17,9 @@ SAMPLE_SEED = 0
 
 @dataclass(frozen=True)
 class Holdout:
-    """The encoder's validation split (its `_SUCCESS` "validation" entry): an utterance was held
-    out of training when `is_validation(str(<key column>), fraction, seed)`."""
+    """The encoder's validation split (the "validation" entry of its `training.json`): an
+    utterance was held out of training when `is_validation(str(<key column>), fraction,
+    seed)`."""
 
     fraction: float
     key: str  # "utt_id" or a metadata column (whole speakers held out, say)
@@ -26,14 +27,14 @@ class Holdout:
 
     @classmethod
     def of(cls, success: Mapping) -> "Holdout | None":
-        """From an encoder's `_SUCCESS` document; None when it records no split."""
+        """From an encoder's `training.json`; None when it records no split."""
         entry = success.get("validation")
         if entry is None:
             return None
         try:
             return cls(float(entry["fraction"]), str(entry["key"]), int(entry["seed"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"the encoder's _SUCCESS 'validation' entry {entry!r} is not "
+            raise ModelFormatError(f"the encoder's training.json 'validation' entry {entry!r} is not "
                                    "{'fraction', 'key', 'seed'}") from exc
 
     def held_out(self, keys: Sequence) -> np.ndarray:

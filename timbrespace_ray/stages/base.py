@@ -1,112 +1,131 @@
 """One contract for every stage, with no Ray in it.
 
-A stage owns a folder under the run's output. Map stages (features, tokens, embed) split their
-work into units that are planned deterministically; each unit writes its part files atomically
-and then a marker `_done/<unit>.json` holding its statistics, so a rerun skips finished units
-and redoes (overwrites) unfinished ones: every input ends up exactly once. When all units are
-done the stage writes `_SUCCESS`. Executors (local, Ray) only decide where units run.
+A stage writes into its folder under the run's output (stages/registry.py says which) and keeps
+its bookkeeping in `_run/<stage>/` (layout.py). `Stage.run(executor)` is the one way a stage
+runs: a finished stage returns its summary as it was; otherwise its work runs, and its summary
+is recorded, which is what "finished" means. Every stage returns a `StageSummary`.
+
+Map stages (features, profile's steps, tokens, embed) split their work into units planned
+deterministically; each unit writes its part files atomically and then a marker
+`_run/<stage>/done/<unit>.json` holding its statistics, so a rerun skips finished units and
+redoes (overwrites) unfinished ones: every input ends up exactly once. Executors only decide
+where units run.
 """
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import ClassVar
 
+from ..executors.base import Executor, Resources, UnitStats, WorkUnit
+from ..layout import RunLayout
+from ..progress import StageProgress
 from ..storage import Location
 
-SUCCESS = "_SUCCESS"
-DONE_DIR = "_done"
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one worker of a stage needs; the executor turns this into Ray resource requests."""
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    memory_bytes: int | None = None
-    max_workers: int | None = None
-    actors: bool = False  # Executor.parallel(): one actor per item instead of a task
-    # Executor.map(): an actor pool that runs setup() once per actor (model loading, compiled
-    # kernels); False: plain tasks on Ray's reusable workers, for a stage without a setup, which
-    # then costs no actor start-up (seconds: more than a small corpus's whole work)
-    actor_pool: bool = True
-
-
-@dataclass(frozen=True)
-class WorkUnit:
-    index: int
-    items: tuple[dict[str, Any], ...]
-
-    @property
-    def name(self) -> str:
-        return f"{self.index:06d}"
-
-
-@dataclass
-class UnitStats:
-    unit: int
-    inputs: int = 0
-    rows: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    audio_seconds: float = 0.0
-    frames: int = 0
-    busy_seconds: float = 0.0
-    started_at: float = 0.0  # wall-clock time.time(), for utilisation figures
-
-    def add_error(self, error_type: str) -> None:
-        self.errors[error_type] = self.errors.get(error_type, 0) + 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class StageSummary:
     stage: str
-    units_total: int
-    units_run: int
-    inputs: int
-    rows: int
-    errors: dict[str, int]
-    audio_hours: float
-    frames: int
-    wall_seconds: float
-    busy_seconds: float  # summed worker time of the units run now
-    x_real_time: float  # audio of the units run now / wall time
-    finished_at: str
+    units_total: int = 0
+    units_run: int = 0  # by this run (the others were done before)
+    inputs: int = 0
+    rows: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    audio_hours: float = 0.0
+    frames: int = 0
+    wall_seconds: float = 0.0
+    busy_seconds: float = 0.0  # summed worker time of the units run now
+    x_real_time: float = 0.0  # audio of the units run now / wall time
+    run_audio_hours: float = 0.0  # audio of the units run now
+    finished_at: str = ""
+    # what a stage that is not made of units says of itself (k-means: k, inertia; train: steps,
+    # loss); `text` is its one-line account
+    detail: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, doc: dict) -> "StageSummary":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    @property
+    def errors_total(self) -> int:
+        return sum(self.errors.values())
+
+    def brief(self) -> str:
+        return self.detail.get("text") or f"{self.inputs} inputs, {self.rows} rows"
 
     def lines(self) -> list[str]:
-        errors = sum(self.errors.values())
+        if self.detail:
+            return [f"{self.stage}: {self.brief()}"]
         by_type = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
         return [
             f"{self.stage}: {self.units_run} of {self.units_total} units run now "
             f"({self.units_total - self.units_run} were already done); inputs seen {self.inputs} "
-            f"= rows {self.rows} + errors {errors}",
+            f"= rows {self.rows} + errors {self.errors_total}",
             f"  audio {self.audio_hours:.3f} h, {self.frames} frames; wall {self.wall_seconds:.1f} s,"
             f" {self.x_real_time:.0f}x real time this run"
             + (f"; errors by type: {by_type} (`timbrespace-ray errors OUTPUT` lists them)"
-               if errors else ""),
+               if self.errors else ""),
         ]
 
 
-class Stage(ABC):
-    """A step of the pipeline writing into `output/<name>/`."""
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    name: str
+
+class Stage(ABC):
+    """A step of the pipeline. `name` is its command (or `<stage>/<step>` for one of a stage's
+    own map steps): the key of its state in `_run/` and the word of its lines."""
+
+    name: ClassVar[str]
 
     def __init__(self, output: Location):
         self.output = output
-        self.folder = output.child(self.name)
+        self.layout = RunLayout(output)
 
-    def is_complete(self) -> bool:
-        return self.folder.child(SUCCESS).exists()
+    def check(self) -> None:
+        """Before anything is written: refuse settings that cannot work (a bins file that is
+        not there...)."""
+
+    @abstractmethod
+    def execute(self, executor: Executor) -> StageSummary:
+        """The stage's work, to the end; its summary (wall time and finish time are run's)."""
+
+    def run(self, executor: Executor) -> StageSummary:
+        done = self.layout.completed(self.name)
+        if done is not None:
+            summary = StageSummary.of(done)
+            log.info("%s: already complete (%s); nothing to do", self.name, summary.brief())
+            return summary
+        self.check()
+        self.layout.prepare()
+        t0 = time.perf_counter()
+        summary = self.execute(executor)
+        summary.wall_seconds = time.perf_counter() - t0
+        if summary.wall_seconds > 0:
+            summary.x_real_time = summary.run_audio_hours * 3600 / summary.wall_seconds
+        summary.finished_at = _stamp()
+        doc = asdict(summary)
+        stamp = summary.finished_at.replace(":", "").replace("-", "")
+        self.layout.history(self.name, stamp).write_json(doc)
+        self.layout.summary(self.name).write_json(doc)
+        for line in summary.lines():
+            log.info(line)
+        return summary
 
 
 class MapStage(Stage):
-    """A stage made of independent units; subclasses define plan/setup/process."""
+    """A stage made of independent units; subclasses define plan/setup/process and `folder`,
+    where their parts go."""
 
     resources = Resources()
+    folder: Location
 
     @abstractmethod
     def plan(self) -> list[WorkUnit]:
@@ -120,10 +139,10 @@ class MapStage(Stage):
         """Write the unit's part files (atomically) and return its statistics."""
 
     def marker(self, unit: WorkUnit) -> Location:
-        return self.folder.child(DONE_DIR, f"{unit.name}.json")
+        return self.layout.markers(self.name).child(f"{unit.name}.json")
 
     def done_units(self) -> set[int]:
-        return {int(n.split(".")[0]) for n in self.folder.child(DONE_DIR).list_names()
+        return {int(n.split(".")[0]) for n in self.layout.markers(self.name).list_names()
                 if n.endswith(".json") and n.split(".")[0].isdigit()}
 
     def run_unit(self, unit: WorkUnit) -> UnitStats:
@@ -134,29 +153,51 @@ class MapStage(Stage):
         self.marker(unit).write_json(asdict(stats))
         return stats
 
-    def finish(self, units: list[WorkUnit], ran: list[UnitStats], wall_seconds: float) -> StageSummary:
-        """After every unit is done: totals over all units, the run summary and _SUCCESS."""
-        done = self.folder.child(DONE_DIR)
-        all_stats = [UnitStats(**done.child(f"{u.name}.json").read_json()) for u in units]
+    def execute(self, executor: Executor) -> StageSummary:
+        """Run the units that are not done yet; totals over all of them."""
+        units = self.plan()
+        done = self.done_units()
+        pending = [u for u in units if u.index not in done]
+        log.info("%s: %d units, %d already done, %d to run -> %s", self.name, len(units),
+                 len(units) - len(pending), len(pending), self.folder.uri)
+        ran: list[UnitStats] = []
+        progress = UnitProgress(self.name, len(pending), executor.live_progress)
+
+        def on_result(stats: UnitStats) -> None:
+            ran.append(stats)
+            progress(stats)
+
+        try:
+            if pending:
+                executor.map(self, pending, on_result)
+        finally:
+            progress.bar.close()
+        markers = self.layout.markers(self.name)
+        every = [UnitStats(**markers.child(f"{u.name}.json").read_json()) for u in units]
         errors: Counter = Counter()
-        for s in all_stats:
+        for s in every:
             errors.update(s.errors)
-        run_audio = sum(s.audio_seconds for s in ran)
-        summary = StageSummary(
-            stage=self.name,
-            units_total=len(units),
-            units_run=len(ran),
-            inputs=sum(s.inputs for s in all_stats),
-            rows=sum(s.rows for s in all_stats),
-            errors=dict(errors),
-            audio_hours=sum(s.audio_seconds for s in all_stats) / 3600,
-            frames=sum(s.frames for s in all_stats),
-            wall_seconds=wall_seconds,
-            busy_seconds=sum(s.busy_seconds for s in ran),
-            x_real_time=run_audio / wall_seconds if wall_seconds > 0 else 0.0,
-            finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
-        stamp = summary.finished_at.replace(":", "").replace("-", "")
-        self.output.child("_runs", f"{self.name}-{stamp}.json").write_json(asdict(summary))
-        self.folder.child(SUCCESS).write_json(asdict(summary))
-        return summary
+        return StageSummary(
+            stage=self.name, units_total=len(units), units_run=len(ran),
+            inputs=sum(s.inputs for s in every), rows=sum(s.rows for s in every),
+            errors=dict(errors), audio_hours=sum(s.audio_seconds for s in every) / 3600,
+            frames=sum(s.frames for s in every), busy_seconds=sum(s.busy_seconds for s in ran),
+            run_audio_hours=sum(s.audio_seconds for s in ran) / 3600)
+
+
+class UnitProgress:
+    """A map stage's progress: units done, with its inputs, errors, audio and speed."""
+
+    def __init__(self, stage: str, total_units: int, live: bool | None = None):
+        self.bar = StageProgress(stage, total_units, "units", live=live)
+        self.inputs = self.errors = 0
+        self.audio = 0.0
+
+    def __call__(self, stats: UnitStats) -> None:
+        self.inputs += stats.inputs
+        self.errors += sum(stats.errors.values())
+        self.audio += stats.audio_seconds
+        secs = self.bar.clock() - self.bar.t0
+        self.bar.advance(1, f"{self.inputs} inputs, {self.errors} errors, "
+                            f"{self.audio / 3600:.2f} h audio, "
+                            f"{self.audio / secs if secs > 0 else 0:.0f}x real time")

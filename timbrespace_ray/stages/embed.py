@@ -12,8 +12,8 @@ from ..encoder import NORMALIZATION_FILE, EmbeddingNormalization, embed_windows,
 from ..encoder.precision import compute_dtype
 from ..errors import ModelFormatError
 from ..storage import Location
+from ..executors.base import Resources, UnitStats, WorkUnit
 from ..tables import carried_columns, carried_metadata, flat_lists, provenance, write_table
-from .base import Resources, UnitStats, WorkUnit
 from .parts import PartsStage
 
 
@@ -33,12 +33,13 @@ def embeddings_schema(hidden_dim: int) -> pa.Schema:
 
 
 class EmbedStage(PartsStage):
-    name = "embeddings"
+    name = "embed"
     upstream = "tokens"
 
     def __init__(self, output: Location, config: EmbedStageConfig, checkpoint: str | None = None,
                  storage_options: dict | None = None, use_gpu: bool = False):
         super().__init__(output)
+        self.folder = output.child("embeddings")
         self.config = config
         self.checkpoint = checkpoint or output.child("encoder").uri
         self.storage_options = storage_options or {}
@@ -47,6 +48,10 @@ class EmbedStage(PartsStage):
                                    max_workers=config.max_workers)
         self._model = None
         self._normalization: EmbeddingNormalization | None = None
+
+    @classmethod
+    def from_config(cls, cfg, output: Location, use_gpu: bool) -> "EmbedStage":
+        return cls(output, cfg.embed, cfg.embed.checkpoint, cfg.storage.storage_options, use_gpu)
 
     def setup(self) -> None:
         import torch

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import time
@@ -14,7 +13,7 @@ import soxr
 
 from ..audio import decode_audio, decode_ranges
 from ..config import FeaturesStageConfig
-from ..errors import AudioTooLongError, EmptyAudioError, StorageError
+from ..errors import AudioTooLongError, ConfigError, EmptyAudioError, StorageError
 from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
 from ..features.pitch import PITCH_COLUMN, SAMPLE_RATE as PITCH_RATE, pitch_track
 from ..inputs import (END_TOLERANCE_S, InputError, ReadContext, Recording, Segment, SegmentRangeError,
@@ -22,8 +21,10 @@ from ..inputs import (END_TOLERANCE_S, InputError, ReadContext, Recording, Segme
 from ..inputs.metadata import TYPES, arrow_columns
 from ..inputs.prefetch import prefetched
 from ..storage import Location, redact_uri, unreachable_errors
-from ..tables import carried_metadata, error_row, errors_table, provenance, write_table
-from .base import MapStage, Resources, UnitStats, WorkUnit
+from ..executors.base import Resources, UnitStats, WorkUnit
+from ..tables import (carried_metadata, error_row, errors_table, provenance, read_part,
+                      write_table)
+from .base import MapStage
 
 MIN_UNITS = 16  # small corpora are still split so that every worker gets work
 
@@ -77,6 +78,7 @@ class FeaturesStage(MapStage):
     def __init__(self, output: Location, input_uri: str, config: FeaturesStageConfig,
                  storage_options: dict | None = None):
         super().__init__(output)
+        self.folder = output.child("features")
         self.input_uri = input_uri
         self.config = config
         self.storage_options = storage_options or {}
@@ -89,11 +91,16 @@ class FeaturesStage(MapStage):
         self._pitch_config = config.pitch
         self.metadata: dict[str, str] = {}  # the corpus's metadata columns, set by plan()
 
+    @classmethod
+    def from_config(cls, cfg, output: Location, use_gpu: bool) -> "FeaturesStage":
+        if cfg.input is None:
+            raise ConfigError("no input: pass --input or set 'input' in the config")
+        return cls(output, cfg.input, cfg.features, cfg.storage.storage_options)
+
     # planning -----------------------------------------------------------------------------
     def plan(self) -> list[WorkUnit]:
         """The stored plan when there is one (reruns see exactly the same units), else a new one."""
-        # beside, not inside, features/: readers glob features/*.parquet
-        plan_file = self.output.child("_plan", f"{self.name}.parquet")
+        plan_file = self.layout.plan(self.name)
         if plan_file.exists():
             units, self.metadata = _read_plan(plan_file)
             return units
@@ -142,7 +149,7 @@ class FeaturesStage(MapStage):
                     _features_table(rows, self.metadata),
                     {**meta, **carried_metadata(list(self.metadata))})
         if errors:
-            write_table(self.output.child("errors", f"{self.name}-{unit.name}.parquet"),
+            write_table(self.layout.error_part(self.name, unit.name),
                         errors_table(errors), meta)
         return stats
 
@@ -297,9 +304,7 @@ def _write_plan(location: Location, units: list[WorkUnit], metadata: dict[str, s
 
 
 def _read_plan(location: Location) -> tuple[list[WorkUnit], dict[str, str]]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(io.BytesIO(location.read_bytes()))
+    table = read_part(location)
     if "items" not in table.column_names:
         raise InputError(f"{location.uri} is a plan written by an older version of timbrespace_ray; "
                          "run into a new output folder (or delete this one)")

@@ -7,27 +7,29 @@ cuML, or scikit-learn with a warning where cuML or the GPU is not usable there.
 """
 from __future__ import annotations
 
-import io
+import logging
 import socket
 import tempfile
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ..clustering.fit import FitResult, _cuml_problem, best_fit, fit_kmeans, fit_reducer
 from ..clustering.pipeline import write_model_dir
 from ..config import KMeansStageConfig
+from ..errors import UpstreamIncompleteError
+from ..executors.base import Executor, Resources
 from ..features.analysis import FEATURE_NAMES
 from ..storage import Location
-from .base import SUCCESS, Resources, Stage
-from ..errors import UpstreamIncompleteError
+from ..tables import read_part
+from .base import Stage, StageSummary
 from .parts import complete_parts
 from .sampling import per_part_counts, sample_part
 
+log = logging.getLogger(__name__)
+
 
 def _count_frames(part: str, shared) -> int:
-    loc = Location.of(part, shared["storage_options"])
-    table = pq.read_table(io.BytesIO(loc.read_bytes()), columns=["n_frames"])
+    table = read_part(Location.of(part, shared["storage_options"]), ["n_frames"])
     return int(np.sum(table.column("n_frames").to_numpy()))
 
 
@@ -35,8 +37,7 @@ def _sample(item, shared) -> np.ndarray:
     index, part, k = item
     if k == 0:
         return np.zeros((0, len(FEATURE_NAMES)), np.float32)
-    loc = Location.of(part, shared["storage_options"])
-    table = pq.read_table(io.BytesIO(loc.read_bytes()), columns=list(FEATURE_NAMES))
+    table = read_part(Location.of(part, shared["storage_options"]), list(FEATURE_NAMES))
     return sample_part(table, k, shared["seed"], index)
 
 
@@ -57,34 +58,31 @@ def _fit(seed: int, shared) -> tuple[FitResult, str | None]:
 class KMeansStage(Stage):
     name = "kmeans"
 
-    def __init__(self, output: Location, config: KMeansStageConfig, storage_options: dict | None = None):
+    def __init__(self, output: Location, config: KMeansStageConfig,
+                 storage_options: dict | None = None, use_gpu: bool = False):
+        """`use_gpu`: each fit asks for a GPU (an autoscaler adds GPU nodes for them); cuML is
+        looked up in the fit, on its node, never here on the driver (often a head with no GPU
+        and no cuML)."""
         super().__init__(output)
+        self.folder = output.child("kmeans")
         self.config = config
         self.storage_options = storage_options or {}
+        self.device = "cuda" if use_gpu else "cpu"
 
-    def _parts(self) -> list[str]:
-        return [p.uri for p in complete_parts(self.output, "features", "k-means")]
+    @classmethod
+    def from_config(cls, cfg, output: Location, use_gpu: bool) -> "KMeansStage":
+        return cls(output, cfg.kmeans, cfg.storage.storage_options, use_gpu)
 
-    def _device(self, executor) -> str:
-        """"cuda": each fit asks Ray for a GPU (an autoscaler adds GPU nodes for them); cuML
-        is looked up in the fit, on its node, never here on the driver (often a head with no
-        GPU and no cuML)."""
+    def execute(self, executor: Executor) -> StageSummary:
         cfg = self.config
-        wants_gpu = cfg.use_gpu if cfg.use_gpu is not None else executor.cluster_gpus() > 0
-        return "cuda" if wants_gpu else "cpu"
-
-    def run(self, executor, echo=print) -> dict:
-        if self.is_complete():
-            done = self.folder.child(SUCCESS).read_json()
-            echo(f"kmeans: already fitted (k = {done['n_clusters']}); nothing to do")
-            return done
-        cfg = self.config
-        parts = self._parts()
+        parts = [p.uri for p in complete_parts(self.layout, "features",
+                                               self.output.child("features"), "k-means")]
         shared = {"storage_options": self.storage_options, "seed": cfg.seed}
         light = Resources(num_cpus=0.5)
         frames = executor.parallel(_count_frames, parts, light, shared)
         counts = per_part_counts(frames, cfg.max_frames, cfg.seed)
-        echo(f"kmeans: sampling {sum(counts)} of {sum(frames)} frames from {len(parts)} parts")
+        log.info("kmeans: sampling %d of %d frames from %d parts", sum(counts), sum(frames),
+                 len(parts))
         samples = executor.parallel(_sample, [(i, p, k) for i, (p, k) in enumerate(zip(parts, counts))],
                                     light, shared)
         x = np.concatenate(samples) if samples else np.zeros((0, len(FEATURE_NAMES)), np.float32)
@@ -96,33 +94,35 @@ class KMeansStage(Stage):
         if cfg.reduced_dims:
             reducer = fit_reducer(x, cfg.dim_reducer_method, cfg.reduced_dims, cfg.seed)
             x = reducer.transform(x).astype(np.float32)
-        asked = self._device(executor)
         seeds = [cfg.seed + i for i in range(cfg.n_init)]
-        where = ("GPU actors (cuML, or scikit-learn where a node lacks it)" if asked == "cuda"
+        where = ("GPU actors (cuML, or scikit-learn where a node lacks it)" if self.device == "cuda"
                  else f"CPU (scikit-learn, {cfg.method})")
-        echo(f"kmeans: k = {cfg.n_clusters}, {len(seeds)} restart(s) in parallel on {where}")
+        log.info("kmeans: k = %d, %d restart(s) in parallel on %s", cfg.n_clusters, len(seeds),
+                 where)
         fit_resources = Resources(num_cpus=cfg.cpus_per_fit,
-                                  num_gpus=1.0 if asked == "cuda" else 0.0, actors=True)
+                                  num_gpus=1.0 if self.device == "cuda" else 0.0, actors=True)
         fits = executor.parallel(_fit, seeds, fit_resources,
-                                 {"x": x, "config": cfg, "device": asked})
+                                 {"x": x, "config": cfg, "device": self.device})
         runs = [run for run, _ in fits]
         best = best_fit(runs)
         for r in runs:
-            echo(f"  seed {r.seed}: inertia {r.inertia:.1f}, {r.n_iter} iterations, {r.seconds:.1f} s"
-                 f", {r.backend}" + ("  <- best" if r is best else ""))
+            log.info("  seed %d: inertia %.1f, %d iterations, %.1f s, %s%s", r.seed, r.inertia,
+                     r.n_iter, r.seconds, r.backend, "  <- best" if r is best else "")
         fallbacks = sorted({why for _, why in fits if why})
         if fallbacks:
-            echo(f"kmeans: scikit-learn instead of cuML on GPU node(s): {'; '.join(fallbacks)}")
+            log.warning("kmeans: scikit-learn instead of cuML on GPU node(s): %s",
+                        "; ".join(fallbacks))
         # what the model was fitted on, not what was asked for
         device = "cuda" if best.backend == "cuml" else "cpu"
         with tempfile.TemporaryDirectory() as tmp:
             model, quality = write_model_dir(tmp, x, best, runs=runs, reducer=reducer, device=device,
                                              silhouette_sample=cfg.silhouette_sample, seed=cfg.seed)
             self.folder.upload(tmp)
-        summary = {"n_clusters": model.n_clusters, "frames": int(len(x)), "inertia": best.inertia,
-                   "best_seed": best.seed, "n_iter": best.n_iter, "device": device,
-                   "silhouette": (quality.get("silhouette") or {}).get("mean"),
-                   "effective_n_clusters": quality.get("effective_n_clusters")}
-        self.folder.child(SUCCESS).write_json(summary)
-        echo(f"kmeans: wrote {self.folder.uri} (inertia {best.inertia:.1f})")
-        return summary
+        log.info("kmeans: wrote %s (inertia %.1f)", self.folder.uri, best.inertia)
+        detail = {"n_clusters": model.n_clusters, "frames": int(len(x)), "inertia": best.inertia,
+                  "best_seed": best.seed, "n_iter": best.n_iter, "device": device,
+                  "silhouette": (quality.get("silhouette") or {}).get("mean"),
+                  "effective_n_clusters": quality.get("effective_n_clusters"),
+                  "text": f"k = {model.n_clusters} on {len(x)} frames, inertia "
+                          f"{best.inertia:.1f}, fitted on {device}"}
+        return StageSummary("kmeans", frames=int(len(x)), detail=detail)

@@ -2,28 +2,27 @@
 physical units and plain words. The numbers come from `timbrespace_ray.profiles` (no Ray).
 
 Levels are quantiles of the whole corpus, so the stage runs in three resumable steps:
-  1. measures, one unit per features part -> `profiles/_measures/part-N.parquet`: every number
-     of the profile (reading the features table is nearly all of the stage's cost);
-  2. the bins: read from `profile.bins` (another corpus's `bins.json`: one scale for both), or
-     fitted on the headline measures of every utterance; written to `profiles/bins.json` once,
-     so a resumed run levels its remaining parts on the same edges as the finished ones. With a
-     speaker column carried, `speakers/part-000000.parquet` is written from the same read;
+  1. measures (step `profile/measures`), one unit per features part ->
+     `_run/profile/measures/parts/part-N.parquet`: every number of the profile (reading the
+     features table is nearly all of the stage's cost);
+  2. the bins: read from `profile.bins` (another run's `_run/profile/bins.json`: one scale for
+     both), or fitted on the headline measures of every utterance; written to
+     `_run/profile/bins.json` once, so a resumed run levels its remaining parts on the same
+     edges as the finished ones. With a speaker column carried, `speakers/part-000000.parquet`
+     is written from the same read;
   3. levels, one unit per measures part -> `profiles/part-N.parquet`: the measures plus the four
-     `*_level` words and the `description`; then `profiles/_SUCCESS`.
+     `*_level` words and the `description`.
 
 Steps 2's read holds the speaker, group and summarised columns of every utterance on the driver
 (about 150 bytes each: 10 million utterances are 1.5 GB).
 """
 from __future__ import annotations
 
-import io
-import time
-from collections.abc import Callable
+import logging
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
-import pyarrow.parquet as pq
 
 from ..config import ProfileStageConfig
 from ..errors import ConfigError, ModelFormatError, NoPitchTrackError
@@ -33,13 +32,18 @@ from ..profiles import (ATTRIBUTES, MEASURE_COLUMNS, SUMMARISED, Bins, describe,
                         hop_seconds, level_column, level_names, speaker_table,
                         utterance_measures)
 from ..profiles.measures import FEATURES_READ
+from ..executors.base import Executor, Resources, UnitStats, WorkUnit
+from ..layout import RunLayout
 from ..storage import Location
-from ..tables import carried_columns, carried_metadata, provenance, write_table
-from .base import SUCCESS, Resources, Stage, StageSummary, UnitStats, WorkUnit
+from ..tables import (carried_columns, carried_metadata, provenance, read_part, read_schema,
+                      settings_of, write_table)
+from .base import Stage, StageSummary
 from .parts import PartsStage, complete_parts
 
+log = logging.getLogger(__name__)
+
 BINS_FILE = "bins.json"
-MEASURES = "_measures"  # inside profiles/: `profiles/*.parquet` globs never reach it
+MEASURES = "profile/measures"  # the step, and its parts in _run/profile/measures/parts/
 SPEAKERS = "speakers"
 IDENTITY = ("utt_id", "source", "start_s", "end_s", "n_frames")
 
@@ -48,28 +52,26 @@ IDENTITY = ("utt_id", "source", "start_s", "end_s", "n_frames")
 class ProfileMeasuresStage(PartsStage):
     """Step 1: a features part -> the measures of its utterances."""
 
-    name = "profile-measures"
+    name = MEASURES
     upstream = "features"
 
     def __init__(self, output: Location, config: ProfileStageConfig, num_cpus: float):
         super().__init__(output)
-        self.folder = output.child("profiles", MEASURES)
+        self.folder = measures_folder(self.layout)
         self.config = config
         self.resources = Resources(num_cpus=num_cpus, actor_pool=False)
 
     def plan(self) -> list[WorkUnit]:
         units = super().plan()
         if units:  # on the driver, before any worker starts: one part's schema says it all
-            _check_pitch(self.output.child(self.upstream, units[0].items[0]["part"]))
+            _check_pitch(self.upstream_folder().child(units[0].items[0]["part"]))
         return units
 
     def process(self, unit: WorkUnit) -> UnitStats:
-        loc = self.output.child(self.upstream, unit.items[0]["part"])
-        data = io.BytesIO(loc.read_bytes())
-        schema = pq.read_schema(data)
+        table = self.read_part(unit)
+        schema = table.schema
         carried = carried_columns(schema)
-        table = pq.read_table(data, columns=[*IDENTITY, "duration_s", *carried, *FEATURES_READ,
-                                             PITCH_COLUMN])
+        table = table.select([*IDENTITY, "duration_s", *carried, *FEATURES_READ, PITCH_COLUMN])
         offsets = table.column(PITCH_COLUMN).combine_chunks().offsets.to_numpy()
         frames = {name: _flat(table, name) for name in FEATURES_READ}
         measures = utterance_measures(
@@ -91,13 +93,16 @@ class ProfileLevelsStage(PartsStage):
     """Step 3: a measures part + the bins -> `profiles/part-N.parquet`."""
 
     name = "profile"
-    upstream = f"profiles/{MEASURES}"
+    upstream = MEASURES
 
     def __init__(self, output: Location, bins: Bins, num_cpus: float):
         super().__init__(output)
         self.folder = output.child("profiles")
         self.bins = bins
         self.resources = Resources(num_cpus=num_cpus, actor_pool=False)
+
+    def upstream_folder(self) -> Location:
+        return measures_folder(self.layout)
 
     def process(self, unit: WorkUnit) -> UnitStats:
         table = self.read_part(unit)
@@ -118,52 +123,56 @@ class ProfileLevelsStage(PartsStage):
 class ProfileStage(Stage):
     """The three steps in order; each skips what a previous run finished."""
 
-    name = "profiles"
+    name = "profile"
 
     def __init__(self, output: Location, config: ProfileStageConfig,
                  storage_options: dict | None = None):
         super().__init__(output)
+        self.folder = output.child("profiles")
         self.config = config
         self.storage_options = storage_options or {}
+        self._given: Bins | None = None
 
-    def run(self, executor, echo: Callable[[str], None] = print) -> StageSummary:
-        from ..runner import run_map_stage
+    @classmethod
+    def from_config(cls, cfg, output: Location, use_gpu: bool) -> "ProfileStage":
+        return cls(output, cfg.profile, cfg.storage.storage_options)
 
-        if self.is_complete():
-            summary = StageSummary(**self.folder.child(SUCCESS).read_json())
-            echo(f"profile: already complete ({summary.rows} utterances); nothing to do")
-            return summary
-        t0 = time.perf_counter()
-        given = self._given_bins()  # a wrong path fails now, not after the measures
+    def check(self) -> None:
+        self._given = self._given_bins()  # a wrong path fails now, not after the measures
+
+    def execute(self, executor: Executor) -> StageSummary:
+        given = self._given
         cpus = self.config.cpus_per_worker
-        run_map_stage(ProfileMeasuresStage(self.output, self.config, cpus), executor, echo)
-        parts = [p.uri for p in complete_parts(self.output, f"profiles/{MEASURES}", "profile")]
-        bins = self._bins(parts, given, executor, echo)
-        return run_map_stage(ProfileLevelsStage(self.output, bins, cpus), executor, echo,
-                             started=t0)
+        measures = ProfileMeasuresStage(self.output, self.config, cpus)
+        measures.run(executor)
+        parts = [p.uri for p in complete_parts(self.layout, MEASURES, measures.folder, "profile")]
+        bins = self._bins(parts, given, executor)
+        return ProfileLevelsStage(self.output, bins, cpus).execute(executor)
 
     def _given_bins(self) -> Bins | None:
+        """`profile.bins`: a bins.json, or the output folder of another run (its bins)."""
         uri = self.config.bins
         if not uri:
             return None
         location = Location.of(uri, self.storage_options)
+        if not location.path.endswith(".json"):
+            location = bins_file(RunLayout(location))
         if not location.exists():
-            raise ConfigError(f"profile.bins: {uri} not found")
+            raise ConfigError(f"profile.bins: {location.uri} not found")
         try:
             return Bins.from_json(location.read_bytes().decode())
         except ModelFormatError as exc:
-            raise ConfigError(f"profile.bins: {uri}: {exc}") from None
+            raise ConfigError(f"profile.bins: {location.uri}: {exc}") from None
 
-    def _bins(self, parts: list[str], given: Bins | None, executor,
-              echo: Callable[[str], None]) -> Bins:
+    def _bins(self, parts: list[str], given: Bins | None, executor: Executor) -> Bins:
         """Step 2: the bins (fitted, given, or those of an interrupted run) and the speakers."""
-        stored = self.folder.child(BINS_FILE)
+        stored = bins_file(self.layout)
         bins = None
         if stored.exists():
             bins = Bins.from_json(stored.read_bytes().decode())
         if bins and given and bins.to_dict() != given.to_dict():
             raise ConfigError(f"{stored.uri} holds other bins than {self.config.bins}, and parts "
-                              "were already levelled with them; delete the profiles folder to "
+                              "were already levelled with them; write to a new output folder to "
                               "level the corpus again")
         carried = _carried(parts[0], self.storage_options) if parts else []
         speaker = self.config.speaker_column if self.config.speaker_column in carried else None
@@ -180,14 +189,15 @@ class ProfileStage(Stage):
                                      min_group_size=self.config.min_group_size)
             stored.write_atomic(bins.to_json().encode())
             how = f"from {self.config.bins}" if given else f"fitted on {bins.utterances} utterances"
-            echo(f"profile: bins {how} -> {stored.uri}")
+            log.info("profile: bins %s -> %s", how, stored.uri)
         if speaker is None:
-            echo(f"profile: no {self.config.speaker_column!r} column carried, so no speakers table")
+            log.info("profile: no %r column carried, so no speakers table",
+                     self.config.speaker_column)
         else:
             table = speaker_table(columns, bins, speaker_column=speaker)
             target = self.output.child(SPEAKERS, "part-000000.parquet")
             write_table(target, _table(table), provenance("profile", {"speaker_column": speaker}))
-            echo(f"profile: {len(table['speaker'])} speakers -> {target.uri}")
+            log.info("profile: %d speakers -> %s", len(table["speaker"]), target.uri)
         return bins
 
     def _pitch_group_by(self, carried: list[str], speaker: str | None) -> str | None:
@@ -202,27 +212,28 @@ class ProfileStage(Stage):
         return choice
 
 
+def measures_folder(layout: RunLayout) -> Location:
+    return layout.state(MEASURES).child("parts")
+
+
+def bins_file(layout: RunLayout) -> Location:
+    return layout.state("profile").child(BINS_FILE)
+
+
 def _check_pitch(part: Location) -> None:
-    with part.fs.open(part.path, "rb") as fh:
-        schema = pq.read_schema(fh)
+    schema = read_schema(part)
     rerun = ("; run the features stage again into a new output folder (or delete its "
              "features/) to profile this corpus")
     if PITCH_COLUMN not in schema.names:
         raise NoPitchTrackError(f"{part.uri} has no {PITCH_COLUMN} column (written by an older "
                                 f"timbrespace_ray){rerun}")
-    if not _settings(schema).get("pitch", {}).get("enabled", True):
+    if not settings_of(schema).get("pitch", {}).get("enabled", True):
         raise NoPitchTrackError(f"{part.uri} was written with features.pitch.enabled: false{rerun}")
-
-
-def _settings(schema: pa.Schema) -> dict:
-    import json
-
-    return json.loads((schema.metadata or {}).get(b"timbrespace_ray.settings", b"{}"))
 
 
 def _feature_config(schema: pa.Schema) -> FeatureConfig:
     """The extractor settings the part was written with: its hop is what a frame lasts."""
-    return FeatureConfig(**_settings(schema).get("features", {}))
+    return FeatureConfig(**settings_of(schema).get("features", {}))
 
 
 def _flat(table: pa.Table, name: str) -> np.ndarray:
@@ -245,14 +256,11 @@ def _numeric(table: pa.Table) -> dict:
 
 
 def _carried(part: str, storage_options: dict) -> list[str]:
-    loc = Location.of(part, storage_options)
-    with loc.fs.open(loc.path, "rb") as fh:
-        return carried_columns(pq.read_schema(fh))
+    return carried_columns(read_schema(Location.of(part, storage_options)))
 
 
 def _read_columns(part: str, shared: dict) -> pa.Table:
-    loc = Location.of(part, shared["storage_options"])
-    return pq.read_table(io.BytesIO(loc.read_bytes()), columns=shared["columns"])
+    return read_part(Location.of(part, shared["storage_options"]), shared["columns"])
 
 
 def _gather(parts: list[str], executor, storage_options: dict, keys: list[str],

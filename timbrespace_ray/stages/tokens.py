@@ -10,8 +10,8 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from ..clustering.model import MODEL_FILE, KMeansModel, weighted_frames
 from ..features.analysis import FEATURE_NAMES
 from ..storage import Location
+from ..executors.base import Resources, UnitStats, WorkUnit
 from ..tables import carried_columns, carried_metadata, provenance, write_table
-from .base import Resources, UnitStats, WorkUnit
 from .parts import PartsStage
 
 TOKENS_SCHEMA = pa.schema([("utt_id", pa.string()), ("source", pa.string()),
@@ -29,12 +29,18 @@ class TokensStage(PartsStage):
                  num_cpus: float = 0.5):
         """`model_uri`: any model directory in the original's format (default OUTPUT/kmeans)."""
         super().__init__(output)
+        self.folder = output.child("tokens")
         self.model_uri = model_uri or output.child("kmeans").uri
         self.storage_options = storage_options or {}
         self.use_gpu = use_gpu
         # actors keep the model; a fraction of a CPU each leaves room for Ray Data's own tasks
         self.resources = Resources(num_cpus=num_cpus, num_gpus=0.25 if use_gpu else 0.0)
         self._model: KMeansModel | None = None
+
+    @classmethod
+    def from_config(cls, cfg, output: Location, use_gpu: bool) -> "TokensStage":
+        return cls(output, cfg.tokens.kmeans_model, cfg.storage.storage_options, use_gpu,
+                   cfg.tokens.cpus_per_worker)
 
     def setup(self) -> None:
         self._model = load_model(self.model_uri, self.storage_options)

@@ -1,13 +1,15 @@
-"""Train stage: masked-token pretraining of the encoder on `tokens/` with Ray Train.
+"""Train stage: masked-token pretraining of the encoder on `tokens/`, as a training job the
+executor runs (Ray Train on Ray, one process locally).
 
-Our own checkpoint in `encoder/checkpoint/` (config + weights + optimizer + step, no pickle)
+Our own checkpoint in `_run/train/checkpoint/` (config + weights + optimizer + step, no pickle)
 is written by rank 0 every `checkpoint_every` steps; a rerun (or Ray Train restarting failed
-workers) resumes from it. `encoder/metrics.jsonl` holds one line per logged step and epoch.
+workers) resumes from it. The finished model goes to `encoder/` with `metrics.jsonl` (one line
+per logged step and epoch) and `training.json` (steps, losses, the validation split).
 """
 from __future__ import annotations
 
-import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -15,7 +17,6 @@ import time
 import uuid
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from ..config import TrainStageConfig
@@ -23,18 +24,23 @@ from ..encoder import (NORMALIZATION_FILE, EmbeddingNormalization, ProsodicSeque
                        embed_utterances, load_encoder, make_optimizer, save_encoder)
 from ..encoder.loop import paired_batches, train_step, training_batches, validation_metrics
 from ..encoder.split import is_validation, split_position
-from ..encoder.memory import available_memory_bytes, plan_training_memory
+from ..encoder.memory import plan_training_memory
 from ..encoder.precision import compute_dtype
 from ..errors import ConfigError
+from ..executors.base import Executor, NodeCapacity, TrainContext, TrainJob
 from ..storage import Location
-from .base import SUCCESS, Stage
+from ..tables import read_schema, row_count, settings_of
+from .base import Stage, StageSummary
 from .parts import complete_parts
-from .train_progress import StepReporter, TrainProgress
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 TRAINING_STATE = "training_state.pt"
 STATE = "state.json"
+TRAINING_RECORD = "training.json"  # in encoder/: how it was trained, its validation split
 SMALL_CORPUS_BYTES = 256 << 20
+POST_INTERVAL_S = 1.0  # rank 0's progress, at most this often
 
 
 class EncoderCheckpoint:
@@ -46,7 +52,7 @@ class EncoderCheckpoint:
     """
 
     def __init__(self, folder: Location):
-        self.folder = folder.child(CHECKPOINT)
+        self.folder = folder
 
     def exists(self) -> bool:
         return self.folder.child(STATE).exists()
@@ -81,18 +87,34 @@ class EncoderCheckpoint:
         return self.folder.child(self.folder.child(STATE).read_json()["folder"])
 
 
-def _train_loop(cfg: dict) -> None:
-    """Runs on every Ray Train worker."""
-    import ray.train
-    import ray.train.torch
+class StepReporter:
+    """Rank 0's progress and messages, at most once a POST_INTERVAL_S (and at the last step)."""
 
-    stage: TrainStage = cfg["stage"]
+    def __init__(self, ctx: TrainContext, total_steps: int):
+        self.ctx, self.total = ctx, total_steps
+        self.validation_loss: float | None = None
+        self._posted = 0.0
+
+    def validated(self, loss: float) -> None:
+        self.validation_loss = loss
+
+    def stepped(self, step: int, m: dict, world: int) -> None:
+        now = time.monotonic()
+        if now - self._posted < POST_INTERVAL_S and step < self.total:
+            return
+        self._posted = now
+        held_out = ("" if self.validation_loss is None
+                    else f", validation loss {self.validation_loss:.3f}")
+        self.ctx.post(step, f"loss {m['loss']:.3f}, accuracy {m['accuracy']:.3f}"
+                            f"{held_out}, {m['tokens_per_s'] * world:,.0f} tokens/s")
+
+
+def _train_loop(ctx: TrainContext, cfg: dict) -> None:
+    """Runs on every training worker."""
     tc: TrainStageConfig = cfg["train"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = ctx.rank, ctx.world_size, ctx.device
     torch.set_num_threads(max(1, round(tc.cpus_per_worker)))
-    ckpt = EncoderCheckpoint(stage.folder)
+    ckpt = EncoderCheckpoint(cfg["checkpoint"])
     torch.manual_seed(tc.seed)
     if ckpt.exists():
         model, training, state = ckpt.load()
@@ -113,17 +135,16 @@ def _train_loop(cfg: dict) -> None:
     if training:
         optimizer.load_state_dict(training["optimizer"])
         scheduler.load_state_dict(training["scheduler"])
-    ddp = ray.train.torch.prepare_model(model) if world > 1 else model
-    shard = ray.train.get_dataset_shard("train")
+    ddp = ctx.prepare_model(model)
     step, epoch = state["step"], state["epoch"]
     metrics: list[dict] = state.get("metrics", [])
-    validation = _held_out(ray.train, "validation", tc.validation_max_tokens) if rank == 0 else []
+    validation = _held_out(ctx, "validation", tc.validation_max_tokens) if rank == 0 else []
     t_start = time.perf_counter()
-    board = StepReporter(cfg["board"] if rank == 0 else None, cfg["total_steps"])
-    board.say(f"encoder: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-              f"{world} worker(s) on {device} in {compute_dtype(device, tc.bf16)}, "
-              f"steps {step} -> {cfg['total_steps']}, "
-              f"{len(validation)} validation utterances")
+    board = StepReporter(ctx, cfg["total_steps"])
+    ctx.say(f"train: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
+            f"{world} worker(s) on {device} in {compute_dtype(device, tc.bf16)}, "
+            f"steps {step} -> {cfg['total_steps']}, "
+            f"{len(validation)} validation utterances")
 
     def validate() -> None:
         if rank == 0 and validation:
@@ -136,8 +157,7 @@ def _train_loop(cfg: dict) -> None:
     while step < cfg["total_steps"]:
         # each rank repeats its shard until the common step count: DDP ranks stay in lock-step
         rng = np.random.default_rng([tc.seed, rank, epoch])
-        pools = (b["tokens"] for b in shard.iter_batches(
-            batch_size=tc.batch_size * tc.pool_batches, batch_format="numpy"))
+        pools = (b["tokens"] for b in ctx.batches("train", tc.batch_size * tc.pool_batches))
         epoch_stats = []
         batches = (paired_batches if tc.contrastive_weight else training_batches)(
             pools, tc.batch_size, tc.max_len, rng)
@@ -157,7 +177,7 @@ def _train_loop(cfg: dict) -> None:
                 if rank == 0:
                     ckpt.save(model, optimizer, scheduler,
                               {"step": step, "epoch": epoch, "metrics": metrics})
-                ray.train.report({"step": step, "loss": m["loss"]})
+                ctx.report({"step": step, "loss": m["loss"]})
         if rank == 0 and epoch_stats:
             means = {k: float(np.mean([s[k] for s in epoch_stats])) for k in epoch_stats[0]
                      if k in ("loss", "accuracy", "contrastive", "padding_fraction")}
@@ -171,20 +191,20 @@ def _train_loop(cfg: dict) -> None:
             validate()  # resumed at the last step, or it ended inside an epoch
         normalization = None
         if tc.normalization != "none":
-            sample = _held_out(ray.train, "normalization", None)
+            sample = _held_out(ctx, "normalization", None)
             if len(sample) >= 2:
                 pooled = embed_utterances(model, sample, tc.batch_size, bf16=tc.bf16)
                 normalization = EmbeddingNormalization.fit(pooled, tc.normalization)
         ckpt.save(model, optimizer, scheduler, {"step": step, "epoch": epoch, "metrics": metrics},
                   normalization)
-    ray.train.report({"step": step})
+    ctx.report({"step": step})
 
 
-def _held_out(train_module, name: str, max_tokens: int | None) -> list[np.ndarray]:
+def _held_out(ctx: TrainContext, name: str, max_tokens: int | None) -> list[np.ndarray]:
     """The token sequences of an unsplit dataset in utt_id order (so that their number does not
     depend on the order blocks arrive in), up to `max_tokens` tokens."""
     rows = []
-    for batch in train_module.get_dataset_shard(name).iter_batches(batch_format="numpy"):
+    for batch in ctx.batches(name):
         rows.extend(zip(batch["utt_id"], batch["tokens"]))
     rows.sort(key=lambda r: r[0])
     out, total = [], 0
@@ -214,51 +234,43 @@ def _split_rows(table, key: str, fraction: float, seed: int, part: str, sample: 
 
 
 class TrainStage(Stage):
-    name = "encoder"
+    name = "train"
 
-    def __init__(self, output: Location, config: TrainStageConfig, storage_options: dict | None = None):
+    def __init__(self, output: Location, config: TrainStageConfig,
+                 storage_options: dict | None = None, use_gpu: bool = False):
         super().__init__(output)
+        self.folder = output.child("encoder")
         self.config = config
         self.storage_options = storage_options or {}
+        self.use_gpu = use_gpu
+        self.checkpoint = EncoderCheckpoint(self.layout.state(self.name).child(CHECKPOINT))
 
-    def _token_parts(self) -> list[Location]:
-        return complete_parts(self.output, "tokens", "training")
+    @classmethod
+    def from_config(cls, cfg, output: Location, use_gpu: bool) -> "TrainStage":
+        return cls(output, cfg.train, cfg.storage.storage_options, use_gpu)
 
-    def _n_clusters(self, parts: list[Location]) -> int:
-        with parts[0].fs.open(parts[0].path, "rb") as fh:
-            meta = pq.read_schema(fh).metadata or {}
-        settings = json.loads(meta.get(b"timbrespace_ray.settings", b"{}"))
-        return int(settings.get("n_clusters", 120))
-
-    def run(self, executor, echo=print) -> dict:
-        """Train (or resume) to the configured number of steps; returns the final state."""
-        from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-
-        if self.is_complete():
-            state = self.folder.child(SUCCESS).read_json()
-            echo(f"encoder: already trained ({state['step']} steps); nothing to do")
-            return state
-        parts = sorted(self._token_parts(), key=lambda p: p.path)
-        executor.connect()
-        use_gpu = (self.config.use_gpu if self.config.use_gpu is not None
-                   else executor.cluster_gpus() > 0)
-        tc = self.config.resolved(use_gpu, self._largest_node_cpus())
+    def execute(self, executor: Executor) -> StageSummary:
+        """Train (or resume) to the configured number of steps."""
+        parts = complete_parts(self.layout, "tokens", self.output.child("tokens"), "training")
+        use_gpu = self.use_gpu
+        nodes = executor.nodes()
+        tc = self.config.resolved(use_gpu, max((n.cpus for n in nodes), default=1.0))
         tc = tc.model_copy(update={"max_len": min(tc.max_len, tc.pos_max_len)})
-        key = self._check_key(parts[0], tc.validation_key)
-        n_sequences = sum(pq.read_metadata(io.BytesIO(p.read_bytes())).num_rows for p in parts)
+        schema = read_schema(parts[0])
+        key = _check_key(schema, tc.validation_key)
+        n_sequences = sum(row_count(p) for p in parts)  # from the footers
         n_train = round(n_sequences * (1 - tc.validation_fraction))
         steps_per_epoch = max(1, math.ceil(n_train / (tc.batch_size * tc.num_workers)))
         total_steps = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
-        model_kwargs = tc.model_kwargs(self._n_clusters(parts))
+        model_kwargs = tc.model_kwargs(int(settings_of(schema).get("n_clusters", 120)))
         # size the step before any worker starts: a batch that cannot fit is a ConfigError now,
-        # not Ray's out-of-memory killer later; each worker reserves its estimate from Ray
-        # (CPU workers: the estimate is of host memory, float32; a GPU worker sizes its own
-        # step against its device's free memory, see _train_loop)
+        # not the out-of-memory killer later; each worker reserves its estimate (CPU workers:
+        # the estimate is of host memory, float32; a GPU worker sizes its own step against its
+        # device's free memory, see _train_loop)
         memory = ""
         checkpointing, need = bool(tc.activation_checkpointing), 0
         if not use_gpu:
-            worker_memory = self._worker_memory(executor)
+            worker_memory = _worker_memory(nodes, tc.num_workers)
             # the contrastive loss sees two crops of each utterance: twice the rows
             rows = tc.batch_size * (2 if tc.contrastive_weight else 1)
             checkpointing, need = plan_training_memory(
@@ -266,36 +278,30 @@ class TrainStage(Stage):
                 tc.activation_checkpointing)
             memory = f", ~{need / 2**30:.1f} of {worker_memory / 2**30:.1f} GiB per worker"
         shape = f"{model_kwargs['hidden_dim']} x {model_kwargs['num_layers']} layers"
-        echo(f"encoder: {n_sequences} sequences ({tc.validation_fraction:.0%} held out by "
-             f"{key}), {shape}, {total_steps} steps of {tc.batch_size} x {tc.num_workers} "
-             f"worker(s) on {'GPU' if use_gpu else f'CPU ({tc.cpus_per_worker:g} each)'}"
-             f"{memory}"
-             f"{', activation checkpointing' if checkpointing else ''} -> {self.folder.uri}")
+        log.info("train: %d sequences (%.0f%% held out by %s), %s, %d steps of %d x %d "
+                 "worker(s) on %s%s%s -> %s", n_sequences, 100 * tc.validation_fraction, key,
+                 shape, total_steps, tc.batch_size, tc.num_workers,
+                 "GPU" if use_gpu else f"CPU ({tc.cpus_per_worker:g} each)", memory,
+                 ", activation checkpointing" if checkpointing else "", self.folder.uri)
         validation = {"fraction": tc.validation_fraction, "key": key, "seed": tc.seed}
-        ckpt = EncoderCheckpoint(self.folder)
-        first_step = ckpt.folder.child(STATE).read_json()["step"] if ckpt.exists() else 0
-        progress = TrainProgress(total_steps, first_step, executor.live_progress)
-        trainer = TorchTrainer(
-            _train_loop,
-            train_loop_config={"stage": self, "train": tc, "model": model_kwargs,
-                               "total_steps": total_steps, "board": progress.actor,
-                               "warmup_steps": min(tc.warmup_steps, total_steps // 10),
-                               "activation_checkpointing": checkpointing},
-            scaling_config=ScalingConfig(
-                num_workers=tc.num_workers, use_gpu=use_gpu,
-                resources_per_worker={"CPU": tc.cpus_per_worker,
-                                      **({"memory": need} if need else {})}),
-            # Ray Train's own run state lives beside our checkpoint (shared by every node)
-            run_config=RunConfig(name="ray_train", storage_path=self.folder.child("_ray").path,
-                                 storage_filesystem=self._arrow_fs(),
-                                 failure_config=FailureConfig(max_failures=2)),
-            datasets=self._datasets(parts, tc, key, n_train),
-            # blocks in file order: with one worker, the same seed trains the same weights
-            dataset_config=DataConfig(datasets_to_split=["train"],
-                                      execution_options=_ordered_ingest()),
-        )
-        with progress:
-            trainer.fit()
+        ckpt = self.checkpoint
+        fs = _arrow_fs(self.output)
+        executor.train(TrainJob(
+            loop=_train_loop,
+            config={"checkpoint": ckpt.folder, "train": tc, "model": model_kwargs,
+                    "total_steps": total_steps,
+                    "warmup_steps": min(tc.warmup_steps, total_steps // 10),
+                    "activation_checkpointing": checkpointing},
+            paths=[p.path for p in parts], filesystem=fs,
+            columns=list(dict.fromkeys(["utt_id", "tokens", key])),
+            splits=("train", "validation", "normalization"), split=_split_rows,
+            split_args={"key": key, "fraction": tc.validation_fraction, "seed": tc.seed,
+                        "sample": min(1.0, 1.5 * tc.normalization_sequences / max(1, n_train))},
+            materialize=sum(p.fs.size(p.path) for p in parts) < SMALL_CORPUS_BYTES,
+            num_workers=tc.num_workers, use_gpu=use_gpu, cpus_per_worker=tc.cpus_per_worker,
+            memory_bytes=need, storage_path=self.layout.state(self.name).child("ray").path,
+            total_steps=total_steps,
+            first_step=ckpt.folder.child(STATE).read_json()["step"] if ckpt.exists() else 0))
         _, _, state = ckpt.load()
         with tempfile.TemporaryDirectory() as tmp:
             names = [n for n in ckpt.latest().list_names() if n != TRAINING_STATE]
@@ -305,82 +311,38 @@ class TrainStage(Stage):
         self.folder.child("metrics.jsonl").write_atomic(
             "".join(json.dumps(m) + "\n" for m in metrics).encode())
         loss, kind, accuracy = _final_loss(metrics)
-        summary = {"step": state["step"], "epochs": state["epoch"], "model": model_kwargs,
-                   "final_loss": loss, "final_loss_kind": kind, "final_accuracy": accuracy,
-                   "validation": validation,
-                   "normalization": tc.normalization if NORMALIZATION_FILE in names else "none"}
-        self.folder.child(SUCCESS).write_json(summary)
-        echo(f"encoder: {summary['step']} steps, {kind} loss {loss:.4f}, masked-token accuracy "
-             f"{accuracy:.3f}; normalisation: {summary['normalization']}")
-        return summary
-
-    def _check_key(self, part: Location, key: str) -> str:
-        with part.fs.open(part.path, "rb") as fh:
-            names = pq.read_schema(fh).names
-        if key not in names:
-            raise ConfigError(f"train.validation_key: no column {key!r} in tokens/; its columns "
-                              f"are {', '.join(n for n in names if n != 'tokens')}")
-        return key
-
-    def _datasets(self, parts: list[Location], tc: TrainStageConfig, key: str,
-                  n_train: int) -> dict:
-        import ray.data
-
-        columns = list(dict.fromkeys(["utt_id", "tokens", key]))
-        ds = ray.data.read_parquet([p.path for p in parts],
-                                   filesystem=self._arrow_fs()).select_columns(columns)
-        # (a copy of the driver's DataContext, shared by the datasets derived from `ds`)
-        # blocks in file order also when materialised here: one seed, the same weights
-        ds.context.execution_options.preserve_order = True
-        # the workers iterate these in Ray Train's processes, whose progress bars would be
-        # redrawn into the driver's log line after line; our own per-step lines say it all
-        ds.context.enable_progress_bars = False
-        split = {"key": key, "fraction": tc.validation_fraction, "seed": tc.seed}
-        sample = min(1.0, 1.5 * tc.normalization_sequences / max(1, n_train))
-        datasets = {part: ds.map_batches(_split_rows, batch_format="pyarrow",
-                                         fn_kwargs={**split, "part": part, "sample": sample})
-                    for part in ("train", "validation", "normalization")}
-        if sum(p.fs.size(p.path) for p in parts) < SMALL_CORPUS_BYTES:
-            # read and split once, before the trainer holds its CPUs (not once per epoch)
-            datasets = {part: d.materialize() for part, d in datasets.items()}
-        return datasets
-
-    @staticmethod
-    def _largest_node_cpus() -> float:
-        import ray
-
-        return max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
-                   default=1.0)
-
-    def _worker_memory(self, executor) -> int:
-        """Bytes of memory each of `num_workers` training workers can have: the largest share
-        that places them all on the nodes' Ray `memory` resources (an embedded Ray: at most
-        this machine's available memory)."""
-        import ray
-
-        nodes = [float(n["Resources"].get("memory", 0)) for n in ray.nodes() if n.get("Alive")]
-        if not getattr(executor, "address", None):
-            nodes = [min(m, available_memory_bytes()) if m else available_memory_bytes()
-                     for m in nodes or [0.0]]
-        workers = self.config.num_workers
-        shares = [m / k for m in nodes for k in range(1, workers + 1)]
-        fitting = [s for s in shares if sum(int(m // s) for m in nodes) >= workers]
-        return int(max(fitting, default=0))
-
-    def _arrow_fs(self):
-        import pyarrow.fs
-
-        if self.output.is_local:
-            return pyarrow.fs.LocalFileSystem()
-        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(self.output.fs))
+        record = {"step": state["step"], "epochs": state["epoch"], "model": model_kwargs,
+                  "final_loss": loss, "final_loss_kind": kind, "final_accuracy": accuracy,
+                  "validation": validation,
+                  "normalization": tc.normalization if NORMALIZATION_FILE in names else "none"}
+        self.folder.child(TRAINING_RECORD).write_json(record)
+        text = (f"{record['step']} steps, {kind} loss {loss:.4f}, masked-token accuracy "
+                f"{accuracy:.3f}; normalisation: {record['normalization']}")
+        return StageSummary("train", detail={**record, "text": text})
 
 
-def _ordered_ingest():
-    from ray.train import DataConfig
+def _check_key(schema, key: str) -> str:
+    if key not in schema.names:
+        raise ConfigError(f"train.validation_key: no column {key!r} in tokens/; its columns "
+                          f"are {', '.join(n for n in schema.names if n != 'tokens')}")
+    return key
 
-    options = DataConfig.default_ingest_options()
-    options.preserve_order = True
-    return options
+
+def _worker_memory(nodes: list[NodeCapacity], workers: int) -> int:
+    """Bytes of memory each of `workers` training workers can have: the largest share that
+    places them all on the nodes' memory."""
+    memory = [n.memory_bytes for n in nodes]
+    shares = [m / k for m in memory for k in range(1, workers + 1)]
+    fitting = [s for s in shares if sum(int(m // s) for m in memory) >= workers]
+    return int(max(fitting, default=0))
+
+
+def _arrow_fs(output: Location):
+    import pyarrow.fs
+
+    if output.is_local:
+        return pyarrow.fs.LocalFileSystem()
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(output.fs))
 
 
 def _final_loss(metrics: list[dict]) -> tuple[float, str, float]:

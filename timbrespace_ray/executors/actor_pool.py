@@ -17,8 +17,8 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from .errors import WorkerLostError
-from .stages.base import MapStage, UnitStats, WorkUnit
+from ..errors import WorkerLostError
+from .base import MapWork, UnitStats, WorkUnit
 
 QUEUED_PER_ACTOR = 2  # the unit it runs and the next one
 MAX_UNIT_ATTEMPTS = 4  # a unit whose worker dies this often stops the stage (not a loop)
@@ -27,7 +27,7 @@ MAX_UNIT_ATTEMPTS = 4  # a unit whose worker dies this often stops the stage (no
 class UnitActor:
     """One actor of the pool (process title `ray::UnitActor`; running a unit: `.submit`)."""
 
-    def __init__(self, stage: MapStage):
+    def __init__(self, stage: MapWork):
         self.stage = stage
         stage.setup()
 
@@ -38,7 +38,7 @@ class UnitActor:
         return self.stage.run_unit(unit)
 
 
-def run_on_actor_pool(stage: MapStage, units: list[WorkUnit], on_result: Callable[[UnitStats], None],
+def run_on_actor_pool(stage: MapWork, units: list[WorkUnit], on_result: Callable[[UnitStats], None],
                       options: dict, least: int, most: int, grow: bool) -> None:
     """Every unit on `least` actors (with `options`: num_cpus, num_gpus, memory), growing
     towards `most` while units wait when `grow` (an autoscaling cluster); `on_result` as units
