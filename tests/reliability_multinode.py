@@ -63,7 +63,7 @@ def main(input_uri: str, output: str, config: str, result_path: str) -> int:
         result["cpus_before"] = ray.cluster_resources().get("CPU", 0)
         cfg = load_config(config, input=input_uri, output=output)
         stage = FeaturesStage(Location.of(output), input_uri, cfg.features)
-        done_dir = Path(output) / "features" / "_done"
+        done_dir = Path(output) / "_run" / "features" / "done"
         victim_node = workers[0]
         raylet = victim_node.all_processes["raylet"][0].process.pid
 

@@ -189,8 +189,9 @@ def cluster_actors(cluster, prefix: str = UNIT_ACTOR) -> dict[int, str]:
 
 
 # ----------------------------------------------------------------------------- outputs
-def markers(folder: Path) -> int:
-    done = folder / "_done"
+def markers(state: Path) -> int:
+    """The units a stage marked done: `state` is its `_run/<stage>/` folder."""
+    done = state / "done"
     try:
         return sum(1 for n in os.listdir(done) if n.endswith(".json"))
     except FileNotFoundError:

@@ -36,7 +36,7 @@ def test_the_demo_fits_on_a_screen_and_ends_with_the_table_and_the_report(demo):
 
 def test_each_stage_draws_a_live_bar_and_no_line_per_unit(demo):
     _, raw, lines = demo
-    for bar in ("features:", "tokens:", "embeddings:", "train:"):
+    for bar in ("features:", "tokens:", "embed:", "train:"):
         assert re.search(re.escape(bar) + r"\s+\d+%\|", raw), bar
     assert not [line for line in lines if re.match(r"\[\w[\w-]*\] \d+/\d+ ", line)]
 

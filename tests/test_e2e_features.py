@@ -45,7 +45,7 @@ def test_job_reads_and_writes_s3(s3_server, s3_bucket, ray_cluster, tmp_path):
     assert all(len(r["f0"]) == r["n_frames"] > 100 for r in rows)
     errors, _ = _read_s3_table(fs, f"{s3_bucket}/out/errors")
     assert len(errors) == counts["errors"]
-    summary = json.loads(fs.cat_file(fs.glob(f"{s3_bucket}/out/_runs/features-*.json")[0]))
+    summary = json.loads(fs.cat_file(fs.glob(f"{s3_bucket}/out/_run/history/features-*.json")[0]))
     assert summary["inputs"] == counts["inputs"] and summary["rows"] == counts["rows"]
     assert "Connecting to existing Ray cluster" not in logs  # Ray's INFO lines: not by default
     # the profile stage reads those features from S3 and writes beside them; --verbose: with
@@ -58,8 +58,9 @@ def test_job_reads_and_writes_s3(s3_server, s3_bucket, ray_cluster, tmp_path):
     profiles, _ = _read_s3_table(fs, f"{s3_bucket}/out/profiles")
     assert [r["utt_id"] for r in profiles] == [r["utt_id"] for r in rows]
     assert all(r["description"] and r["duration_s"] == f["duration_s"] for r, f in zip(profiles, rows))
-    assert json.loads(fs.cat_file(f"{s3_bucket}/out/profiles/bins.json"))["fitted"]["utterances"] == len(rows)
-    assert fs.exists(f"{s3_bucket}/out/profiles/_SUCCESS")
+    bins = json.loads(fs.cat_file(f"{s3_bucket}/out/_run/profile/bins.json"))
+    assert bins["fitted"]["utterances"] == len(rows)
+    assert fs.exists(f"{s3_bucket}/out/_run/profile/summary.json")
     # credentials appear nowhere a person or a table could see them
     secret, key = s3_server.secret_key, s3_server.access_key
     texts = [logs, profile_logs, json.dumps(summary)] + [str(t.schema.metadata) for t in tables]
@@ -96,7 +97,7 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
 
     resumed = tmp_path / "resumed"
     proc = _cli([*common, "--output", str(resumed)], ray_cluster.env)
-    done = resumed / "features" / "_done"
+    done = resumed / "_run" / "features" / "done"
     deadline = time.time() + 240
     while time.time() < deadline and len(list(done.glob("*.json")) if done.exists() else []) < 5:
         time.sleep(0.05)
@@ -104,7 +105,7 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
     proc.communicate(timeout=60)
     n_done = len(list(done.glob("*.json")))
     assert 5 <= n_done < 49, "the kill should land mid-stage"
-    assert not (resumed / "features" / "_SUCCESS").exists()
+    assert not (resumed / "_run" / "features" / "summary.json").exists()
 
     proc = _cli([*common, "--output", str(resumed)], ray_cluster.env)
     out, _ = proc.communicate(timeout=300)
@@ -132,4 +133,4 @@ def test_cli_submits_itself_to_a_dashboard_address(ray_cluster, tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert "submitted Ray job" in out and "inputs seen 1 = rows 1 + errors 0" in out
-    assert (tmp_path / "out" / "features" / "_SUCCESS").exists()
+    assert (tmp_path / "out" / "_run" / "features" / "summary.json").exists()

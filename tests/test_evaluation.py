@@ -26,6 +26,8 @@ from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.storage import Location
 from timbrespace_ray.tables import carried_metadata, provenance, write_table
 from helpers.logs import lines_said
+from timbrespace_ray.layout import RunLayout
+from timbrespace_ray.stages.train import TRAINING_RECORD
 
 TINY = {"vocab_size": 6, "hidden_dim": 8, "num_layers": 1, "nhead": 2, "pos_max_len": 16}
 
@@ -203,8 +205,10 @@ def write_output(root, n_parts=2):
             **{k: [r[k] for r, *_ in windows] for k in carried},
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 8)}),
             meta("embeddings", {"model": config}))
-    for stage in ("features", "tokens", "embeddings", "encoder"):
-        out.child(stage, "_SUCCESS").write_json({"step": 1})
+    layout = RunLayout(out)
+    for stage in ("features", "tokens", "train", "embed"):
+        layout.summary(stage).write_json({"stage": stage})
+    out.child("encoder", TRAINING_RECORD).write_json({"step": 1})
     return out
 
 
@@ -249,7 +253,7 @@ def test_evaluation_of_a_small_output(output, tmp_path):
 
 def test_held_out_utterances_and_the_stored_normalisation(output, tmp_path):
     validation = {"fraction": 0.5, "key": "utt_id", "seed": 3}
-    output.child("encoder", "_SUCCESS").write_json({"step": 1, "validation": validation})
+    output.child("encoder", TRAINING_RECORD).write_json({"step": 1, "validation": validation})
     output.child("encoder", "normalization.json").write_atomic(
         EmbeddingNormalization.fit(np.random.default_rng(1).normal(size=(20, 8)),
                                    "whiten").to_json().encode())
@@ -278,11 +282,11 @@ def test_errors_name_what_to_do(output, tmp_path):
         evaluate(tmp_path / "out", label="accent")
     with pytest.raises(ConfigError, match="fewer than 2 distinct 'gender' labels"):
         evaluate(tmp_path / "out", label="gender")
-    output.child("encoder", "_SUCCESS").write_json(
+    output.child("encoder", TRAINING_RECORD).write_json(
         {"validation": {"fraction": 0.0, "key": "utt_id", "seed": 0}})
     with pytest.raises(ConfigError, match="among the 0 labelled.*--utterances all"):
         evaluate(tmp_path / "out")
-    output.child("tokens", "_SUCCESS").remove()
+    RunLayout(output).summary("tokens").remove()
     with pytest.raises(ConfigError, match="complete 'tokens' stage.*`timbrespace-ray tokens`"):
         evaluate(tmp_path / "out")
 

@@ -239,4 +239,4 @@ def test_a_location_with_no_input_is_an_error_that_says_what_was_looked_for(tmp_
     (empty / "m.csv").write_text(f"path\n{SHORT[0]}\n")
     with pytest.raises(InputError, match="m.csv.*pass the manifest file itself"):
         discover(str(empty))
-    assert not (tmp_path / "out" / "features" / "_SUCCESS").exists()
+    assert not (tmp_path / "out" / "_run" / "features" / "summary.json").exists()

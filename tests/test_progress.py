@@ -70,6 +70,7 @@ def test_a_resumed_run_starts_from_the_work_already_done():
 
 def test_in_a_terminal_one_bar_is_redrawn_and_removed_at_the_end():
     term = Terminal()
+    enable_bars(False)
     assert StageProgress("features", 200, stream=term)._bar is None  # bars: the CLI's choice
     enable_bars(True)
     try:

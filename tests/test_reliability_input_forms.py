@@ -49,13 +49,13 @@ def test_form_from_s3_resumes_after_kill_9(form, s3_server, s3_bucket, ray_clust
     args = ["--input", f"s3://{s3_bucket}/corpus/{name}", "--output", str(out), "--config",
             str(config), "--address", ray_cluster.address, "--no-progress"]
     driver = Driver("features", args, ray_s3_env)
-    folder = out / "features"
+    folder = out / "_run" / "features"
     wait_until(lambda: markers(folder) >= 3 or driver.proc.poll() is not None, 240,
                what="3 finished units")
     assert driver.proc.poll() is None, f"the driver ended first:\n{driver.output[-3000:]}"
     driver.freeze()
     done = markers(folder)
-    assert 3 <= done < counts["units"] and not (folder / "_SUCCESS").exists(), done
+    assert 3 <= done < counts["units"] and not (folder / "summary.json").exists(), done
     driver.kill()
 
     output = run_cli("features", args, ray_s3_env)

@@ -44,15 +44,15 @@ def _paused(driver: Driver, timeout_s: float = 240) -> str:
     return driver.output
 
 
-def _kill_after_units(driver: Driver, folder, at_least: int, total: int, timeout_s: float = 240):
-    """Freeze the driver once `at_least` units are marked done, check, kill -9. Returns the
-    number of markers while it was frozen."""
-    wait_until(lambda: markers(folder) >= at_least or driver.proc.poll() is not None, timeout_s,
+def _kill_after_units(driver: Driver, state, at_least: int, total: int, timeout_s: float = 240):
+    """Freeze the driver once `at_least` units are marked done in the stage's `state` folder,
+    check, kill -9. Returns the number of markers while it was frozen."""
+    wait_until(lambda: markers(state) >= at_least or driver.proc.poll() is not None, timeout_s,
                what=f"{at_least} finished units")
     assert driver.proc.poll() is None, f"the driver ended first:\n{driver.output[-3000:]}"
     driver.freeze()
-    done = markers(folder)
-    assert not (folder / "_SUCCESS").exists() and at_least <= done < total, (
+    done = markers(state)
+    assert not (state / "summary.json").exists() and at_least <= done < total, (
         f"the kill should land mid-stage ({done} of {total} units done)\n{driver.output[-3000:]}")
     driver.kill()
     return done
@@ -64,37 +64,41 @@ def _already_done(output: str, stage: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _copy_stages(src, dst, *names):
+def _copy_stages(src, dst, *stages):
+    """Finished stages of another run: their folders and their state."""
+    from timbrespace_ray.stages.registry import SPECS
+
     dst.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copytree(src / name, dst / name)
+    for stage in stages:
+        for name in (SPECS[stage].folder, f"_run/{stage}"):
+            shutil.copytree(src / name, dst / name)
     return dst
 
 
 def test_features_killed_while_planning_after_some_units_and_before_success(ref, ray_cluster, tmp_path):
     out, n = tmp_path / "out", ref["counts"]["units"]
     args = ["--input", str(ref["corpus"]), *_args(ref, out, ray_cluster)]
-    env, folder = ray_cluster.env, out / "features"
+    env, state = ray_cluster.env, out / "_run" / "features"
 
     # 1. while planning: the inputs are listed, the plan is about to be written
-    d = Driver("features", args, env, pause_before_write="*/_plan/features.parquet")
+    d = Driver("features", args, env, pause_before_write="*/_run/features/plan.parquet")
     _paused(d)
-    assert not (out / "_plan" / "features.parquet").exists() and markers(folder) == 0
+    assert not (state / "plan.parquet").exists() and markers(state) == 0
     d.kill()
 
     # 2. after a few units
     d = Driver("features", args, env)
-    first = _kill_after_units(d, folder, 3, n)
+    first = _kill_after_units(d, state, 3, n)
 
-    # 3. every unit done, just before _SUCCESS
-    d = Driver("features", args, env, pause_before_write="*/features/_SUCCESS")
+    # 3. every unit done, just before the summary
+    d = Driver("features", args, env, pause_before_write="*/_run/features/summary.json")
     output = _paused(d)
     total, done = _already_done(output, "features")
     assert total == n and first <= done < n  # it resumed: finished units were not redone
-    assert markers(folder) == n and not (folder / "_SUCCESS").exists()
+    assert markers(state) == n and not (state / "summary.json").exists()
     d.kill()
 
-    print(f"features killed: while planning; after {first} units; before _SUCCESS ({done} done "
+    print(f"features killed: while planning; after {first} units; before its summary ({done} done "
           "when that run started)")
     output = run_cli("features", args, env)
     assert f"features: {n} units, {n} already done, 0 to run" in output
@@ -120,37 +124,39 @@ def test_kmeans_killed_while_fitting_and_before_success(ref, ray_cluster, tmp_pa
     assert not folder.exists() or not any(folder.iterdir()), list(folder.iterdir())
     d.kill()
 
-    # 2. model files written, just before _SUCCESS
-    d = Driver("kmeans", args, env, pause_before_write="*/kmeans/_SUCCESS")
+    # 2. model files written, just before the summary
+    summary = out / "_run" / "kmeans" / "summary.json"
+    d = Driver("kmeans", args, env, pause_before_write="*/_run/kmeans/summary.json")
     _paused(d)
     assert (folder / "kmeans_model.json").exists() and (folder / "cluster_centers.pt").exists()
-    assert not (folder / "_SUCCESS").exists()
+    assert not summary.exists()
     d.kill()
 
     output = run_cli("kmeans", args, env)
-    assert "restart(s) in parallel" in output  # no _SUCCESS: fitted again, from the same sample
-    assert (folder / "_SUCCESS").exists()
+    assert "restart(s) in parallel" in output  # no summary: fitted again, from the same sample
+    assert summary.exists()
     # seeded: the same centres as the clean run's
     np.testing.assert_array_equal(KMeansModel.load(str(folder)).cluster_centers,
                                   KMeansModel.load(str(ref["out"] / "kmeans")).cluster_centers)
-    assert "already fitted" in run_cli("kmeans", args, env)
+    assert "kmeans: already complete (k = " in run_cli("kmeans", args, env)
 
 
 def test_tokens_killed_after_some_units_and_before_success(ref, ray_cluster, tmp_path):
     out = _copy_stages(ref["out"], tmp_path / "out", "features", "kmeans")
-    args, env, folder = _args(ref, out, ray_cluster), ray_cluster.env, out / "tokens"
+    args, env, state = _args(ref, out, ray_cluster), ray_cluster.env, out / "_run" / "tokens"
     n = ref["counts"]["units"]  # one tokens unit per features part
 
-    first = _kill_after_units(Driver("tokens", args, env), folder, 3, n)
+    first = _kill_after_units(Driver("tokens", args, env), state, 3, n)
 
-    d = Driver("tokens", args, env, pause_before_write="*/tokens/_SUCCESS")
+    d = Driver("tokens", args, env, pause_before_write="*/_run/tokens/summary.json")
     output = _paused(d)
     total, done = _already_done(output, "tokens")
     assert total == n and first <= done < n
-    assert markers(folder) == n and not (folder / "_SUCCESS").exists()
+    assert markers(state) == n and not (state / "summary.json").exists()
     d.kill()
 
-    print(f"tokens killed: after {first} units; before _SUCCESS ({done} done when that run started)")
+    print(f"tokens killed: after {first} units; before its summary ({done} done when that run "
+          "started)")
     output = run_cli("tokens", args, env)
     assert f"tokens: {n} units, {n} already done, 0 to run" in output
     got = rows(out, "tokens")
@@ -160,7 +166,7 @@ def test_tokens_killed_after_some_units_and_before_success(ref, ray_cluster, tmp
 
 def _step(out) -> int:
     try:
-        return json.loads((out / "encoder" / "checkpoint" / "state.json").read_text())["step"]
+        return json.loads((out / "_run" / "train" / "checkpoint" / "state.json").read_text())["step"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return 0
 
@@ -186,10 +192,10 @@ def test_train_killed_mid_training_and_before_success(ref, ray_cluster, tmp_path
     for pid in workers:
         sigkill(pid)
     assert every <= frozen_step < max_steps, f"the kill should land mid-training ({frozen_step})"
-    assert not (out / "encoder" / "_SUCCESS").exists()
+    assert not (out / "_run" / "train" / "summary.json").exists()
 
-    # 2. training finished, just before _SUCCESS: the rerun resumed, it did not start over
-    d = Driver("train", args, env, pause_before_write="*/encoder/_SUCCESS")
+    # 2. training finished, just before its summary: the rerun resumed, it did not start over
+    d = Driver("train", args, env, pause_before_write="*/_run/train/summary.json")
     output = _paused(d, 300)
     resumed = re.search(r"steps (\d+) -> (\d+)", output)
     assert resumed, output[-3000:]
@@ -198,17 +204,17 @@ def test_train_killed_mid_training_and_before_success(ref, ray_cluster, tmp_path
     d.kill()
 
     print(f"train killed: at checkpoint step {frozen_step}; resumed from step "
-          f"{resumed.group(1)}; killed again before _SUCCESS")
+          f"{resumed.group(1)}; killed again before its summary")
     output = run_cli("train", args, env)
     assert f"steps {max_steps} -> {max_steps}" in output  # nothing left to train
-    summary = json.loads((out / "encoder" / "_SUCCESS").read_text())
-    assert summary["step"] == max_steps
-    for name in ("config.json", "model.pt", "metrics.jsonl"):
+    summary = json.loads((out / "_run" / "train" / "summary.json").read_text())
+    assert summary["detail"]["step"] == max_steps
+    for name in ("config.json", "model.pt", "metrics.jsonl", "training.json"):
         assert (out / "encoder" / name).exists()
     metrics = map(json.loads, (out / "encoder" / "metrics.jsonl").read_text().splitlines())
     steps = [m["step"] for m in metrics if m["kind"] == "step"]
     assert steps == list(range(log_every, max_steps + 1, log_every))  # no step trained twice
-    assert f"encoder: already trained ({max_steps} steps)" in run_cli("train", args, env)
+    assert f"train: already complete ({max_steps} steps, " in run_cli("train", args, env)
     _SHARED["encoder"] = out / "encoder"
 
 
@@ -219,27 +225,29 @@ def test_embed_killed_after_some_units_and_before_success(ref, ray_cluster, tmp_
     from timbrespace_ray.storage import Location
 
     encoder = _SHARED.get("encoder")
-    if encoder is None or not (encoder / "_SUCCESS").exists():
+    if encoder is None or not (encoder / "training.json").exists():
         pytest.fail("needs the encoder trained by the test above")
     out = _copy_stages(ref["out"], tmp_path / "out", "tokens")
-    shutil.copytree(encoder, out / "encoder", ignore=shutil.ignore_patterns("_ray", "checkpoint"))
-    clean = _copy_stages(out, tmp_path / "clean", "tokens", "encoder")
+    shutil.copytree(encoder, out / "encoder")
+    clean = _copy_stages(out, tmp_path / "clean", "tokens")
+    shutil.copytree(encoder, clean / "encoder")
     cfg = load_config(str(ref["config"]))
     EmbedStage(Location.of(str(clean)), cfg.embed).run(LocalExecutor())
 
-    args, env, folder = _args(ref, out, ray_cluster), ray_cluster.env, out / "embeddings"
+    args, env, state = _args(ref, out, ray_cluster), ray_cluster.env, out / "_run" / "embed"
     n = ref["counts"]["units"]
-    first = _kill_after_units(Driver("embed", args, env), folder, 3, n)
+    first = _kill_after_units(Driver("embed", args, env), state, 3, n)
 
-    d = Driver("embed", args, env, pause_before_write="*/embeddings/_SUCCESS")
+    d = Driver("embed", args, env, pause_before_write="*/_run/embed/summary.json")
     output = _paused(d)
-    total, done = _already_done(output, "embeddings")
+    total, done = _already_done(output, "embed")
     assert total == n and first <= done < n
     d.kill()
 
-    print(f"embed killed: after {first} units; before _SUCCESS ({done} done when that run started)")
+    print(f"embed killed: after {first} units; before its summary ({done} done when that run "
+          "started)")
     output = run_cli("embed", args, env)
-    assert f"embeddings: {n} units, {n} already done, 0 to run" in output
+    assert f"embed: {n} units, {n} already done, 0 to run" in output
     order = 'utt_id, "window"'
     got, want = rows(out, "embeddings", order), rows(clean, "embeddings", order)
     assert [r[:-1] for r in got] == [r[:-1] for r in want]  # utt_id, source, window, frames

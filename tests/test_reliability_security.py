@@ -237,7 +237,7 @@ def test_credentials_never_reach_logs_tables_or_summaries(s3_server, s3_bucket, 
             texts[f"{path} (metadata)"] = str(t.schema.metadata)
             texts[f"{path} (rows)"] = json.dumps(t.to_pylist(), default=str)
             n_parquet += 1
-    assert n_parquet >= 3 and any("/_runs/" in p for p in texts) and any("/errors/" in p for p in texts)
+    assert n_parquet >= 3 and any("/_run/history/" in p for p in texts) and any("/errors/" in p for p in texts)
     for p in ray_cluster.temp_dir.glob("session_*/logs/**/*"):
         if p.is_file() and p.stat().st_size < 50 << 20:
             texts[str(p)] = p.read_bytes()

@@ -111,7 +111,7 @@ def test_storage_gone_for_good_fails_fast_and_clearly(ref, s3_server, s3_bucket,
     # 2. gone in the middle of the stage: the proxy stops listening after a few units
     proxy.mode = "ok"
     d = Driver("features", args, env)
-    done = f"{s3_bucket}/out/features/_done"
+    done = f"{s3_bucket}/out/_run/features/done"
 
     def n_done():
         fs.invalidate_cache()

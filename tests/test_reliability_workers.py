@@ -65,7 +65,7 @@ def _run_with_kills(cluster, stage: str, args: list[str], folder, thresholds, n:
                    what=f"{at_least} finished units")
         victim = _kill_busy_actor(cluster, d)
         victim["markers"] = markers(folder)
-        assert victim["markers"] < n and not (folder / "_SUCCESS").exists()
+        assert victim["markers"] < n and not (folder / "summary.json").exists()
         killed.append(victim)
     rc, output = d.finish(300)
     assert rc == 0, output[-4000:]
@@ -77,10 +77,11 @@ def test_features_survive_two_killed_workers(ref, ray_cluster, tmp_path):
     out, n = tmp_path / "out", ref["counts"]["units"]
     args = ["--input", str(ref["corpus"]), "--output", str(out), "--config", str(ref["config"]),
             "--address", ray_cluster.address, "--no-progress"]
-    killed, output = _run_with_kills(ray_cluster, "features", args, out / "features", (2, 7), n)
+    state = out / "_run" / "features"
+    killed, output = _run_with_kills(ray_cluster, "features", args, state, (2, 7), n)
     print(f"killed {killed}")
     assert f"features: {n} of {n} units run now" in output
-    assert markers(out / "features") == n
+    assert markers(state) == n
     got = rows(out, "features")
     assert got == rows(ref["out"], "features")
     assert rows(out, "errors", exclude="message") == rows(ref["out"], "errors", exclude="message")
@@ -90,11 +91,11 @@ def test_features_survive_two_killed_workers(ref, ray_cluster, tmp_path):
 def test_tokens_survive_a_killed_worker(ref, ray_cluster, tmp_path):
     out, n = tmp_path / "out", ref["counts"]["units"]
     out.mkdir()
-    for name in ("features", "kmeans"):
+    for name in ("features", "kmeans", "_run/features", "_run/kmeans"):
         shutil.copytree(ref["out"] / name, out / name)
     args = ["--output", str(out), "--config", str(ref["config"]), "--address", ray_cluster.address,
             "--no-progress"]
-    killed, output = _run_with_kills(ray_cluster, "tokens", args, out / "tokens", (2,), n)
+    killed, output = _run_with_kills(ray_cluster, "tokens", args, out / "_run" / "tokens", (2,), n)
     print(f"killed {killed}")
     assert f"tokens: {n} of {n} units run now" in output
     got = rows(out, "tokens")

@@ -15,6 +15,7 @@ from timbrespace_ray.executors import LocalExecutor, RayExecutor
 from timbrespace_ray.stages.embed import EmbedStage
 from timbrespace_ray.stages.features import FeaturesStage
 from timbrespace_ray.stages.tokens import TokensStage
+from timbrespace_ray.stages import train as train_stage
 from timbrespace_ray.stages.train import TrainStage
 from timbrespace_ray.storage import Location
 
@@ -55,11 +56,13 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "encoder" / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor):
+def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor, said):
     loc = Location.of(str(tokens_out))
     cfg = load_config(**SMALL, **{"train.max_steps": 60})
-    summary = TrainStage(loc, cfg.train).run(ray_executor)
+    summary = TrainStage(loc, cfg.train).run(ray_executor).detail
     assert summary["step"] == 60
+    assert json.loads((tokens_out / "encoder" / "training.json").read_text()) == {
+        k: v for k, v in summary.items() if k != "text"}
     steps = [m for m in _metrics(tokens_out) if m["kind"] == "step"]
     assert [m["step"] for m in steps] == list(range(5, 61, 5))
     assert np.mean([m["loss"] for m in steps[-3:]]) < np.mean([m["loss"] for m in steps[:3]]) - 0.3
@@ -82,18 +85,18 @@ def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor):
     assert model.hidden_dim == 64 and model.vocab_size == 122
 
     # a finished run reruns as a no-op; more steps resume from the checkpoint
-    lines = []
-    TrainStage(loc, cfg.train).run(ray_executor, lines.append)
-    assert "already trained" in lines[0]
-    (tokens_out / "encoder" / "_SUCCESS").unlink()
+    said.clear()
+    TrainStage(loc, cfg.train).run(ray_executor)
+    assert said[0].startswith("train: already complete (60 steps, validation loss ")
+    (tokens_out / "_run" / "train" / "summary.json").unlink()
     more = load_config(**SMALL, **{"train.max_steps": 80})
-    assert TrainStage(loc, more.train).run(ray_executor)["step"] == 80
+    assert TrainStage(loc, more.train).run(ray_executor).detail["step"] == 80
     resumed = [m["step"] for m in _metrics(tokens_out) if m["kind"] == "step"]
     assert resumed == list(range(5, 81, 5))  # no step trained twice
 
 
 def test_embeddings_per_window_and_speaker_structure(tokens_out, ray_executor):
-    if not (tokens_out / "encoder" / "_SUCCESS").exists():
+    if not (tokens_out / "encoder" / "training.json").exists():
         pytest.fail("needs the trained encoder of the test above")
     loc = Location.of(str(tokens_out))
     cfg = load_config(**{"embed.batch_size": 4})
@@ -135,16 +138,17 @@ def test_embeddings_per_window_and_speaker_structure(tokens_out, ray_executor):
 
 def test_same_seed_same_weights_whatever_the_part_order(tokens_out, ray_executor, tmp_path,
                                                        monkeypatch):
-    if not (tokens_out / "encoder" / "_SUCCESS").exists():
+    if not (tokens_out / "encoder" / "training.json").exists():
         pytest.fail("needs the tokens of the fixture")
     cfg = load_config(**{**SMALL, "train.max_steps": 12, "train.checkpoint_every": 5})
     weights = {}
     for run, seed in [("a", 0), ("b", 0), ("c", 1)]:
         out = tmp_path / run
-        shutil.copytree(tokens_out / "tokens", out / "tokens")
+        for folder in ("tokens", "_run/tokens"):
+            shutil.copytree(tokens_out / folder, out / folder)
         if run == "b":  # the parts listed in another order
-            monkeypatch.setattr(TrainStage, "_token_parts",
-                                lambda self, f=TrainStage._token_parts: f(self)[::-1])
+            monkeypatch.setattr(train_stage, "complete_parts",
+                                lambda *a, f=train_stage.complete_parts: f(*a)[::-1])
         stage_cfg = cfg.train.model_copy(update={"seed": seed})
         TrainStage(Location.of(str(out)), stage_cfg).run(ray_executor)
         weights[run] = load_encoder(str(out / "encoder")).state_dict()

@@ -127,7 +127,7 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = FeaturesStage(Location.of(str(tmp / "o2")), str(corpus), cfg).run(executor)
         wall = time.perf_counter() - t0
-        units = [json.loads(p.read_text()) for p in (tmp / "o2" / "features" / "_done").glob("*.json")]
+        units = [json.loads(p.read_text()) for p in (tmp / "o2" / "_run" / "features" / "done").glob("*.json")]
         ray.shutdown()
         time.sleep(3)  # Ray's processes exit in the background
         bare_after = bare_on_corpus(corpus)

@@ -8,7 +8,7 @@ profile stage also writes its speakers table. Then `run_pipeline` with the produ
 (as `timbrespace-ray run` has them: k-means k = --n-clusters, the CPU training recipe
 `config.CPU_RECIPE` on a CPU-only machine) on an embedded local Ray of --cpus CPUs, Ray started
 before the first stage and its start-up reported apart. Each stage is timed by `on_stage_done`;
-rows and audio come from its `_SUCCESS`, worker time from its units' `_done` markers.
+rows and audio come from its `_run/<stage>/summary.json`, worker time from its units' markers.
 
 Prints the machine (CPU model, CPUs, whether torch sees CUDA) and, per stage: wall time, x real
 time per CPU (audio / wall / CPUs), share of the run, the workers' busy share of wall x CPUs;
@@ -58,11 +58,10 @@ from timbrespace_ray.executors import RayExecutor  # noqa: E402
 DEMO_MANIFEST = (Path(__file__).resolve().parents[2] / "timbrespace_ray" / "demo_corpus"
                  / "manifest.csv")
 PROJECT_HOURS = 1000.0
-# each stage's folder under the output, and its units' markers (map stages)
-FOLDERS = {"features": "features", "profile": "profiles", "kmeans": "kmeans",
-           "tokens": "tokens", "train": "encoder", "embed": "embeddings"}
-MARKERS = {"features": ["features/_done"], "profile": ["profiles/_measures/_done", "profiles/_done"],
-           "tokens": ["tokens/_done"], "embed": ["embeddings/_done"]}
+# each map stage's units' markers (layout.py)
+MARKERS = {"features": ["_run/features/done"],
+           "profile": ["_run/profile/measures/done", "_run/profile/done"],
+           "tokens": ["_run/tokens/done"], "embed": ["_run/embed/done"]}
 MAP_STAGES = ("features", "profile", "tokens", "embed")
 
 
@@ -249,12 +248,12 @@ def kmeans_steps(log: list[tuple[float, str]], start: float, end: float) -> dict
 
 def report(args, mach, cpus, gpus, cfg, out: Path, walls, starts, log, timing) -> None:
     t_ray = timing["ray"]
-    summaries = {s: read_json(out / FOLDERS[s] / "_SUCCESS") for s in STAGES}
+    summaries = {s: read_json(out / "_run" / s / "summary.json") for s in STAGES}
     hours = summaries["features"].get("audio_hours") or float("nan")
     frames = summaries["features"].get("frames") or 0
     total = sum(walls.values())
     scale = PROJECT_HOURS / hours
-    km = summaries["kmeans"]
+    km = summaries["kmeans"].get("detail") or {}
     on_gpu = {"kmeans": km.get("device") == "cuda", "tokens": gpus > 0 and cfg.tokens.use_gpu is not False,
               "train": gpus > 0 and cfg.train.use_gpu is not False,
               "embed": gpus > 0 and cfg.embed.use_gpu is not False}
@@ -266,7 +265,7 @@ def report(args, mach, cpus, gpus, cfg, out: Path, walls, starts, log, timing) -
         "profile": f"{summaries['profile'].get('rows')} utterances",
         "kmeans": f"{km.get('frames')} frames fitted, k = {km.get('n_clusters')}",
         "tokens": f"{summaries['tokens'].get('rows')} utterances",
-        "train": f"{summaries['train'].get('step')} steps",
+        "train": f"{(summaries['train'].get('detail') or {}).get('step')} steps",
         "embed": f"{summaries['embed'].get('rows')} utterances",
     }
     gpu_line = (f"GPU: {mach['gpu']}; Ray sees {gpus:g} GPU(s)" if mach["cuda"] else "GPU: none")

@@ -40,7 +40,7 @@ from timbrespace_ray.executors import RayExecutor  # noqa: E402
 
 def busy_seconds(folder: Path) -> float:
     """Summed worker time of a map stage's units (their markers)."""
-    return sum(json.loads(p.read_text())["busy_seconds"] for p in (folder / "_done").glob("*.json"))
+    return sum(json.loads(p.read_text())["busy_seconds"] for p in (folder / "done").glob("*.json"))
 
 
 def run(name: str, out: Path, executor, **keys) -> float:
@@ -74,10 +74,11 @@ def main() -> None:
                 walls[pitch].append(run("features", out, executor, input=str(corpus),
                                         **{"features.pitch": {"enabled": pitch == "on"}}))
             walls["profile"].append(run("profile", tmp / f"on{r}", executor))
-            busy["on"].append(busy_seconds(tmp / f"on{r}" / "features"))
-            busy["profile"].append(busy_seconds(tmp / f"on{r}" / "profiles" / "_measures")
-                                   + busy_seconds(tmp / f"on{r}" / "profiles"))
-            rows = json.loads((tmp / f"on{r}" / "profiles" / "_SUCCESS").read_text())["rows"]
+            state = tmp / f"on{r}" / "_run"
+            busy["on"].append(busy_seconds(state / "features"))
+            busy["profile"].append(busy_seconds(state / "profile" / "measures")
+                                   + busy_seconds(state / "profile"))
+            rows = json.loads((state / "profile" / "summary.json").read_text())["rows"]
     med = {k: statistics.median(v) for k, v in walls.items()}
     per_cpu = {k: audio_s / v / args.cpus for k, v in med.items()}
     print(f"\nStyle profiles: cost ({audio_s / 60:.0f} min of real speech, {rows} utterances, "

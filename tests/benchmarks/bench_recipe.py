@@ -81,7 +81,7 @@ def main() -> int:
                       **{"ray.num_cpus": args.cpus, "ray.progress_bars": False}, **overrides)
     out = Path(args.output)
     if args.retrain:
-        for folder in ("encoder", "embeddings", "evaluation"):
+        for folder in ("encoder", "embeddings", "evaluation", "_run/train", "_run/embed"):
             shutil.rmtree(out / folder, ignore_errors=True)
     executor = RayExecutor(num_cpus=args.cpus, progress_bars=False)
     walls = {}
@@ -91,7 +91,7 @@ def main() -> int:
         walls[stage] = time.perf_counter() - t0
         print(f"{stage}: {walls[stage]:.0f} s", flush=True)
     doc = run_evaluation(cfg, "speaker", "heldout", executor=executor)
-    summary = json.loads((out / "encoder" / "_SUCCESS").read_text())
+    summary = json.loads((out / "encoder" / "training.json").read_text())
     recipe = {**CPU_RECIPE, **{k.split(".", 1)[1]: v for k, v in overrides.items()
                                if k.startswith("train.")}}
     ok, lines = verdict(doc, walls["train"], args.budget_min * 60)

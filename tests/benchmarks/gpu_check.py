@@ -107,6 +107,7 @@ from timbrespace_ray.encoder.split import is_validation  # noqa: E402
 from timbrespace_ray.encoder.precision import compute_dtype  # noqa: E402
 from timbrespace_ray.features.analysis import FEATURE_NAMES  # noqa: E402
 from timbrespace_ray.features.config import FeatureConfig  # noqa: E402
+from timbrespace_ray.layout import RunLayout  # noqa: E402
 from timbrespace_ray.executors import LocalExecutor  # noqa: E402
 from timbrespace_ray.stages.embed import EmbedStage  # noqa: E402
 from timbrespace_ray.stages.sampling import per_part_counts, sample_part  # noqa: E402
@@ -408,8 +409,9 @@ def write_corpus(base: pa.Table, root: Path, hours: float, unit_hours: float) ->
         write_table(out.child(f"part-{parts:06d}.parquet"), table, base.schema.metadata or {})
         parts += 1
     frames = copies * int(pc.sum(base.column("n_frames")).as_py())
-    out.child("_SUCCESS").write_json({"stage": "features", "note": "copies written by gpu_check",
-                                      "copies": copies, "parts": parts})
+    RunLayout(Location.of(str(root))).summary("features").write_json(
+        {"stage": "features", "detail": {"text": "copies written by gpu_check"},
+         "units_total": parts})
     return {"copies": copies, "parts": parts, "utterances": copies * base.num_rows,
             "frames": frames, "audio_seconds": copies * per_copy}
 
@@ -616,8 +618,9 @@ def step_embed(label: str, encoder: Path, warm: Path, main: Path, device: torch.
     say(f"{label}: {params / 1e6:.1f} M parameters ({model.hidden_dim} x {model.num_layers} "
         f"layers), EmbedStage(use_gpu={use_gpu}), batch {cfg.batch_size} windows, "
         f"{compute_dtype(device, cfg.bf16)}")
-    for root in (warm, main):
-        shutil.rmtree(root / "embeddings", ignore_errors=True)
+    for root in (warm, main):  # the stage again, from nothing
+        for folder in ("embeddings", "_run/embed"):
+            shutil.rmtree(root / folder, ignore_errors=True)
     EmbedStage(Location.of(str(warm)), cfg, str(encoder), use_gpu=use_gpu).run(LocalExecutor())
     with Measured(device) as m:
         summary = EmbedStage(Location.of(str(main)), cfg, str(encoder),
@@ -673,7 +676,7 @@ def prepare(target: Path, python: str) -> None:
         folder = run_features_stage(Path(tmp))
         shutil.rmtree(target / "features", ignore_errors=True)
         (target / "features").mkdir()
-        for f in [*folder.glob("part-*.parquet"), folder / "_SUCCESS"]:
+        for f in folder.glob("part-*.parquet"):
             shutil.copy(f, target / "features" / f.name)
     section(f"wheels for CPython {python}, manylinux x86_64")
     whl = target / "whl"

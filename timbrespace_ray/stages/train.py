@@ -251,7 +251,9 @@ class TrainStage(Stage):
 
     def execute(self, executor: Executor) -> StageSummary:
         """Train (or resume) to the configured number of steps."""
-        parts = complete_parts(self.layout, "tokens", self.output.child("tokens"), "training")
+        # in path order, however they were listed: one seed, the same weights
+        parts = sorted(complete_parts(self.layout, "tokens", self.output.child("tokens"),
+                                      "training"), key=lambda p: p.path)
         use_gpu = self.use_gpu
         nodes = executor.nodes()
         tc = self.config.resolved(use_gpu, max((n.cpus for n in nodes), default=1.0))
