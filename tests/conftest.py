@@ -49,3 +49,39 @@ def said():
 
     with lines_said() as lines:
         yield lines
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """`timbrespace-ray demo` run once in a pseudo-terminal: (output folder, raw, screen lines)."""
+    import sys
+
+    import yaml
+
+    from terminal import REPO, run_in_terminal, screen_lines
+
+    tmp = tmp_path_factory.mktemp("demo")
+    config = yaml.safe_load((REPO / "timbrespace_ray" / "demo.yaml").read_text())
+    config["train"]["max_steps"] = 40  # the demo's 150 steps, shortened for CI's time
+    (tmp / "demo.yaml").write_text(yaml.safe_dump(config))
+    code, raw = run_in_terminal(
+        [sys.executable, "-m", "timbrespace_ray.cli", "demo", "--output", str(tmp / "out"),
+         "--config", str(tmp / "demo.yaml"), "--num-cpus", "2"], timeout_s=900)
+    assert code == 0, raw[-4000:]
+    return tmp / "out", raw, screen_lines(raw)
+
+
+@pytest.fixture(scope="session")
+def failed_manifest(tmp_path_factory):
+    from helpers.runs import write_manifest
+
+    return write_manifest(tmp_path_factory.mktemp("failed-corpus"))
+
+
+@pytest.fixture(scope="session")
+def failed_run(failed_manifest, tmp_path_factory):
+    """features, profile and tokens over `failed_manifest`, run to the end: bad inputs are
+    error rows."""
+    from helpers.runs import run_with_failed_inputs
+
+    return run_with_failed_inputs(failed_manifest, tmp_path_factory.mktemp("failed-run"))

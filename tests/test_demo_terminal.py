@@ -1,28 +1,12 @@
 """`timbrespace-ray demo` as a person sees it in a terminal: a live bar per stage, no Ray chatter,
 under 80 lines, ending with the stage table and the report's path."""
 import re
-import sys
 
 import pytest
-import yaml
 
-from terminal import RAY_LINE, REPO, run_in_terminal, screen_lines
+from terminal import RAY_LINE
 
-DEMO_CONFIG = REPO / "timbrespace_ray" / "demo.yaml"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("demo")
-    config = yaml.safe_load(DEMO_CONFIG.read_text())
-    config["train"]["max_steps"] = 40  # the demo's 150 steps, shortened for CI's time
-    (tmp / "demo.yaml").write_text(yaml.safe_dump(config))
-    code, raw = run_in_terminal(
-        [sys.executable, "-m", "timbrespace_ray.cli", "demo", "--output", str(tmp / "out"),
-         "--config", str(tmp / "demo.yaml"), "--num-cpus", "2"], timeout_s=900)
-    assert code == 0, raw[-4000:]
-    return tmp / "out", raw, screen_lines(raw)
 
 
 def test_the_demo_fits_on_a_screen_and_ends_with_the_table_and_the_report(demo):

@@ -208,17 +208,15 @@ def _scheduler(autoscaling):
 
 
 def _stage_requests(cfg, tmp_path) -> dict[str, dict]:
-    """What each stage asks Ray for per task/actor with this config, as the runner turns the
-    stages' Resources into Ray options."""
+    """What each stage asks Ray for per task/actor with this config, as the Ray executor turns
+    the stages' Resources into Ray options (named as the autoscaler names resources)."""
+    from timbrespace_ray.executors.ray import _ray_options
+
     out = Location.of(str(tmp_path))
+    names = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
 
     def ray_options(res) -> dict:
-        opts = {"CPU": res.num_cpus}
-        if res.num_gpus:
-            opts["GPU"] = res.num_gpus
-        if res.memory_bytes:
-            opts["memory"] = res.memory_bytes
-        return opts
+        return {names[k]: v for k, v in _ray_options(res).items()}
 
     features = FeaturesStage(out, cfg.input, cfg.features, cfg.storage.storage_options)
     tokens = TokensStage(out, None, {}, use_gpu=bool(cfg.tokens.use_gpu),

@@ -13,20 +13,12 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from conftest import N120_MODEL
-from corpus import SHORT
+from helpers.runs import BAD, INPUTS, failed_run_config
 from timbrespace_ray import inspection
 from timbrespace_ray.cli import main
 from timbrespace_ray.errors import TimbrespaceError
-from timbrespace_ray.config import load_config
 from timbrespace_ray.pipeline import run_stage
 from timbrespace_ray.executors import LocalExecutor
-
-GOOD = ["a.wav", "b.wav", "c.wav"]
-BAD = {"corrupt.wav": "AudioDecodeError", "empty.wav": "AudioDecodeError",
-       "missing.wav": "FileNotFoundError", "sub/gone.flac": "FileNotFoundError"}
-INPUTS = len(GOOD) + len(BAD)  # one input per manifest row; one unit each (fewer than 16)
-
 
 class Interrupt(Exception):
     pass
@@ -48,32 +40,18 @@ class StopsAfter(LocalExecutor):
             on_result(stage.run_unit(unit))
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    for name, src in zip(GOOD, SHORT):
-        shutil.copy(src, root / name)
-    (root / "corrupt.wav").write_bytes(b"RIFF" + bytes(range(256)) * 8)
-    (root / "empty.wav").write_bytes(b"")
-    lines = ["path,speaker"] + [f"{n},{'AB'[i % 2]}" for i, n in enumerate([*GOOD, *BAD])]
-    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
-    return root / "manifest.csv"
+@pytest.fixture
+def manifest(failed_manifest):
+    return failed_manifest
 
 
 def config(manifest, out, storage_options=None):
-    return load_config(input=str(manifest), output=str(out), **{
-        "tokens.kmeans_model": str(N120_MODEL), "storage.storage_options": storage_options})
+    return failed_run_config(manifest, out, storage_options)
 
 
-@pytest.fixture(scope="module")
-def finished(manifest, tmp_path_factory):
-    """features, profile and tokens (with a published k-means model: no kmeans stage), run to
-    the end; bad inputs are error rows."""
-    out = tmp_path_factory.mktemp("finished")
-    cfg = config(manifest, out)
-    for stage in ("features", "profile", "tokens"):
-        run_stage(stage, cfg, LocalExecutor())
-    return out
+@pytest.fixture
+def finished(failed_run):
+    return failed_run
 
 
 def cli(capsys, *args):

@@ -19,7 +19,7 @@ from ..config import PipelineConfig
 from ..encoder import EmbeddingNormalization
 from ..errors import ConfigError
 from ..executors import Executor, RayExecutor, Resources
-from ..layout import RunLayout
+from ..layout import RunLayout, check_layout
 from ..stages.embed import load_normalization
 from ..stages.registry import SPECS
 from ..stages.train import TRAINING_RECORD
@@ -55,6 +55,7 @@ def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
         raise ConfigError("no output: pass --output or set 'output' in the config")
     opts = cfg.storage.storage_options
     out = Location.of(cfg.output, opts)
+    check_layout(out)
     parts = _embeddings_parts(out)
     first = out.child("embeddings", parts[0])
     carried = carried_columns(read_schema(first))
