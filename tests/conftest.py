@@ -1,45 +1,19 @@
+"""Fixtures every test folder shares: services (helpers/infra/fixtures.py), the demo run, a run
+with failed inputs, the reference vectors' summary, the package's log lines."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-pytest_plugins = ["infra.fixtures"]
+from helpers.data import VECTORS
 
-DATA = Path(__file__).parent / "data"
-VECTORS = DATA / "vectors"
-N120_MODEL = DATA / "models" / "timbrespace_librispeech_n120"
-DEMO_CORPUS = Path(__file__).parent.parent / "timbrespace_ray" / "demo_corpus"
-
-SYNTHETIC_SUFFIXES = ("_1s", "_2s", "_3s", "_4s", "_12s", "tiny_10ms", "exactly_one_frame",
-                      "short_0p2s")
-
-
-def vector_names() -> list[str]:
-    return sorted(p.stem for p in VECTORS.glob("*.npz"))
-
-
-def is_real_speech(name: str) -> bool:
-    return not name.endswith(SYNTHETIC_SUFFIXES)
-
-
-def load_vector(name: str) -> dict[str, np.ndarray]:
-    with np.load(VECTORS / f"{name}.npz") as data:
-        return {k: data[k] for k in data.files}
-
-
-def expected_features(vec: dict, prefix: str = "expected") -> dict[str, np.ndarray]:
-    from timbrespace_ray.features import FEATURE_NAMES
-
-    return {k: vec[f"{prefix}_{k}"] for k in FEATURE_NAMES}
+pytest_plugins = ["helpers.infra.fixtures"]
 
 
 @pytest.fixture(scope="session")
 def summary() -> list[dict]:
     return json.loads((VECTORS / "summary.json").read_text())
-
 
 
 @pytest.fixture
@@ -58,7 +32,7 @@ def demo(tmp_path_factory):
 
     import yaml
 
-    from terminal import REPO, run_in_terminal, screen_lines
+    from helpers.terminal import REPO, run_in_terminal, screen_lines
 
     tmp = tmp_path_factory.mktemp("demo")
     config = yaml.safe_load((REPO / "timbrespace_ray" / "demo.yaml").read_text())

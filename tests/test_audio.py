@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from conftest import DEMO_CORPUS, load_vector
+from helpers.data import DEMO_CORPUS, load_vector
 from timbrespace_ray.audio import decode_audio
 from timbrespace_ray.features import FeatureConfig, analyse
 from timbrespace_ray.errors import (AudioDecodeError, AudioReadError, AudioTooLongError,

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import is_real_speech, load_vector, vector_names  # noqa: E402
+from helpers.data import is_real_speech, load_vector, vector_names  # noqa: E402
 from timbrespace_ray.config import CPU_RECIPE, GPU_RECIPE  # noqa: E402
 from timbrespace_ray.encoder import (ProsodicSequenceEncoder, collate, embed_windows,  # noqa: E402
                                      length_buckets, load_model, make_optimizer, pool_windows,

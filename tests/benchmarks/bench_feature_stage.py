@@ -37,7 +37,7 @@ import ray  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from conftest import DEMO_CORPUS  # noqa: E402
+from helpers.data import DEMO_CORPUS  # noqa: E402
 
 from timbrespace_ray.config import load_config  # noqa: E402
 from timbrespace_ray.features import FeatureConfig, ProsodicFeatureExtractor, analyse  # noqa: E402

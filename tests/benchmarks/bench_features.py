@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from conftest import expected_features, is_real_speech, load_vector, vector_names  # noqa: E402
+from helpers.data import expected_features, is_real_speech, load_vector, vector_names  # noqa: E402
 
 from timbrespace_ray.features import FeatureConfig, analyse  # noqa: E402
 from timbrespace_ray.features.agreement import agreement  # noqa: E402

@@ -60,7 +60,7 @@ import numpy as np  # noqa: E402
 from bench_feature_stage import build_corpus  # noqa: E402  (the same plain-file corpus)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from conftest import DEMO_CORPUS  # noqa: E402
+from helpers.data import DEMO_CORPUS  # noqa: E402
 
 SR = 16000
 FIGURES = ("dataset", "segments", "planning", "long")

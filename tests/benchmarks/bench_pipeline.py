@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_feature_stage import build_corpus  # noqa: E402
 
 from timbrespace_ray.config import CPU_RECIPE, GPU_RECIPE, load_config  # noqa: E402
-from timbrespace_ray.pipeline import STAGES, run_pipeline  # noqa: E402
+from timbrespace_ray.pipeline import run_pipeline  # noqa: E402
+from timbrespace_ray.stages.registry import NAMES as STAGES  # noqa: E402
 from timbrespace_ray.executors import RayExecutor  # noqa: E402
 
 DEMO_MANIFEST = (Path(__file__).resolve().parents[2] / "timbrespace_ray" / "demo_corpus"
@@ -62,7 +63,7 @@ PROJECT_HOURS = 1000.0
 MARKERS = {"features": ["_run/features/done"],
            "profile": ["_run/profile/measures/done", "_run/profile/done"],
            "tokens": ["_run/tokens/done"], "embed": ["_run/embed/done"]}
-MAP_STAGES = ("features", "profile", "tokens", "embed")
+MAP_STAGES = tuple(MARKERS)
 
 
 def write_manifest(corpus: Path) -> tuple[Path, int]:

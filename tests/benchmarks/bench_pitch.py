@@ -71,7 +71,7 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from conftest import DEMO_CORPUS  # noqa: E402
+from helpers.data import DEMO_CORPUS  # noqa: E402
 
 from timbrespace_ray.audio import decode_audio  # noqa: E402
 from timbrespace_ray.features import FeatureConfig, analyse  # noqa: E402

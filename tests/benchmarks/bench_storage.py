@@ -19,7 +19,7 @@ Each form is uploaded to the server with its fsspec filesystem, then run by the 
 end to end (`pipeline.run_stage("features", ...)`: plan, actor pool start-up, reads, decode,
 extract, Parquet, markers) on one embedded Ray (`RayExecutor(num_cpus=--cpus)`), output on
 local disk, from the three sources in turn: local disk, `s3://` direct, `s3://` through the
-latency proxy (`tests/infra/proxy.py`, no faults). A warm-up (Ray, numba caches, s3fs imports)
+latency proxy (`tests/helpers/infra/proxy.py`, no faults). A warm-up (Ray, numba caches, s3fs imports)
 runs first on a small corpus. The sources of a form run back to back in the order
 L S P, P S L, ... (--rounds 2: each once early and once late, so a busy or quiet moment of a
 shared machine weighs on all of them). Throughput is the audio over the mean wall time per
@@ -64,9 +64,9 @@ import numpy as np  # noqa: E402
 # bench_inputs puts tests/ on sys.path (conftest, corpus, infra)
 from bench_inputs import (SR, _speech_int16, _version, build_dataset, build_segments,  # noqa: E402
                           load, machine, machine_line)
-from corpus import add_tar_member  # noqa: E402
-from infra.proxy import FlakyProxy  # noqa: E402
-from infra.s3 import SeaweedS3  # noqa: E402
+from helpers.corpus import add_tar_member  # noqa: E402
+from helpers.infra.proxy import FlakyProxy  # noqa: E402
+from helpers.infra.s3 import SeaweedS3  # noqa: E402
 
 FORMS = ("files", "tar", "dataset", "segments")
 SOURCES = ("local", "s3", "s3+lat")

@@ -59,7 +59,7 @@ downloads, for CPython `--wheel-python` on manylinux x86_64, the wheels of this 
 the packages above (`pip download --no-deps --only-binary=:all:`).
 
 Elsewhere: `make gpu-check` (the venv, any CUDA machine). The CPU path, what CI runs
-(tests/test_gpu_check.py; --tiny: 0.03 h of the recordings of at most 10 s, k = 16, a 32 x 1
+(tests/benchmarks/test_gpu_check.py; --tiny: 0.03 h of the recordings of at most 10 s, k = 16, a 32 x 1
 encoder in the GPU recipe's slot, 3 training steps), takes seconds:
 
     .venv/bin/python tests/benchmarks/gpu_check.py --device cpu --tiny --features vectors

@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import N120_MODEL
-from corpus import SHORT
+from helpers.data import N120_MODEL
+from helpers.corpus import SHORT
 
 GOOD = ["a.wav", "b.wav", "c.wav"]
 BAD = {"corrupt.wav": "AudioDecodeError", "empty.wav": "AudioDecodeError",

@@ -10,7 +10,7 @@ Calibration (CPU, float32, torch 2.13, 2 threads; peak RSS, i.e. VmHWM, of a fre
 making two `train_step`s of the default 58 M shape, 768 x 8 layers, with AdamW): 1 x 16 tokens
 1.38 GB (the fixed part: ~16 bytes per parameter + ~450 MB runtime); 1 x 2,000 tokens 3.18 GB
 without checkpointing (~35 floats per hidden unit per token and layer), 2.22 GB with it
-(tests/test_encoder_memory.py checks this run against the estimate, 2.55 GB). The constants below round those up, so the estimate errs high.
+(tests/encoder/test_encoder_memory.py checks this run against the estimate, 2.55 GB). The constants below round those up, so the estimate errs high.
 Before the SDPA layer the stock layer's attention kept B x 8 x T x T weights: 1 x 2,000 tokens
 peaked at 6.12 GB (~2.4 MB per token at T = 2,000: batch 16 would need ~80 GB).
 GPU workers (bf16 autocast, fused attention) are not sized by this host-memory estimate.

@@ -1,0 +1,157 @@
+"""Encoder training on Ray Train, resume, and the embedding stage, on the bundled speech."""
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+
+from helpers.data import DEMO_CORPUS, N120_MODEL
+from timbrespace_ray.config import load_config
+from timbrespace_ray.encoder import EmbeddingNormalization, load_encoder
+from timbrespace_ray.encoder.split import is_validation
+from timbrespace_ray.executors import LocalExecutor, RayExecutor
+from timbrespace_ray.stages.embed import EmbedStage
+from timbrespace_ray.stages.features import FeaturesStage
+from timbrespace_ray.stages.tokens import TokensStage
+from timbrespace_ray.stages import train as train_stage
+from timbrespace_ray.stages.train import TrainStage
+from timbrespace_ray.storage import Location
+
+quiet = lambda s: None  # noqa: E731
+ALL_IDS = sorted(p.name for p in DEMO_CORPUS.glob("*.wav"))
+SMALL = {"train.hidden_dim": 64, "train.num_layers": 2, "train.nhead": 4, "train.max_len": 256,
+         "train.pos_max_len": 512,  # the 30 s recordings (1872 frames) embed as 4 windows
+         "train.batch_size": 4, "train.pool_batches": 4, "train.log_every": 5,
+         "train.checkpoint_every": 20, "train.lr": 1e-3, "train.warmup_steps": 5,
+         "train.cpus_per_worker": 1.0, "train.validation_fraction": 0.3}
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    import ray
+
+    executor = RayExecutor(num_cpus=2, progress_bars=False)
+    executor.connect()
+    yield executor
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tokens_out(tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("corpus")
+    for p in DEMO_CORPUS.glob("*.wav"):
+        shutil.copy(p, corpus / p.name)
+    out = tmp_path_factory.mktemp("out")
+    loc = Location.of(str(out))
+    # two recordings per part: Ray Data reads several blocks, whose order could vary
+    features = load_config(**{"features.files_per_unit": 2}).features
+    FeaturesStage(loc, str(corpus), features).run(LocalExecutor())
+    TokensStage(loc, str(N120_MODEL)).run(LocalExecutor())
+    return out
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "encoder" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor, said):
+    loc = Location.of(str(tokens_out))
+    cfg = load_config(**SMALL, **{"train.max_steps": 60})
+    summary = TrainStage(loc, cfg.train).run(ray_executor).detail
+    assert summary["step"] == 60
+    assert json.loads((tokens_out / "encoder" / "training.json").read_text()) == {
+        k: v for k, v in summary.items() if k != "text"}
+    steps = [m for m in _metrics(tokens_out) if m["kind"] == "step"]
+    assert [m["step"] for m in steps] == list(range(5, 61, 5))
+    assert np.mean([m["loss"] for m in steps[-3:]]) < np.mean([m["loss"] for m in steps[:3]]) - 0.3
+    assert all(m["tokens_per_s"] > 0 and 0 <= m["accuracy"] <= 1 for m in steps)
+    assert any(m["kind"] == "epoch" for m in _metrics(tokens_out))
+    # the held-out utterances (30 % by a hash of utt_id) are scored after every epoch and at
+    # the end, and that is the loss the summary reports, not the last batch's
+    validation = [m for m in _metrics(tokens_out) if m["kind"] == "validation"]
+    held = [u for u in ALL_IDS if is_validation(u, 0.3, 0)]
+    assert 1 <= len(held) <= 6
+    assert validation[-1]["step"] == 60 and all(m["sequences"] == len(held) for m in validation)
+    assert validation[-1]["loss"] < validation[0]["loss"]
+    assert summary["final_loss"] == validation[-1]["loss"]
+    assert summary["final_loss_kind"] == "validation"
+    assert summary["validation"] == {"fraction": 0.3, "key": "utt_id", "seed": 0}
+    norm = EmbeddingNormalization.from_json(
+        (tokens_out / "encoder" / "normalization.json").read_text())
+    assert norm.method == "center" and norm.fitted_on == 10 - len(held)
+    model = load_encoder(str(tokens_out / "encoder"))
+    assert model.hidden_dim == 64 and model.vocab_size == 122
+
+    # a finished run reruns as a no-op; more steps resume from the checkpoint
+    said.clear()
+    TrainStage(loc, cfg.train).run(ray_executor)
+    assert said[0].startswith("train: already complete (60 steps, validation loss ")
+    (tokens_out / "_run" / "train" / "summary.json").unlink()
+    more = load_config(**SMALL, **{"train.max_steps": 80})
+    assert TrainStage(loc, more.train).run(ray_executor).detail["step"] == 80
+    resumed = [m["step"] for m in _metrics(tokens_out) if m["kind"] == "step"]
+    assert resumed == list(range(5, 81, 5))  # no step trained twice
+
+
+def test_embeddings_per_window_and_speaker_structure(tokens_out, ray_executor):
+    if not (tokens_out / "encoder" / "training.json").exists():
+        pytest.fail("needs the trained encoder of the test above")
+    loc = Location.of(str(tokens_out))
+    cfg = load_config(**{"embed.batch_size": 4})
+    summary = EmbedStage(loc, cfg.embed).run(ray_executor)
+    assert summary.rows == 10
+    rows = duckdb.sql(f"""select utt_id, "window", start_frame, n_frames, embedding
+                          from '{tokens_out}/embeddings/*.parquet' order by utt_id, "window" """).fetchall()
+    tokens = dict(duckdb.sql(f"select utt_id, n_frames from '{tokens_out}/tokens/*.parquet'").fetchall())
+    covered = {}
+    for utt, window, start, n, emb in rows:
+        assert len(emb) == 64 and np.all(np.isfinite(emb))
+        assert start == covered.get(utt, 0)
+        covered[utt] = start + n
+    assert covered == tokens
+    assert max(w for _, w, *_ in rows) == 3  # sequences longer than pos_max_len are windowed
+    # the encoder's stored normalisation, applied: centred on its fit's mean, unit length
+    raw, normalized = duckdb.sql(f"""select embedding, embedding_normalized
+        from '{tokens_out}/embeddings/*.parquet' limit 3""").fetchnumpy().values()
+    mean = np.asarray(json.loads((tokens_out / "encoder" / "normalization.json").read_text())["mean"])
+    for r, n in zip(raw, normalized):
+        centred = np.asarray(r) - mean
+        np.testing.assert_allclose(n, centred / np.linalg.norm(centred), rtol=1e-4, atol=1e-6)
+    assert all(n <= 512 for *_, n, _ in rows)
+    # same-speaker pairs (the LibriVox reader) should be closer than different-speaker pairs
+    emb = {}
+    for utt, _, _, n, e in rows:
+        emb.setdefault(utt, []).append(np.asarray(e) * n)
+    ids = sorted(emb)
+    x = np.stack([np.sum(emb[u], 0) for u in ids])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    speaker = ["librivox" if "librivox" in u else u for u in ids]
+    sim = x @ x.T
+    same = [sim[i, j] for i in range(len(ids)) for j in range(i + 1, len(ids)) if speaker[i] == speaker[j]]
+    diff = [sim[i, j] for i in range(len(ids)) for j in range(i + 1, len(ids)) if speaker[i] != speaker[j]]
+    auc = np.mean([s > d for s in same for d in diff])
+    print(f"same-speaker closer than different-speaker: {auc:.2f} of pairs (chance 0.50)")
+    assert len(same) == 10 and auc > 0.6
+
+
+def test_same_seed_same_weights_whatever_the_part_order(tokens_out, ray_executor, tmp_path,
+                                                       monkeypatch):
+    if not (tokens_out / "encoder" / "training.json").exists():
+        pytest.fail("needs the tokens of the fixture")
+    cfg = load_config(**{**SMALL, "train.max_steps": 12, "train.checkpoint_every": 5})
+    weights = {}
+    for run, seed in [("a", 0), ("b", 0), ("c", 1)]:
+        out = tmp_path / run
+        for folder in ("tokens", "_run/tokens"):
+            shutil.copytree(tokens_out / folder, out / folder)
+        if run == "b":  # the parts listed in another order
+            monkeypatch.setattr(train_stage, "complete_parts",
+                                lambda *a, f=train_stage.complete_parts: f(*a)[::-1])
+        stage_cfg = cfg.train.model_copy(update={"seed": seed})
+        TrainStage(Location.of(str(out)), stage_cfg).run(ray_executor)
+        weights[run] = load_encoder(str(out / "encoder")).state_dict()
+        assert (out / "encoder" / "normalization.json").exists()
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
