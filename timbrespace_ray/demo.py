@@ -75,7 +75,7 @@ def write_report(out: Path, results: dict, timings: dict, evaluation: dict) -> P
 
     from .evaluation.report import counts_line, results_table
     from .features import FEATURE_NAMES, FeatureConfig
-    from .plotting import plot_features
+    from .features.plot import plot_features
 
     figs = out / "report"
     figs.mkdir(exist_ok=True)

@@ -30,3 +30,6 @@ def test_no_line_twice_in_a_row_and_no_ray_chatter(demo):
     repeated = [a for a, b in zip(lines, lines[1:]) if a == b and a.strip()]
     assert not repeated
     assert not [line for line in lines if RAY_LINE.search(line)]
+    # training speaks from its workers through the driver, once: Ray Train's print patch would
+    # repeat every line a worker printed
+    assert len([line for line in lines if re.match(r"train: [\d.]+ M parameters, ", line)]) == 1

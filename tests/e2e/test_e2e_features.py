@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.corpus import SHORT, mixed_corpus
+from helpers.terminal import RAY_LINE
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -38,6 +39,7 @@ def test_job_reads_and_writes_s3(s3_server, s3_bucket, ray_cluster, tmp_path):
     code, logs = result
     assert code == 0, logs[-3000:]
     assert f"inputs seen {counts['inputs']} = rows {counts['rows']} + errors {counts['errors']}" in logs
+    _our_lines_not_rays(logs)
     rows, tables = _read_s3_table(fs, f"{s3_bucket}/out/features")
     assert [r["utt_id"] for r in rows] == ["a/TWO.WAV", "a/b/three.flac", "one.wav",
                                            "shard-000.tar/s/five.wav", "shard-000.tar/s/four.wav"]
@@ -66,6 +68,23 @@ def test_job_reads_and_writes_s3(s3_server, s3_bucket, ray_cluster, tmp_path):
     texts = [logs, profile_logs, json.dumps(summary)] + [str(t.schema.metadata) for t in tables]
     texts += [json.dumps(e) for e in errors]
     assert not any(secret in t or key in t for t in texts)
+
+
+def _our_lines_not_rays(output: str) -> None:
+    """`ray job logs` (no terminal): the job's own log holds what our driver printed (after the
+    job supervisor's lines, Ray's own, before the entrypoint starts, and before `ray job
+    submit`'s closing ones): no line twice in a row, no worker output forwarded, no Ray INFO
+    line, no progress line per unit."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Running entrypoint for job"))
+    end = next(i for i, line in enumerate(lines)
+               if re.search(r"-- (WebSocket closed for job|Job '[\w-]+' succeeded)", line))
+    lines = lines[start + 1:end]
+    text = "\n".join(lines)
+    assert lines[0].startswith("features: ") and len(lines) < 30, text
+    assert not [a for a, b in zip(lines, lines[1:]) if a == b], text
+    assert not [line for line in lines if RAY_LINE.search(line)], text
+    assert len([line for line in lines if re.match(r"\[[\w/-]+\] \d+/\d+ units \(", line)]) <= 3
 
 
 def _cli(args, env, **kw):

@@ -1,8 +1,7 @@
-"""The whole pipeline on the bundled corpus through `ray job submit` on a local Ray cluster."""
+"""The whole pipeline's output on the bundled corpus (the demo's run, shared with the terminal
+test): every stage reported, tables that follow their contracts, models and reports that load
+safely, the README's queries, the evaluation."""
 import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -11,31 +10,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from helpers.terminal import RAY_LINE
+from timbrespace_ray.cli import main
 from timbrespace_ray.clustering import KMeansModel
 from timbrespace_ray.encoder import load_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-kmeans: {n_clusters: 16, n_init: 2}
-train: {hidden_dim: 32, num_layers: 1, nhead: 2, max_len: 256, batch_size: 4, pool_batches: 2,
-        max_steps: 20, lr: 0.001, warmup_steps: 2, log_every: 5, checkpoint_every: 10}
-embed: {batch_size: 8}
-"""
-
 
 @pytest.fixture(scope="module")
-def pipeline_out(ray_cluster, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    (tmp / "c.yaml").write_text(CONFIG)
-    out = tmp / "out"
-    code, logs = ray_cluster.submit_job(
-        f"python jobs/pipeline.py run --config {tmp / 'c.yaml'} --input timbrespace_ray/demo_corpus/manifest.csv "
-        f"--output {out} --no-progress", working_dir=REPO, timeout_s=600)
-    assert code == 0, logs[-4000:]
-    return out, logs
+def pipeline_out(demo):
+    """The demo's run (conftest.py): every stage over the bundled corpus, then evaluate."""
+    out, raw, _ = demo
+    return out, raw
 
 
 def q(sql):
@@ -54,27 +41,6 @@ def test_every_stage_ran_and_reported(pipeline_out):
                     "train"]
 
 
-def test_the_job_log_holds_our_lines_not_rays(pipeline_out):
-    """`ray job logs` (no terminal): bounded progress lines, none twice in a row, no worker
-    output forwarded, no Ray INFO lines, no training line printed twice."""
-    _, output = pipeline_out
-    # the job's own log: what our driver printed, after the job supervisor's lines (Ray's own,
-    # before the entrypoint starts) and before `ray job submit`'s closing ones
-    lines = [line for line in output.splitlines() if line.strip()]
-    start = next(i for i, line in enumerate(lines) if line.startswith("Running entrypoint for job"))
-    end = next(i for i, line in enumerate(lines)
-               if re.search(r"-- (WebSocket closed for job|Job '[\w-]+' succeeded)", line))
-    lines = lines[start + 1:end]
-    logs = "\n".join(lines)
-    assert lines[0] == "==> features" and len(lines) < 80, logs
-    assert not [a for a, b in zip(lines, lines[1:]) if a == b]
-    assert not [line for line in lines if RAY_LINE.search(line)]
-    assert re.search(r"^train: [\d.]+ M parameters, 1 worker\(s\) on cpu in (float32|bfloat16)",
-                     logs, re.MULTILINE), logs
-    progress = [line for line in lines if re.match(r"\[[\w-]+\] \d+/\d+ (units|steps) \(", line)]
-    assert len(progress) <= 20, progress  # 5 map stages of 10 units and 20 steps: not one each
-
-
 def test_tables_follow_the_data_contracts(pipeline_out):
     out, _ = pipeline_out
     feats = q(f"select utt_id, source, duration_s, sample_rate, n_frames, len(f0), len(snr) "
@@ -85,12 +51,13 @@ def test_tables_follow_the_data_contracts(pipeline_out):
     assert b"timbrespace_ray.settings" in schema.metadata
     tokens = q(f"select utt_id, n_frames, len(tokens), list_max(tokens) from '{out}/tokens/*.parquet'")
     assert sorted((u, n) for u, n, _, _ in tokens) == sorted((r[0], r[4]) for r in feats)
-    assert all(n == m and mx < 16 for _, n, m, mx in tokens)
+    assert all(n == m and mx < 32 for _, n, m, mx in tokens)
     emb = pq.read_table(out / "embeddings")
-    assert str(emb.schema.field("embedding").type) == "fixed_size_list<element: float>[32]"
+    assert str(emb.schema.field("embedding").type) == "fixed_size_list<element: float>[128]"
     assert set(emb.column("utt_id").to_pylist()) == {r[0] for r in feats}
     assert np.isfinite(np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))).all()
-    assert not (out / "errors").exists() or not list((out / "errors").glob("*.parquet"))
+    assert [p.name for p in (out / "errors").iterdir()] == ["empty.parquet"]  # nothing failed
+    assert pq.read_metadata(out / "errors" / "empty.parquet").num_rows == 0
     profiles = q(f"select utt_id, n_frames, pitch_median_hz, description from '{out}/profiles/*.parquet'")
     assert sorted((u, n) for u, n, _, _ in profiles) == sorted((r[0], r[4]) for r in feats)
     assert all(60 < hz < 300 and text.endswith(("voice", "recording")) for _, _, hz, text in profiles)
@@ -103,15 +70,16 @@ def test_tables_follow_the_data_contracts(pipeline_out):
 def test_models_and_reports_load_safely(pipeline_out):
     out, _ = pipeline_out
     model = KMeansModel.load(str(out / "kmeans"))
-    assert model.n_clusters == 16
-    assert torch.load(out / "kmeans" / "cluster_centers.pt", weights_only=True).shape == (16, 6)
+    assert model.n_clusters == 32
+    assert torch.load(out / "kmeans" / "cluster_centers.pt", weights_only=True).shape == (32, 6)
     assert "CLUSTER DISTRIBUTION" in (out / "kmeans" / "report.txt").read_text()
-    assert json.loads((out / "kmeans" / "quality.json").read_text())["n_clusters"] == 16
+    assert json.loads((out / "kmeans" / "quality.json").read_text())["n_clusters"] == 32
     assert (out / "kmeans" / "clusters.png").read_bytes()[:4] == b"\x89PNG"
     encoder = load_encoder(str(out / "encoder"))
-    assert encoder.hidden_dim == 32 and encoder.vocab_size == 18
+    assert encoder.hidden_dim == 128 and encoder.vocab_size == 34
     metrics = [json.loads(line) for line in (out / "encoder" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics if m["kind"] == "step"] == [5, 10, 15, 20]
+    assert [m["step"] for m in metrics if m["kind"] == "step"] == [25, 40]  # demo.yaml, 40 steps
+    assert json.loads((out / "encoder" / "training.json").read_text())["step"] == 40
 
 
 def _readme_blocks(lang):
@@ -134,18 +102,10 @@ def test_readme_queries_run_on_the_output(pipeline_out):
     assert scope["per_speaker"].height == 6 and scope["per_speaker"]["pitch_hz"].min() > 60
 
 
-def test_evaluate_speakers_on_the_pipeline_output(pipeline_out, ray_cluster):
-    out, _ = pipeline_out
-
-    def evaluate(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "timbrespace_ray.cli", "evaluate", "--output", str(out),
-             "--address", ray_cluster.address, "--no-progress", *args],
-            env=ray_cluster.env, cwd=REPO, capture_output=True, text=True, timeout=300)
-
-    # all: with a few percent held out of 10 recordings, no speaker would have a pair
-    proc = evaluate("--label", "speaker", "--utterances", "all")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_evaluate_speakers_on_the_pipeline_output(pipeline_out, capsys):
+    out, raw = pipeline_out
+    # the demo evaluates all recordings: with a few percent held out of 10, no speaker would
+    # have a pair
     folder = out / "evaluation" / "speaker"
     doc = json.loads((folder / "evaluation.json").read_text())
     assert list(doc["representations"]) == [
@@ -154,8 +114,9 @@ def test_evaluate_speakers_on_the_pipeline_output(pipeline_out, ray_cluster):
     assert all(0 <= r["auc"] <= 1 for r in doc["representations"].values())
     assert doc["utterances"]["evaluated"] == 10 and doc["labels"]["count"] == 6
     assert doc["representations"]["embeddings"]["pairs"]["target"] == 10  # 5 LibriVox files
-    assert "| representation" in proc.stdout and "| untrained encoder, centred" in proc.stdout
+    assert "| representation" in raw and "| untrained encoder, centred" in raw
     assert (folder / "roc_det.png").read_bytes()[:4] == b"\x89PNG"
     assert "| bag of tokens" in (folder / "evaluation.md").read_text()
-    proc = evaluate("--label", "accent")
-    assert proc.returncode == 2 and "carry speaker, corpus, language" in proc.stderr
+    capsys.readouterr()
+    assert main(["evaluate", "--output", str(out), "--label", "accent"]) == 2
+    assert "carry speaker, corpus, language" in capsys.readouterr().err

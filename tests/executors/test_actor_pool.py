@@ -16,7 +16,7 @@ DRIVER = textwrap.dedent("""
     import json, os, signal, sys, time
     from pathlib import Path
     import ray
-    from timbrespace_ray.actor_pool import run_on_actor_pool
+    from timbrespace_ray.executors.actor_pool import run_on_actor_pool
     from timbrespace_ray.executors import RayExecutor
     from timbrespace_ray.executors.base import UnitStats, WorkUnit
     from timbrespace_ray.stages.base import MapStage

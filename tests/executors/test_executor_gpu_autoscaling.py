@@ -143,13 +143,16 @@ DRIVER = textwrap.dedent("""
     from timbrespace_ray.executors import RayExecutor
     from timbrespace_ray.executors.base import Resources
 
+    import logging
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     address = sys.argv[1] if len(sys.argv) > 1 else None
     ex = RayExecutor(address=address, num_cpus=1, progress_bars=False)
     out = {}
     cap = ex.gpu_capacity()
     out["resources_gpu"] = ray.cluster_resources().get("GPU", 0)
     out["now"], out["most"], out["source"] = cap.now, cap.most, cap.source
-    out["cluster_gpus"] = ex.gpu_capacity().possible
+    out["cluster_gpus"] = cap.possible
+    out["use_gpu"] = ex.use_gpu(None)  # the auto decision, and its line on the log
     try:
         out["pool"] = ex._pool_size(Resources(num_cpus=1, num_gpus=1.0), 4, "embed")
     except ConfigError as exc:
@@ -294,7 +297,7 @@ def test_autoscaling_cluster_gpus_from_zero(tmp_path, v2):
     # before any GPU work: Ray shows no GPU, the decision counts the one the autoscaler can add
     assert out["resources_gpu"] == 0 and out["now"] == 0
     assert out["most"] == 1 and out["source"] == f"autoscaler config {cluster.config_path}"
-    assert out["cluster_gpus"] == 1
+    assert out["cluster_gpus"] == 1 and out["use_gpu"] is True
     assert "GPUs: 0 now, up to 1 by autoscaling" in err and "-> use_gpu auto: GPU" in err
     assert out["pool"] == [1, 4]  # one GPU actor first: its request starts the GPU node
     # a task asking for a GPU got a fake GPU node started by the autoscaler
@@ -317,7 +320,7 @@ def test_embedded_ray_has_no_gpus_to_wait_for(tmp_path):
         out, err = _run_driver(tmp_path, env)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert out["resources_gpu"] == 0 and out["cluster_gpus"] == 0
+    assert out["resources_gpu"] == 0 and out["cluster_gpus"] == 0 and out["use_gpu"] is False
     assert out["most"] == 0 and out["source"] == "embedded local Ray, no autoscaler"
     assert "GPUs: 0 (embedded local Ray, no autoscaler) -> use_gpu auto: CPU" in err
     assert "pool" not in out and "embed asks for 1 GPU" in out["pool_error"]
@@ -330,7 +333,7 @@ def test_cluster_without_autoscaler_has_no_gpus_to_wait_for(tmp_path):
         out, err = _run_driver(tmp_path, cluster.env, cluster.address)
     finally:
         cluster.stop()
-    assert out["resources_gpu"] == 0 and out["cluster_gpus"] == 0
+    assert out["resources_gpu"] == 0 and out["cluster_gpus"] == 0 and out["use_gpu"] is False
     assert out["most"] == 0 and out["source"] == "the head runs no autoscaler"
     assert "GPUs: 0 (the head runs no autoscaler) -> use_gpu auto: CPU" in err
     assert "pool" not in out and "embed asks for 1 GPU" in out["pool_error"]

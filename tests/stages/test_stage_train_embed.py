@@ -9,7 +9,7 @@ import torch
 
 from helpers.data import DEMO_CORPUS, N120_MODEL
 from timbrespace_ray.config import load_config
-from timbrespace_ray.encoder import EmbeddingNormalization, load_encoder
+from timbrespace_ray.encoder import EmbeddingNormalization, ProsodicSequenceEncoder, load_encoder
 from timbrespace_ray.encoder.split import is_validation
 from timbrespace_ray.executors import LocalExecutor, RayExecutor
 from timbrespace_ray.stages.embed import EmbedStage
@@ -56,10 +56,12 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "encoder" / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor, said):
+def test_training_lowers_the_loss_and_resumes(tokens_out, said):
+    """In this process (LocalExecutor: one worker); Ray Train runs the same loop in the test
+    below, the demo and the reliability tests."""
     loc = Location.of(str(tokens_out))
     cfg = load_config(**SMALL, **{"train.max_steps": 60})
-    summary = TrainStage(loc, cfg.train).run(ray_executor).detail
+    summary = TrainStage(loc, cfg.train).run(LocalExecutor()).detail
     assert summary["step"] == 60
     assert json.loads((tokens_out / "encoder" / "training.json").read_text()) == {
         k: v for k, v in summary.items() if k != "text"}
@@ -86,21 +88,21 @@ def test_training_lowers_the_loss_and_resumes(tokens_out, ray_executor, said):
 
     # a finished run reruns as a no-op; more steps resume from the checkpoint
     said.clear()
-    TrainStage(loc, cfg.train).run(ray_executor)
+    TrainStage(loc, cfg.train).run(LocalExecutor())
     assert said[0].startswith("train: already complete (60 steps, validation loss ")
     (tokens_out / "_run" / "train" / "summary.json").unlink()
     more = load_config(**SMALL, **{"train.max_steps": 80})
-    assert TrainStage(loc, more.train).run(ray_executor).detail["step"] == 80
+    assert TrainStage(loc, more.train).run(LocalExecutor()).detail["step"] == 80
     resumed = [m["step"] for m in _metrics(tokens_out) if m["kind"] == "step"]
     assert resumed == list(range(5, 81, 5))  # no step trained twice
 
 
-def test_embeddings_per_window_and_speaker_structure(tokens_out, ray_executor):
+def test_embeddings_per_window_and_speaker_structure(tokens_out):
     if not (tokens_out / "encoder" / "training.json").exists():
         pytest.fail("needs the trained encoder of the test above")
     loc = Location.of(str(tokens_out))
     cfg = load_config(**{"embed.batch_size": 4})
-    summary = EmbedStage(loc, cfg.embed).run(ray_executor)
+    summary = EmbedStage(loc, cfg.embed).run(LocalExecutor())
     assert summary.rows == 10
     rows = duckdb.sql(f"""select utt_id, "window", start_frame, n_frames, embedding
                           from '{tokens_out}/embeddings/*.parquet' order by utt_id, "window" """).fetchall()
@@ -138,11 +140,14 @@ def test_embeddings_per_window_and_speaker_structure(tokens_out, ray_executor):
 
 def test_same_seed_same_weights_whatever_the_part_order(tokens_out, ray_executor, tmp_path,
                                                        monkeypatch):
+    """On Ray (Ray Data reads the parts): the same seed trains the same weights whatever order
+    the parts are listed in; in this process, another seed trains other weights."""
     if not (tokens_out / "encoder" / "training.json").exists():
         pytest.fail("needs the tokens of the fixture")
     cfg = load_config(**{**SMALL, "train.max_steps": 12, "train.checkpoint_every": 5})
     weights = {}
-    for run, seed in [("a", 0), ("b", 0), ("c", 1)]:
+    for run, seed, executor in [("a", 0, ray_executor), ("b", 0, ray_executor),
+                                ("local", 0, LocalExecutor()), ("other seed", 1, LocalExecutor())]:
         out = tmp_path / run
         for folder in ("tokens", "_run/tokens"):
             shutil.copytree(tokens_out / folder, out / folder)
@@ -150,8 +155,16 @@ def test_same_seed_same_weights_whatever_the_part_order(tokens_out, ray_executor
             monkeypatch.setattr(train_stage, "complete_parts",
                                 lambda *a, f=train_stage.complete_parts: f(*a)[::-1])
         stage_cfg = cfg.train.model_copy(update={"seed": seed})
-        TrainStage(Location.of(str(out)), stage_cfg).run(ray_executor)
+        TrainStage(Location.of(str(out)), stage_cfg).run(executor)
+        monkeypatch.undo()
         weights[run] = load_encoder(str(out / "encoder")).state_dict()
         assert (out / "encoder" / "normalization.json").exists()
-    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
-    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
+
+    def same(x, y):
+        return all(torch.equal(weights[x][k], weights[y][k]) for k in weights[x])
+
+    assert same("a", "b") and not same("local", "other seed")
+    shape = load_encoder(str(tmp_path / "a" / "encoder")).config
+    torch.manual_seed(0)  # training moved the weights from the seed's initial ones
+    initial = ProsodicSequenceEncoder(**shape).state_dict()
+    assert not all(torch.equal(weights["a"][k], initial[k]) for k in initial)

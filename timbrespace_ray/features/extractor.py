@@ -87,7 +87,7 @@ class ProsodicFeatureExtractor:
     def plot_features(self, features: dict[str, np.ndarray], title: str | None = None,
                       save_path: str | None = None):
         """Six contours over time in one PNG figure; returns the matplotlib Figure."""
-        from ..plotting import plot_features
+        from .plot import plot_features
 
         return plot_features(features, self.config, title=title, save_path=save_path,
                              audio=self.audio)

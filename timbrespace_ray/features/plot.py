@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features.config import FeatureConfig
+from .config import FeatureConfig
 
 # normalized value -> physical unit, inverting spec section 6 for display
 _TO_HZ = {"f0": (320.0, 80.0), "f1": (1000.0, 200.0), "f2": (2700.0, 800.0)}
