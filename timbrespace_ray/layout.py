@@ -21,12 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from .errors import ConfigError
 from .storage import Location
-from .tables import ERRORS_SCHEMA
+from .tables import ERRORS_SCHEMA, write_table
 
 STATE = "_run"
 ERRORS = "errors"
@@ -82,10 +79,7 @@ class RunLayout:
         check_layout(self.output)
         empty = self.errors.child(EMPTY_ERRORS)
         if not empty.exists():
-            sink = pa.BufferOutputStream()
-            # no row group at all: a 0-row group makes `datasets` ask for batches of size 0
-            pq.ParquetWriter(sink, ERRORS_SCHEMA).close()
-            empty.write_atomic(sink.getvalue().to_pybytes())
+            write_table(empty, ERRORS_SCHEMA.empty_table(), {})
 
 
 def check_layout(output: Location) -> None:

@@ -52,7 +52,12 @@ def provenance(stage: str, settings: dict[str, Any]) -> dict[bytes, bytes]:
 def write_table(location: Location, table: pa.Table, metadata: dict[bytes, bytes]) -> None:
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", use_dictionary=_dictionary_columns(table.schema))
+    with pq.ParquetWriter(buf, table.schema, compression="zstd",
+                          use_dictionary=_dictionary_columns(table.schema)) as writer:
+        # no row group at all for no rows (a unit whose every input failed): a 0-row group
+        # makes Hugging Face `datasets` ask for batches of size 0 and fail on the folder
+        if table.num_rows:
+            writer.write_table(table)
     location.write_atomic(buf.getvalue())
 
 

@@ -119,7 +119,7 @@ def test_features_survive_losing_a_node(ref, tmp_path):
                 "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
                 marker.split("=")[0]: marker.split("=")[1]})
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "reliability_multinode.py"), str(ref["corpus"]),
+        [sys.executable, str(REPO / "tests" / "helpers" / "reliability_multinode.py"), str(ref["corpus"]),
          str(out), str(ref["config"]), str(result)],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         errors="replace", start_new_session=True)
