@@ -10,6 +10,17 @@ from helpers.data import VECTORS
 
 pytest_plugins = ["helpers.infra.fixtures"]
 
+# With xdist (`make test`: two workers), the tests that share a session's services (one Ray
+# cluster, one S3 server, the demo's run) run on one worker, one after another; the others go
+# module by module to whichever worker is free, each module's fixtures built once
+SHARED_SERVICES = {"ray_cluster", "ray_s3_env", "s3_server", "s3_bucket", "demo"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        shared = SHARED_SERVICES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("services" if shared else item.nodeid.split("::")[0]))
+
 
 @pytest.fixture(scope="session")
 def summary() -> list[dict]:
