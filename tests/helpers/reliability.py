@@ -121,7 +121,7 @@ class Driver:
         env.pop("TSR_PAUSE_BEFORE_WRITE", None)
         if pause_before_write:
             env["TSR_PAUSE_BEFORE_WRITE"] = pause_before_write
-        self.t0 = time.monotonic()
+        self.stage, self.t0 = stage, time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, str(DRIVER), stage, *args], env=env, cwd=REPO,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -64,6 +64,17 @@ def _already_done(output: str, stage: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def _paused_before_summary(driver: Driver, state, n: int, first: int) -> int:
+    """A rerun frozen just before its stage's summary: it resumed (the `first` units finished
+    before were not redone) and marked every unit; killed there. Returns the units it found
+    done when it started."""
+    total, done = _already_done(_paused(driver), driver.stage)
+    assert total == n and first <= done < n
+    assert markers(state) == n and not (state / "summary.json").exists()
+    driver.kill()
+    return done
+
+
 def _copy_stages(src, dst, *stages):
     """Finished stages of another run: their folders and their state."""
     from timbrespace_ray.stages.registry import SPECS
@@ -91,12 +102,8 @@ def test_features_killed_while_planning_after_some_units_and_before_success(ref,
     first = _kill_after_units(d, state, 3, n)
 
     # 3. every unit done, just before the summary
-    d = Driver("features", args, env, pause_before_write="*/_run/features/summary.json")
-    output = _paused(d)
-    total, done = _already_done(output, "features")
-    assert total == n and first <= done < n  # it resumed: finished units were not redone
-    assert markers(state) == n and not (state / "summary.json").exists()
-    d.kill()
+    done = _paused_before_summary(Driver("features", args, env, pause_before_write=
+                                         "*/_run/features/summary.json"), state, n, first)
 
     print(f"features killed: while planning; after {first} units; before its summary ({done} done "
           "when that run started)")
@@ -148,12 +155,8 @@ def test_tokens_killed_after_some_units_and_before_success(ref, ray_cluster, tmp
 
     first = _kill_after_units(Driver("tokens", args, env), state, 3, n)
 
-    d = Driver("tokens", args, env, pause_before_write="*/_run/tokens/summary.json")
-    output = _paused(d)
-    total, done = _already_done(output, "tokens")
-    assert total == n and first <= done < n
-    assert markers(state) == n and not (state / "summary.json").exists()
-    d.kill()
+    done = _paused_before_summary(Driver("tokens", args, env, pause_before_write=
+                                         "*/_run/tokens/summary.json"), state, n, first)
 
     print(f"tokens killed: after {first} units; before its summary ({done} done when that run "
           "started)")

@@ -152,11 +152,11 @@ def test_s3_client_timeouts_default_and_yield_to_the_users():
 
 def test_an_endpoint_that_never_answers_ends_the_run_clearly(ref, s3_server, proxy, ray_cluster,
                                                             tmp_path):
-    # accepted, read, never answered; 1 s per answer and one attempt inside each of s3fs's, so
-    # the wait is mostly s3fs's own back-off instead of the defaults' quarter of an hour
+    # accepted, read, never answered; 0.3 s per answer and one attempt inside each of s3fs's,
+    # so the wait is mostly s3fs's own back-off instead of the defaults' quarter of an hour
     proxy.mode = "silent"
     doc = yaml.safe_load(open(_config(ref, tmp_path / "c.yaml", s3_server, proxy.url)))
-    doc["storage"]["storage_options"]["config_kwargs"] = {"read_timeout": 1,
+    doc["storage"]["storage_options"]["config_kwargs"] = {"read_timeout": 0.3,
                                                           "retries": {"max_attempts": 1}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     args = ["--input", "s3://never/corpus", "--output", "s3://never/out",
