@@ -17,7 +17,7 @@ demo: venv
 	$(BIN)/timbrespace-ray demo --output demo_output
 
 test: venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope tests
 
 bench: venv
 	$(BIN)/python tests/benchmarks/bench_features.py

@@ -3,6 +3,9 @@ with failed inputs, the reference vectors' summary, the package's log lines."""
 from __future__ import annotations
 
 import json
+import re
+from functools import lru_cache
+from pathlib import Path
 
 import pytest
 
@@ -10,16 +13,30 @@ from helpers.data import VECTORS
 
 pytest_plugins = ["helpers.infra.fixtures"]
 
-# With xdist (`make test`: two workers), the tests that share a session's services (one Ray
-# cluster, one S3 server, the demo's run) run on one worker, one after another; the others go
-# module by module to whichever worker is free, each module's fixtures built once
-SHARED_SERVICES = {"ray_cluster", "ray_s3_env", "s3_server", "s3_bucket", "demo"}
+# With xdist (`make test`: two workers), the modules whose tests share a session's services
+# (one Ray cluster, one S3 server, the demo's run) run on one worker, one after another; the
+# other modules go whole to whichever worker is free, so each module's fixtures (and tests that
+# build on an earlier one's output) stay together
+SHARED_SERVICES = ("ray_cluster", "ray_s3_env", "s3_server", "s3_bucket", "demo")
+TESTS = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        shared = SHARED_SERVICES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("services" if shared else item.nodeid.split("::")[0]))
+@lru_cache(maxsize=None)
+def _uses_shared_services(module: str) -> bool:
+    path = TESTS.parent / module
+    text = path.read_text() if path.exists() else ""
+    return any(re.search(rf"def \w+\([^)]*\b{name}\b", text) for name in SHARED_SERVICES)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByServices(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "services" if _uses_shared_services(module) else module
+
+    return ByServices(config, log)
 
 
 @pytest.fixture(scope="session")
