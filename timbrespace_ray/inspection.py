@@ -33,7 +33,7 @@ from .errors import ConfigError, InspectionError
 from .layout import ERRORS, STATE, RunLayout, check_layout
 from .stages.registry import NAMES, STAGES, StageSpec, stage_spec
 from .storage import Location, storage_errors
-from .tables import ERRORS_SCHEMA
+from .tables import ERRORS_SCHEMA, footer
 
 CHECKPOINT, CHECKPOINT_STATE = "checkpoint", "state.json"  # a stage that checkpoints
 
@@ -292,8 +292,8 @@ def _plan_units(plan: Location) -> tuple[int | None, float | None]:
     """The units a stage planned (its plan file's footer: one ranged read) and when."""
     plan.fs.invalidate_cache(plan.path)
     try:
-        with storage_errors("read", plan.uri), plan.fs.open(plan.path, "rb") as fh:
-            meta = pq.read_metadata(fh)
+        with storage_errors("read", plan.uri):
+            meta = footer(plan)
     except FileNotFoundError:
         return None, None
     created = (meta.metadata or {}).get(b"timbrespace_ray.plan_created")
