@@ -13,11 +13,12 @@ from helpers.data import VECTORS
 
 pytest_plugins = ["helpers.infra.fixtures"]
 
-# With xdist (`make test`: two workers), the modules whose tests share a session's services
-# (one Ray cluster, one S3 server, the demo's run) run on one worker, one after another; the
-# other modules go whole to whichever worker is free, so each module's fixtures (and tests that
-# build on an earlier one's output) stay together
-SHARED_SERVICES = ("ray_cluster", "ray_s3_env", "s3_server", "s3_bucket", "demo")
+# With xdist (`make test`: two workers), the modules whose tests share the session's costly
+# services (one Ray cluster, the demo's run) run on one worker, one after another; the other
+# modules go whole to whichever worker is free, so each module's fixtures (and tests that build
+# on an earlier one's output) stay together. An S3 server starts in seconds: a worker that
+# needs one and has none starts its own
+SHARED_SERVICES = ("ray_cluster", "ray_s3_env", "demo")
 TESTS = Path(__file__).resolve().parent
 
 
