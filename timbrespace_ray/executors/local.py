@@ -23,8 +23,9 @@ class LocalExecutor:
     def nodes(self) -> list[NodeCapacity]:
         from ..encoder.memory import available_memory_bytes
 
-        return [NodeCapacity(float(len(os.sched_getaffinity(0))), 0.0,
-                             float(available_memory_bytes()))]
+        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")  # Linux
+                else os.cpu_count() or 1)
+        return [NodeCapacity(float(cpus), 0.0, float(available_memory_bytes()))]
 
     def gpu_capacity(self) -> GpuCapacity:
         return GpuCapacity(0.0, 0.0, "this process: units run here, on CPUs")
