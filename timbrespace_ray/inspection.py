@@ -389,7 +389,7 @@ def run_status(output: Location) -> RunStatus:
     if STATE not in top:
         if top:
             try:
-                check_layout(output)
+                check_layout(output, set(top))
             except ConfigError as exc:
                 raise InspectionError(str(exc)) from None
         hint = ""

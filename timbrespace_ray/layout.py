@@ -41,10 +41,6 @@ class RunLayout:
 
     output: Location
 
-    def folder(self, name: str) -> Location:
-        """A table or model folder: `features`, `kmeans`, `embeddings`..."""
-        return self.output.child(name)
-
     def state(self, step: str) -> Location:
         return self.output.child(STATE, *step.split("/"))
 
@@ -82,11 +78,13 @@ class RunLayout:
             write_table(empty, ERRORS_SCHEMA.empty_table(), {})
 
 
-def check_layout(output: Location) -> None:
+def check_layout(output: Location, names: set[str] | None = None) -> None:
     """A ConfigError for an output folder written before `_run/`: its bookkeeping (markers,
     `_SUCCESS`, plans) sits inside the table folders, where this version neither looks for nor
-    keeps it, so resuming it could run finished units again; its tables stay readable."""
-    names = set(output.list_names()) if output.exists() else set()
+    keeps it, so resuming it could run finished units again; its tables stay readable.
+    `names`: the folder's listing, where the caller has it already."""
+    if names is None:
+        names = set(output.list_names()) if output.exists() else set()
     if names & set(_OLD_LAYOUT) and STATE not in names:
         raise ConfigError(
             f"{output.uri} was written by timbrespace-ray 0.1, which kept its bookkeeping "

@@ -16,16 +16,18 @@ log = logging.getLogger(__name__)
 
 
 def output_of(cfg: PipelineConfig) -> Location:
+    """The run's output folder; refused when there is none, or when it is of the old layout."""
     if cfg.output is None:
         raise ConfigError("no output: pass --output or set 'output' in the config")
-    return Location.of(cfg.output, cfg.storage.storage_options)
+    out = Location.of(cfg.output, cfg.storage.storage_options)
+    check_layout(out)
+    return out
 
 
 def run_stage(name: str, cfg: PipelineConfig, executor: Executor | None = None):
     """Build stage `name` from the config and run it (skipped when already complete)."""
     spec = stage_spec(name)
     out = output_of(cfg)
-    check_layout(out)
     if RunLayout(out).completed(spec.name) is None:
         executor = executor or RayExecutor.of(cfg.ray)
         # the one use_gpu decision: the stage's own flag, else whether GPUs are or can be had

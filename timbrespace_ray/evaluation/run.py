@@ -19,7 +19,8 @@ from ..config import PipelineConfig
 from ..encoder import EmbeddingNormalization
 from ..errors import ConfigError
 from ..executors import Executor, RayExecutor, Resources
-from ..layout import RunLayout, check_layout
+from ..layout import RunLayout
+from ..pipeline import output_of
 from ..stages.embed import load_normalization
 from ..stages.registry import SPECS
 from ..stages.train import TRAINING_RECORD
@@ -51,11 +52,8 @@ def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
     if max_utterances < 2 or max_pairs < 1:
         raise ConfigError(f"max_utterances must be >= 2 and max_pairs >= 1, got {max_utterances} "
                           f"and {max_pairs}")
-    if cfg.output is None:
-        raise ConfigError("no output: pass --output or set 'output' in the config")
     opts = cfg.storage.storage_options
-    out = Location.of(cfg.output, opts)
-    check_layout(out)
+    out = output_of(cfg)
     parts = _embeddings_parts(out)
     first = out.child("embeddings", parts[0])
     carried = carried_columns(read_schema(first))
