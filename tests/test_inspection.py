@@ -16,7 +16,6 @@ import yaml
 from helpers.runs import BAD, INPUTS, failed_run_config
 from timbrespace_ray import inspection
 from timbrespace_ray.cli import main
-from timbrespace_ray.errors import TimbrespaceError
 from timbrespace_ray.pipeline import run_stage
 from timbrespace_ray.executors import LocalExecutor
 
@@ -354,15 +353,3 @@ def test_markers_of_a_large_stage_are_listed_by_prefix_on_s3(s3_server, s3_bucke
         k for k in inspection._listing(done) if k.endswith(".json")}
     n, newest = inspection._markers(done, 3001)
     assert n == len(units) and -5 <= time.time() - newest <= 300
-
-
-def test_storage_options_from_the_command_line():
-    got = inspection.storage_options(
-        {"client_kwargs": {"region_name": "eu-west-1"}, "anon": False},
-        ["secret=12345", "anon=true", "client_kwargs.region_name=us-west-2",
-         "config_kwargs={read_timeout: 5}", "endpoint_url=http://127.0.0.1:9000"])
-    assert got == {"client_kwargs": {"region_name": "us-west-2"}, "anon": True,
-                   "secret": "12345", "config_kwargs": {"read_timeout": 5},
-                   "endpoint_url": "http://127.0.0.1:9000"}
-    with pytest.raises(TimbrespaceError, match="expected KEY=VALUE"):
-        inspection.storage_options({}, ["endpoint_url"])

@@ -1,4 +1,6 @@
-"""`timbrespace-ray` command line: one subcommand per stage, plus `run`, `evaluate` and `demo`."""
+"""`timbrespace-ray` command line: `run`, one subcommand per stage, `evaluate`, `status`,
+`errors` and `demo`, with one grammar: `--output`, `--config`, `--storage-option` and `--set`
+on every command, each flag naming the config key it sets and its default."""
 from __future__ import annotations
 
 import argparse
@@ -6,11 +8,19 @@ import logging
 import re
 import shlex
 import sys
+from dataclasses import dataclass
+from typing import Any, Callable
 
+from . import __version__
 from .errors import TimbrespaceError
 from .stages.registry import STAGES
 
 PACKAGE_LOGGER = "timbrespace_ray"
+EXIT_CODES = """exit codes:
+  0    done (status: every stage asked is finished)
+  2    an error the command explains on stderr (bad input, config or storage)
+  3    status: a stage asked is not finished
+  130  interrupted (rerun the same command to resume)"""
 
 
 class _LineHandler(logging.Handler):
@@ -43,71 +53,150 @@ def configure_output(progress_bars: bool, verbose: bool) -> None:
     enable_bars(progress_bars)
 
 
-def _common(p: argparse.ArgumentParser, needs_input: bool = False) -> None:
-    if needs_input:
-        p.add_argument("--input", help="audio folder/prefix, tar shard(s), manifest, Parquet "
-                       "audio dataset or lhotse manifest URI")
-        p.add_argument("--audio-column", help="Parquet audio datasets: the struct<bytes, path> "
-                       "column (default: found from the schema)")
-        p.add_argument("--id-column", help="Parquet audio datasets: the column giving utt_id")
-        p.add_argument("--metadata-columns", type=lambda v: [c for c in v.split(",") if c],
-                       help="comma-separated input columns to carry into every table "
-                       "(default: every scalar column)")
-        p.add_argument("--supervisions", help="lhotse: the SupervisionSet of a RecordingSet input")
-    p.add_argument("--output", help="output folder URI (local path, s3://, ...)")
-    p.add_argument("--config", help="YAML config file (see jobs/configs/)")
-    p.add_argument("--address", help="Ray cluster: 'auto', ray://host:10001, or a dashboard "
-                   "http://host:8265 to submit this command as a Ray job (default: RAY_ADDRESS, "
-                   "else an embedded local Ray)")
-    p.add_argument("--num-cpus", type=int, help="CPUs of an embedded local Ray")
-    p.add_argument("--no-progress", action="store_true", help="no live progress bar: progress "
-                   "lines at a bounded rate, as in a log")
-    p.add_argument("--verbose", action="store_true", help="Ray's own output too: the workers' "
-                   "logs and Ray Data's INFO lines")
+@dataclass(frozen=True)
+class Flag:
+    """A command-line option that sets one config key; its help says the key and the default
+    (the config field's, or `default_text` where the field's default is None: what None means)."""
+
+    flag: str
+    key: str
+    help: str
+    type: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    const: Any = None  # a switch: sets `key` to `const`
+    default_text: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def add(self, group) -> None:
+        text = f"{self.help} ({self._default()}; config: {self.key})"
+        if self.const is not None:
+            group.add_argument(self.flag, dest=self.dest, action="store_const", const=self.const,
+                               help=text)
+        else:
+            group.add_argument(self.flag, dest=self.dest, type=self.type, metavar=self.metavar,
+                               help=text)
+
+    def _default(self) -> str:
+        if self.default_text:
+            return self.default_text
+        from .config import field_default
+
+        value = field_default(self.key)
+        if value is None:
+            raise ValueError(f"{self.flag}: {self.key} defaults to None; say what that means")
+        return f"default: {value}"
 
 
-def _kmeans_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-clusters", type=int, help="number of clusters (default 120)")
-    p.add_argument("--max-frames", type=int, help="frames sampled for the fit")
+def _comma_list(value: str) -> list[str]:
+    return [c.strip() for c in value.split(",") if c.strip()]
 
 
-def _tokens_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kmeans-model", help="model directory (default OUTPUT/kmeans); any "
-                   "directory in the original's format, e.g. a published model")
-
-
-def _embed_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", help="encoder folder or original .ckpt (default OUTPUT/encoder)")
-
-
-def _profile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bins", help="level the profiles on another run's bins (its output folder, "
-                   "or its OUTPUT/_run/profile/bins.json) instead of fitting them on this corpus")
-
-
+OUTPUT_FLAG = Flag("--output", "output", "the run's output folder: a local path or a URI "
+                   "(s3://, gs://, ...)", metavar="FOLDER", default_text="default: the config's")
+RAY_FLAGS = (
+    Flag("--address", "ray.address", "the Ray cluster: 'auto', ray://host:10001, or a "
+         "dashboard http://host:8265 to submit this command as a Ray job",
+         default_text="default: RAY_ADDRESS, else an embedded local Ray"),
+    Flag("--num-cpus", "ray.num_cpus", "CPUs of an embedded local Ray", type=int, metavar="N",
+         default_text="default: all of this machine's"),
+    Flag("--no-progress", "ray.progress_bars", "progress lines at a bounded rate, as in a log, "
+         "instead of live bars", const=False,
+         default_text="default: live bars where the output is a terminal"),
+    Flag("--verbose", "ray.verbose", "Ray's own output too: the workers' logs and Ray Data's "
+         "INFO lines", const=True, default_text="default: Ray's warnings and errors only"),
+)
+INPUT_FLAGS = (
+    Flag("--input", "input", "the corpus: an audio folder or prefix, tar shard(s), a manifest, "
+         "a Parquet audio dataset or a lhotse manifest", metavar="CORPUS",
+         default_text="default: the config's"),
+    Flag("--audio-column", "features.audio_column", "Parquet audio datasets: the "
+         "struct<bytes, path> column", metavar="COLUMN",
+         default_text="default: found from the schema"),
+    Flag("--id-column", "features.id_column", "Parquet audio datasets: the column giving "
+         "utt_id", metavar="COLUMN",
+         default_text="default: utt_id, id or key when present, else <shard>/<row>"),
+    Flag("--metadata-columns", "features.metadata_columns", "the input's columns to carry into "
+         "every table, comma-separated", type=_comma_list, metavar="COLUMN,...",
+         default_text="default: every scalar column"),
+    Flag("--supervisions", "features.lhotse_supervisions", "lhotse: the SupervisionSet of a "
+         "RecordingSet input", metavar="URI",
+         default_text="default: the file beside it named 'supervisions' for 'recordings'"),
+)
 # each stage's own options, by command name (`run` takes them all)
-STAGE_OPTIONS = {"profile": _profile_options, "kmeans": _kmeans_options,
-                 "tokens": _tokens_options, "embed": _embed_options}
+STAGE_FLAGS: dict[str, tuple[Flag, ...]] = {
+    "profile": (
+        Flag("--bins", "profile.bins", "level the profiles on another run's bins (its output "
+             "folder, or its _run/profile/bins.json)", metavar="URI",
+             default_text="default: fitted on this corpus"),
+    ),
+    "kmeans": (
+        Flag("--n-clusters", "kmeans.n_clusters", "number of clusters", type=int, metavar="K"),
+        Flag("--max-frames", "kmeans.max_frames", "frames sampled for the fit", type=int,
+             metavar="N"),
+    ),
+    "tokens": (
+        Flag("--kmeans-model", "tokens.kmeans_model", "the k-means model folder: any in the "
+             "original's format, e.g. a published model", metavar="URI",
+             default_text="default: OUTPUT/kmeans"),
+    ),
+    "embed": (
+        Flag("--checkpoint", "embed.checkpoint", "the encoder folder or an original .ckpt",
+             metavar="URI", default_text="default: OUTPUT/encoder"),
+    ),
+}
+
+
+def _config_options(parser: argparse.ArgumentParser, config_default: str,
+                    settings: bool = True) -> None:
+    """--config, --storage-option and (for commands that run stages) --set."""
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--config", metavar="YAML", help="the config file (jobs/configs/ has "
+                       f"examples); flags override its keys (default: {config_default})")
+    group.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an fsspec storage option over the config's "
+                       "storage.storage_options, e.g. endpoint_url=https://minio:9000 or "
+                       "client_kwargs.region_name=us-west-2; repeat it for more (default: "
+                       "none; credentials are better left to the environment)")
+    if settings:
+        group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           dest="settings", help="any config key, dotted, e.g. "
+                           "--set kmeans.n_init=4; repeat it for more; the flags above win "
+                           "over it (default: none)")
+
+
+def _flags(parser: argparse.ArgumentParser, title: str, flags) -> None:
+    group = parser.add_argument_group(title)
+    for flag in flags:
+        flag.add(group)
+    parser.set_defaults(flags=[*(parser.get_default("flags") or []), *flags])
+
+
+def _overrides(args) -> dict[str, Any]:
+    """The dotted config keys the command line sets: --set, then --storage-option, then the
+    flags (later ones win)."""
+    from .config import parse_assignment
+
+    out: dict[str, Any] = {}
+    for item in getattr(args, "settings", []):
+        key, value = parse_assignment(item, "--set")
+        out[key] = value
+    for item in args.storage_option:
+        key, value = parse_assignment(item, "--storage-option")
+        out[f"storage.storage_options.{key}"] = value
+    for flag in getattr(args, "flags", []):
+        value = getattr(args, flag.dest)
+        if value is not None:
+            out[flag.key] = value
+    return out
 
 
 def _load(args):
     from .config import load_config
 
-    return load_config(args.config, **{
-        "input": getattr(args, "input", None), "output": args.output,
-        "ray.address": args.address, "ray.num_cpus": args.num_cpus,
-        "ray.progress_bars": False if args.no_progress else None,
-        "ray.verbose": True if args.verbose else None,
-        "features.audio_column": getattr(args, "audio_column", None),
-        "features.id_column": getattr(args, "id_column", None),
-        "features.metadata_columns": getattr(args, "metadata_columns", None),
-        "features.lhotse_supervisions": getattr(args, "supervisions", None),
-        "kmeans.n_clusters": getattr(args, "n_clusters", None),
-        "kmeans.max_frames": getattr(args, "max_frames", None),
-        "tokens.kmeans_model": getattr(args, "kmeans_model", None),
-        "embed.checkpoint": getattr(args, "checkpoint", None),
-        "profile.bins": getattr(args, "bins", None),
-    })
+    return load_config(args.config, **_overrides(args))
 
 
 def _stage_command(name: str):
@@ -139,39 +228,21 @@ def _evaluate(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.output, args.config, **{
-        "ray.num_cpus": args.num_cpus, "ray.progress_bars": False if args.no_progress else None,
-        "ray.verbose": True if args.verbose else None})
+    run_demo(args.output, args.config, **_overrides(args))
     return 0
 
 
-def _inspect_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("output_uri", nargs="?", metavar="OUTPUT",
-                   help="the run's output folder URI (default: --output, or the config's)")
-    p.add_argument("--output", help=argparse.SUPPRESS)
-    p.add_argument("--config", help="YAML config: its output and storage.storage_options")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an fsspec storage option (e.g. endpoint_url=https://minio:9000; "
-                   "client_kwargs.region_name=us-west-2), over the config's; credentials are "
-                   "better left to the environment")
-    p.add_argument("--stage", action="append", metavar="STAGE",
-                   help=f"a stage to ask about: {', '.join(s.name for s in STAGES)} "
-                   "(repeat it, or commas: --stage features,tokens)")
-    p.add_argument("--json", action="store_true", help="JSON for scripts")
-
-
 def _inspect_target(args):
-    """The output Location of `status`/`errors`: OUTPUT (or the config's), reached with the
-    config's storage options and the --storage-option ones over them."""
-    from .config import load_config
+    """The output Location of `status`/`errors`: OUTPUT (or --output, or the config's),
+    reached with the config's storage options and the --storage-option ones over them."""
     from .errors import ConfigError
-    from .inspection import open_output, storage_options
+    from .inspection import open_output
 
-    cfg = load_config(args.config)
-    uri = args.output_uri or args.output or cfg.output
+    cfg = _load(args)
+    uri = args.output_uri or cfg.output
     if not uri:
         raise ConfigError("no output: pass OUTPUT (the run's output folder)")
-    return open_output(uri, storage_options(cfg.storage.storage_options, args.storage_option))
+    return open_output(uri, cfg.storage.storage_options)
 
 
 def _emit(text: str) -> None:
@@ -221,57 +292,112 @@ def _errors(args) -> int:
     return 0
 
 
+def _command(sub, name: str, help: str, usage: str, examples: tuple[str, ...] = ()):
+    """A subcommand whose --help opens with its minimal invocation and examples."""
+    text = help[0].upper() + help[1:] + "."
+    if examples:
+        text += "\n\nexample" + "s" * (len(examples) > 1) + ":\n" + "\n".join(
+            f"  {e}" for e in examples)
+    return sub.add_parser(name, help=help, usage=f"timbrespace-ray {name} {usage}",
+                          description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _pipeline_command(cmd, needs_input: bool, stage_flags) -> None:
+    """The options of a command that runs stages: input, output, config, Ray, stage flags."""
+    if needs_input:
+        _flags(cmd, "input", INPUT_FLAGS)
+    _flags(cmd, "output", (OUTPUT_FLAG,))
+    _config_options(cmd, "none: every key's default")
+    _flags(cmd, "Ray", RAY_FLAGS)
+    for name, flags in stage_flags:
+        _flags(cmd, f"{name} stage", flags)
+
+
+def _inspect_options(cmd) -> None:
+    cmd.add_argument("output_uri", nargs="?", metavar="OUTPUT",
+                     help="the run's output folder, as --output (default: --output, or the "
+                     "config's)")
+    _flags(cmd, "output", (OUTPUT_FLAG,))
+    _config_options(cmd, "none", settings=False)
+    cmd.add_argument("--stage", action="append", metavar="STAGE",
+                     help=f"a stage to ask about: {', '.join(s.name for s in STAGES)} (repeat "
+                     "it, or commas: --stage features,tokens; default: every stage)")
+    cmd.add_argument("--json", action="store_true", help="JSON for scripts (default: a table)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="timbrespace-ray",
-        description="Timbrespace prosodic features, tokens and embeddings for speech corpora.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for spec in STAGES:  # in pipeline order
-        cmd = sub.add_parser(spec.name, help=spec.summary)
-        _common(cmd, needs_input=not spec.upstream)
-        STAGE_OPTIONS.get(spec.name, lambda p: None)(cmd)
-        cmd.set_defaults(func=_stage_command(spec.name))
-    run = sub.add_parser("run", help="every stage in order, skipping finished ones")
-    _common(run, needs_input=True)
-    for add_options in STAGE_OPTIONS.values():
-        add_options(run)
+        usage="timbrespace-ray COMMAND [options]",
+        description="Timbrespace prosodic features, style profiles, tokens and embeddings for "
+        "speech corpora, on Ray.\n\nthe whole pipeline over a corpus:\n"
+        "  timbrespace-ray run --input CORPUS --output FOLDER\n"
+        "each command's options: timbrespace-ray COMMAND --help",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"timbrespace-ray {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands (in pipeline order)")
+    run = _command(sub, "run", "every stage in pipeline order, skipping finished ones: rerun "
+                   "the same command to resume", "--input CORPUS --output FOLDER [options]",
+                   ("timbrespace-ray run --input corpus/ --output out/",
+                    "timbrespace-ray run --input s3://bucket/manifest.csv --output "
+                    "s3://bucket/runs/one --n-clusters 64",
+                    "timbrespace-ray run --config job.yaml --address auto"))
+    _pipeline_command(run, True, STAGE_FLAGS.items())
     run.set_defaults(func=_run)
-    ev = sub.add_parser("evaluate", help="OUTPUT/embeddings -> OUTPUT/evaluation/LABEL/: "
-                        "retrieval of a label by cosine, against baselines")
-    _common(ev)
-    ev.add_argument("--label", required=True, help="the metadata column to tell apart (speaker...)")
-    ev.add_argument("--utterances", choices=["heldout", "all"], default="heldout",
-                    help="heldout: those the encoder's validation split kept out of training "
-                    "(all, with a warning, when it records none); all: every labelled one "
-                    "(default: %(default)s)")
+    for spec in STAGES:
+        first = not spec.upstream
+        cmd = _command(sub, spec.name, spec.summary,
+                       f"{'--input CORPUS ' if first else ''}--output FOLDER [options]",
+                       (f"timbrespace-ray {spec.name} {'--input corpus/ ' if first else ''}"
+                        "--output out/",))
+        _pipeline_command(cmd, first, [(spec.name, STAGE_FLAGS[spec.name])]
+                          if spec.name in STAGE_FLAGS else [])
+        cmd.set_defaults(func=_stage_command(spec.name))
+    ev = _command(sub, "evaluate", "OUTPUT/embeddings -> OUTPUT/evaluation/LABEL/: retrieval "
+                  "of a label by cosine, against baselines", "--output FOLDER --label COLUMN "
+                  "[options]", ("timbrespace-ray evaluate --output out/ --label speaker",))
+    group = ev.add_argument_group("evaluation")
+    group.add_argument("--label", required=True, metavar="COLUMN",
+                       help="the metadata column to tell apart, e.g. speaker (required)")
+    group.add_argument("--utterances", choices=["heldout", "all"], default="heldout",
+                       help="heldout: those the encoder's validation split kept out of "
+                       "training (all, with a warning, when it records none); all: every "
+                       "labelled one (default: %(default)s)")
     # defaults live with run_evaluation (importing it here would import torch for every command)
-    ev.add_argument("--max-utterances", type=int,
-                    help="a deterministic sample beyond this many (default 20,000)")
-    ev.add_argument("--max-pairs", type=int,
-                    help="pairs scored for AUC/EER, a uniform sample beyond (default 2,000,000)")
+    group.add_argument("--max-utterances", type=int, metavar="N",
+                       help="a deterministic sample beyond this many (default: 20,000)")
+    group.add_argument("--max-pairs", type=int, metavar="N",
+                       help="pairs scored for AUC/EER, a uniform sample beyond (default: "
+                       "2,000,000)")
+    _pipeline_command(ev, False, [])
     ev.set_defaults(func=_evaluate)
-    st = sub.add_parser("status", help="each stage of a run: finished, incomplete (n of m "
-                        "units) or not started, with its rows, errors, audio and speed; exit 0 "
-                        "when the stages asked (default: all) are finished, 3 when not, 2 when "
-                        "there is no run")
+    st = _command(sub, "status", "each stage of a run: finished, incomplete (n of m units) or "
+                  "not started, with its rows, errors, audio and speed; exit 0 when the stages "
+                  "asked are finished, 3 when not, 2 when there is no run", "OUTPUT [options]",
+                  ("timbrespace-ray status out/", "timbrespace-ray status "
+                   "s3://bucket/runs/one --storage-option endpoint_url=http://minio:9000"))
     _inspect_options(st)
     st.set_defaults(func=_status)
-    er = sub.add_parser("errors", help="the inputs a run could not process: OUTPUT/errors/ as a "
-                        "table (or --json, --csv)")
+    er = _command(sub, "errors", "the inputs a run could not process (OUTPUT/errors/) as a "
+                  "table, JSON or CSV", "OUTPUT [options]",
+                  ("timbrespace-ray errors out/ --type AudioDecodeError",))
     _inspect_options(er)
     er.add_argument("--type", action="append", metavar="ERROR_TYPE",
-                    help="only this error type (e.g. AudioDecodeError; repeat it, or commas)")
-    er.add_argument("--limit", type=int, help="rows shown (default 20 in the table, all with "
-                    "--json/--csv; 0: all)")
-    er.add_argument("--csv", action="store_true", help="CSV with every column")
+                    help="only this error type, e.g. AudioDecodeError; repeat it, or commas "
+                    "(default: every type)")
+    er.add_argument("--limit", type=int, metavar="N", help="rows shown; 0: all (default: 20 in "
+                    "the table, all with --json or --csv)")
+    er.add_argument("--csv", action="store_true", help="CSV with every column (default: a "
+                    "table)")
     er.set_defaults(func=_errors)
-    demo = sub.add_parser("demo", help="run on the bundled demo corpus and write a report")
-    demo.add_argument("--output", default="demo_output", help="output folder (default: %(default)s)")
-    demo.add_argument("--config", help="YAML config (default: the bundled demo.yaml)")
-    demo.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
-    demo.add_argument("--no-progress", action="store_true", help="progress lines, not live bars")
-    demo.add_argument("--verbose", action="store_true", help="Ray's own output too")
+    demo = _command(sub, "demo", "the whole pipeline over the bundled recordings on an "
+                    "embedded local Ray, and a report", "[options]", ("timbrespace-ray demo",))
+    group = demo.add_argument_group("output")
+    group.add_argument("--output", default="demo_output", metavar="FOLDER",
+                       help="output folder (default: %(default)s)")
+    _config_options(demo, "the bundled demo.yaml")
+    _flags(demo, "Ray", RAY_FLAGS)
     demo.set_defaults(func=_demo)
     return parser
 
@@ -333,7 +459,9 @@ def _package_error(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    configure_output(not getattr(args, "no_progress", False), getattr(args, "verbose", False))
+    # the switches store the config value they set (False, True), None when not given
+    configure_output(getattr(args, "no_progress", None) is None,
+                     bool(getattr(args, "verbose", None)))
     address = getattr(args, "address", None)
     try:
         if address and address.startswith(("http://", "https://")):

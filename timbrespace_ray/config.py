@@ -282,6 +282,36 @@ def set_dotted(doc: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def field_default(dotted: str) -> Any:
+    """The default of a config key, e.g. field_default("kmeans.n_clusters") == 120."""
+    model: type[BaseModel] = PipelineConfig
+    *sections, leaf = dotted.split(".")
+    for name in sections:
+        model = model.model_fields[name].annotation
+    return model.model_fields[leaf].get_default(call_default_factory=True)
+
+
+def parse_assignment(item: str, option: str) -> tuple[str, Any]:
+    """(dotted key, value) of a command line's KEY=VALUE. Values are read as YAML scalars,
+    lists or flow mappings (4, true, null, [a, b], {read_timeout: 5}), anything else stays a
+    string, and so do the values of credential keys whatever they look like."""
+    import yaml
+
+    from .storage import SECRET_KEYS
+
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or "" in key.split("."):
+        raise ConfigError(f"{option} {item.split('=')[0]!r}: expected KEY=VALUE")
+    if key.rsplit(".", 1)[-1].lower() in SECRET_KEYS or not value:
+        return key, value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key, value
+    return key, parsed if isinstance(parsed, (bool, int, float, dict, list, type(None))) else value
+
+
 def load_config(path: str | None = None, **overrides: Any) -> PipelineConfig:
     """Read a YAML config (or defaults) and apply non-None overrides given as dotted keys,
     e.g. load_config("c.yaml", **{"features.hop_ms": 10, "output": "s3://b/out"})."""

@@ -112,37 +112,6 @@ def resolve_stages(names: list[str] | None) -> list[str] | None:
 
 # reading ------------------------------------------------------------------------------------
 
-def storage_options(base: dict, items: list[str]) -> dict:
-    """`base` with `KEY=VALUE` items over it; dotted keys nest (client_kwargs.region_name=...).
-    Values are strings, except true/false/null, numbers (not for credentials) and YAML flow
-    mappings or lists (config_kwargs={read_timeout: 5})."""
-    import yaml
-
-    from .config import set_dotted
-    from .errors import ConfigError
-    from .storage import _SECRET_KEYS
-
-    options = json.loads(json.dumps(base))  # a deep copy
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--storage-option {item.split('=')[0]!r}: expected KEY=VALUE")
-        leaf = key.rsplit(".", 1)[-1]
-        parsed: Any = value
-        if leaf.lower() not in _SECRET_KEYS:
-            try:
-                parsed = yaml.safe_load(value) if value else value
-            except yaml.YAMLError:
-                parsed = value
-            if not isinstance(parsed, (bool, int, float, dict, list, type(None))):
-                parsed = value
-        try:
-            set_dotted(options, key, parsed)
-        except ConfigError as exc:
-            raise ConfigError(f"--storage-option {exc}") from None
-    return options
-
-
 def open_output(uri: str, storage_options: dict | None = None) -> Location:
     """The run's output folder, reached as the stages reach it; on S3 with a client that reads
     a listing's times with the standard library (botocore's default, dateutil, is most of the

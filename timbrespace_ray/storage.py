@@ -32,7 +32,7 @@ S3_RETRIES = 10
 S3_CLIENT_CONFIG = {"connect_timeout": 10, "read_timeout": 20,
                     "retries": {"mode": "standard", "max_attempts": 3}}
 
-_SECRET_KEYS = ("key", "secret", "token", "password", "session_token", "aws_access_key_id",
+SECRET_KEYS = ("key", "secret", "token", "password", "session_token", "aws_access_key_id",
                 "aws_secret_access_key", "aws_session_token", "access_key", "secret_key")
 
 
@@ -184,7 +184,7 @@ def redact_uri(uri: str) -> str:
 def redact(options: Any) -> Any:
     """A copy of storage options with every credential replaced, for logs and metadata."""
     if isinstance(options, dict):
-        return {k: ("***" if str(k).lower() in _SECRET_KEYS else redact(v))
+        return {k: ("***" if str(k).lower() in SECRET_KEYS else redact(v))
                 for k, v in options.items()}
     if isinstance(options, list):
         return [redact(v) for v in options]

@@ -39,6 +39,7 @@ from ray.autoscaler._private.resource_demand_scheduler import (
 from ray.autoscaler._private.util import validate_config
 from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
 
+import timbrespace_ray
 from timbrespace_ray.cli import build_parser
 from timbrespace_ray.config import load_config
 from timbrespace_ray.stages.embed import EmbedStage
@@ -394,7 +395,7 @@ def test_manifest_names_the_dockerfiles_image_and_ray_version(rayjob):
     spec = rayjob["spec"]
     assert spec["rayClusterSpec"]["rayVersion"] == ray_version
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    package = _pyproject()["version"]
+    package = timbrespace_ray.__version__  # the package's one version (pyproject reads it)
     expect = {HEAD: "cpu", "cpu": "cpu", "gpu": "gpu", "submitter": "cpu"}
     repos = set()
     for name, template in _templates(rayjob).items():
