@@ -73,22 +73,25 @@ def write_report(out: Path, results: dict, timings: dict, evaluation: dict) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluation.report import counts_line, results_table
+    from .evaluation.report import counts_line, ranking, results_table
     from .features import FEATURE_NAMES, FeatureConfig
+    from .features.pitch import PITCH_COLUMN
     from .features.plot import plot_features
 
     figs = out / "report"
     figs.mkdir(exist_ok=True)
     con = duckdb.connect()
     # 1. feature contours of one utterance (the longest LibriVox one)
-    utt, *values = con.sql(
-        f"select utt_id, {', '.join(FEATURE_NAMES)} from '{out}/features/*.parquet' "
-        "where utt_id like '%librivox%' order by n_frames desc limit 1").fetchall()[0]
+    utt, pitch_hz, *values = con.sql(
+        f"select utt_id, {PITCH_COLUMN}, {', '.join(FEATURE_NAMES)} from "
+        f"'{out}/features/*.parquet' where utt_id like '%librivox%' order by n_frames desc "
+        "limit 1").fetchall()[0]
     from .audio import decode_audio
 
     audio, _, _ = decode_audio(str(DEMO_CORPUS / utt))
     plot_features({k: np.asarray(v) for k, v in zip(FEATURE_NAMES, values)}, FeatureConfig(),
-                  title=utt, save_path=str(figs / "features.png"), audio=audio)
+                  title=utt, save_path=str(figs / "features.png"), audio=audio,
+                  pitch_hz=np.asarray(pitch_hz))
     # 2. the cluster plot, from the k-means stage
     shutil.copy(out / "kmeans" / "clusters.png", figs / "clusters.png")
     # 3. token histogram
@@ -138,7 +141,9 @@ def write_report(out: Path, results: dict, timings: dict, evaluation: dict) -> P
 ```
 
 ## Features: {utt}
-Six prosodic features per 16 ms frame; F1/F2 over the spectrogram, F0 in Hz.
+Six prosodic features per 16 ms frame: the f1 and f2 features over the spectrogram (in Hz);
+the pitch track `pitch_hz` beside the f0 feature (the lowest formant-like peak, in Hz: not the
+pitch, an octave high on some utterances); f0_width, power and snr in their normalised units.
 
 ![features](report/features.png)
 
@@ -169,9 +174,8 @@ the embeddings against simple baselines (full output: `evaluation/speaker/evalua
 A tiny sample: {len(ids)} recordings, {evaluation['labels']['with_one_utterance']} of the
 {evaluation['labels']['count']} speakers with a single one, so only the LibriVox reader's
 recordings make same-speaker pairs and 1-NN queries; and the encoder was trained on (nearly) all
-of them. The table shows that the evaluation runs end to end, not how well the method works:
-for that, see the README's "Does training help?" (7 voices, 524 held-out utterances, the
-trained embeddings above every baseline).
+of them. On this sample, {ranking(evaluation)}. The table shows that the evaluation runs end to
+end, not how well the method works: docs/embeddings.md has an evaluation on held-out speakers.
 
 ![ROC and DET](evaluation/speaker/roc_det.png)
 
@@ -181,7 +185,7 @@ columns of every table.
 ```sql
 -- duckdb
 select speaker, count(*) as utterances, sum(duration_s) as seconds,
-       avg(list_avg(list_filter(f0, lambda x: x > 0)) * 320 + 80) as mean_f0_hz
+       median(list_median(list_filter(pitch_hz, lambda x: x > 0))) as pitch_hz
 from '{out}/features/*.parquet' group by speaker order by seconds desc;
 
 {PROFILE_QUERY.format(out=out)}

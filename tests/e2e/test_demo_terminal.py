@@ -33,3 +33,30 @@ def test_no_line_twice_in_a_row_and_no_ray_chatter(demo):
     # training speaks from its workers through the driver, once: Ray Train's print patch would
     # repeat every line a worker printed
     assert len([line for line in lines if re.match(r"train: [\d.]+ M parameters, ", line)]) == 1
+
+
+def test_the_report_agrees_with_its_tables(demo):
+    """Pitch from pitch_hz (the profiles' pitch, not the f0 feature), and a caption on the
+    evaluation that names the representation its table ranks first."""
+    import json
+
+    import duckdb
+
+    out, _, _ = demo
+    report = (out / "report.md").read_text()
+    query = report[report.index("```sql"):].split("\n", 1)[1].split("```")[0]
+    first, _ = query.split(";", 1)
+    by_speaker = dict(duckdb.sql(f"select speaker, pitch_hz from ({first}\n)").fetchall())
+    profiles = dict(duckdb.sql(f"select speaker, median(pitch_median_hz) from "
+                               f"'{out}/profiles/*.parquet' group by speaker").fetchall())
+    assert by_speaker.keys() == profiles.keys()
+    for speaker, hz in profiles.items():
+        assert by_speaker[speaker] == pytest.approx(hz, rel=1e-6), speaker
+    assert "320 + 80" not in report
+    aucs = {name: r["auc"] for name, r in json.loads(
+        (out / "evaluation" / "speaker" / "evaluation.json").read_text())["representations"].items()
+        if r["auc"] is not None}
+    best = max(aucs, key=aucs.get)
+    said = re.search(r"On this sample, (by AUC, (.+?) comes first|the (embeddings) come first)",
+                     " ".join(report.split()))
+    assert said and best == (said.group(2) or said.group(3)), (best, said)

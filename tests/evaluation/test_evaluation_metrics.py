@@ -148,3 +148,17 @@ def test_figures_are_json_and_say_when_undefined():
     assert alone["auc"] is alone["eer"] is alone["roc"] is None
     assert alone["nearest_neighbour"]["accuracy"] is None
     assert alone["nearest_neighbour"]["excluded"] == 3
+
+
+@pytest.mark.parametrize("aucs,expected", [
+    ({"embeddings": 0.9, "bag of tokens": 0.7, "feature statistics": 0.8},
+     "the embeddings come first of 3 by AUC (0.900)"),
+    ({"embeddings": 0.6, "bag of tokens": 0.7, "feature statistics": 0.8},
+     "by AUC, feature statistics comes first (0.800) and the embeddings last of 3 (0.600)"),
+    ({"embeddings": 0.75, "bag of tokens": 0.7, "feature statistics": 0.8, "x": None},
+     "by AUC, feature statistics comes first (0.800) and the embeddings 2nd of 3 (0.750)"),
+])
+def test_the_ranking_sentence_says_what_the_table_says(aucs, expected):
+    from timbrespace_ray.evaluation.report import ranking
+
+    assert ranking({"representations": {k: {"auc": v} for k, v in aucs.items()}}) == expected

@@ -39,6 +39,27 @@ def results_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def ranking(doc: dict, subject: str = "embeddings") -> str:
+    """Where `subject` stands among the representations by AUC, in words, from the table's own
+    figures (so that a caption beside the table cannot contradict it)."""
+    scored = sorted(((r["auc"], name) for name, r in doc["representations"].items()
+                     if r["auc"] is not None), reverse=True)
+    place = next((i for i, (_, name) in enumerate(scored) if name == subject), None)
+    if place is None:
+        return f"the {subject} have no AUC"
+    auc = scored[place][0]
+    if place == 0:
+        return f"the {subject} come first of {len(scored)} by AUC ({auc:.3f})"
+    first_auc, first = scored[0]
+    where = "last" if place == len(scored) - 1 else f"{_ordinal(place + 1)}"
+    return (f"by AUC, {first} comes first ({first_auc:.3f}) and the {subject} {where} of "
+            f"{len(scored)} ({auc:.3f})")
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'tsnrhtdd'[(n // 10 % 10 != 1) * (n % 10 < 4) * n % 10::4]}"
+
+
 def counts_line(doc: dict) -> str:
     u, labels = doc["utterances"], doc["labels"]
     pairs = next(iter(doc["representations"].values()))["pairs"]

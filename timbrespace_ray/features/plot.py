@@ -19,7 +19,11 @@ def _physical(features: dict, name: str, normalized: bool) -> np.ndarray:
 
 
 def plot_features(features: dict, config: FeatureConfig, title: str | None = None,
-                  save_path: str | None = None, audio: np.ndarray | None = None):
+                  save_path: str | None = None, audio: np.ndarray | None = None,
+                  pitch_hz: np.ndarray | None = None):
+    """The contours over time, each panel naming the column it plots; with `pitch_hz` (the
+    features table's pitch track) the pitch panel draws it beside the f0 feature, which is the
+    lowest formant-like peak rather than the pitch (an octave high on some utterances)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,26 +39,32 @@ def plot_features(features: dict, config: FeatureConfig, title: str | None = Non
     if audio is not None and len(audio) > config.frame_samples:
         ax.specgram(audio, NFFT=512, Fs=config.sample_rate, noverlap=512 - 128,
                     cmap="Greys", scale="dB", vmin=-120)
-    ax.plot(t, _physical(features, "f1", norm), ".", ms=3, color="tab:orange", label="F1")
-    ax.plot(t, _physical(features, "f2", norm), ".", ms=3, color="tab:red", label="F2")
+    ax.plot(t, _physical(features, "f1", norm), ".", ms=3, color="tab:orange", label="f1 feature")
+    ax.plot(t, _physical(features, "f2", norm), ".", ms=3, color="tab:red", label="f2 feature")
     ax.set_ylim(0, 4000)
     ax.set_ylabel("Hz")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title or "Prosodic features")
-    panels = [
-        ("f0", "F0 (Hz)" if norm else "F0 (Hz)", "tab:blue"),
-        ("f0_width", "F0 width" + (" (norm.)" if norm else ""), "tab:purple"),
-        ("power", "power" + (" (norm.)" if norm else ""), "tab:green"),
-        ("snr", "SNR" + (" (norm.)" if norm else ""), "tab:brown"),
-    ]
-    for ax, (name, label, color) in zip(axes[1:], panels):
-        y = _physical(features, name, norm) if name == "f0" else np.asarray(features[name], float)
-        ax.plot(t, y, color=color, lw=1.2)
-        ax.set_ylabel(label)
+    ax = axes[1]
+    if pitch_hz is not None:
+        pitch = np.asarray(pitch_hz, np.float64)
+        ax.plot(t[:len(pitch)], np.where(pitch > 0, pitch, np.nan), color="tab:blue", lw=1.4,
+                label="pitch_hz (pitch track)")
+    f0_label = "f0 feature × 320 + 80" if norm else "f0 feature"
+    ax.plot(t, _physical(features, "f0", norm), ".", ms=3, color="tab:cyan", label=f0_label)
+    ax.set_ylabel("Hz")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    unit = " (normalised)" if norm else ""
+    for ax, (name, color) in zip(axes[2:], [("f0_width", "tab:purple"), ("power", "tab:green"),
+                                            ("snr", "tab:brown")]):
+        ax.plot(t, np.asarray(features[name], float), color=color, lw=1.2)
+        ax.set_ylabel(name + unit)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("time (s)")
-    voiced = np.asarray(features["f0"]) > 0
-    fig.text(0.01, 0.005, f"{n} frames, {voiced.mean() * 100 if n else 0:.0f}% voiced; "
+    voiced, which = ((np.asarray(features["f0"]) > 0, "with an f0 feature") if pitch_hz is None
+                     else (np.asarray(pitch_hz) > 0, "voiced (pitch_hz > 0)"))
+    fig.text(0.01, 0.005, f"{n} frames, {voiced.mean() * 100 if n else 0:.0f}% {which}; "
              f"frame {config.frame_ms:g} ms, hop {config.hop_ms:g} ms", fontsize=8)
     fig.tight_layout()
     if save_path:
