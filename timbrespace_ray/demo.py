@@ -170,7 +170,7 @@ A tiny sample: {len(ids)} recordings, {evaluation['labels']['with_one_utterance'
 {evaluation['labels']['count']} speakers with a single one, so only the LibriVox reader's
 recordings make same-speaker pairs and 1-NN queries; and the encoder was trained on (nearly) all
 of them. The table shows that the evaluation runs end to end, not how well the method works:
-for that, see the README's "Does training help?" (7 voices, 524 held-out utterances, the
+for that, see "Does training help?" in docs/embeddings.md (7 voices, 524 held-out utterances, the
 trained embeddings above every baseline).
 
 ![ROC and DET](evaluation/speaker/roc_det.png)
