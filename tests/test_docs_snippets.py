@@ -17,8 +17,8 @@ from helpers.docs import REPO, RUNNABLE, all_blocks, shell_script, substituted
 
 pytestmark = pytest.mark.slow  # the demo's run
 
-BLOCKS = [pytest.param(b, id=b.name, marks=pytest.mark.skip(reason=f"not run: {b.not_run}")
-                       if b.not_run is not None else ())
+BLOCKS = [pytest.param(b, id=b.name, marks=() if b.not_run is None else
+                       pytest.mark.skip(reason=f"{b.name} not run: {b.not_run}"))
           for b in all_blocks() if b.lang in RUNNABLE]
 TIMEOUT_S = 300
 
