@@ -33,7 +33,7 @@ Smoke test: .venv/bin/python tests/benchmarks/bench_inputs.py --minutes 3 --roun
      --plan-rows 20000 --plan-recordings 100
 The figures go to stdout; Ray's log and the stage's per-unit progress to stderr (2>/dev/null).
 A full run builds ~8 GB of corpora under --tmp, one figure at a time; each stage run of 20 h takes
-~40 s on the README's machine (2-core Xeon), ~2 min on a 2-core EPYC VM at a third of its speed.
+~40 s on docs/performance.md's 2-core Xeon, ~2 min on a 2-core EPYC VM at a third of its speed.
 """
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ and the same by voice. Speed: x real time on one core, one thread, one call per 
 the stage would call it), timed in the same run as the bare feature extractor (`analyse`, the
 six features) on the same audio: interleaved rounds, the best of `--repeats` (trackers slower
 than 100x real time: one round). `vs ext` is that over the extractor's; `stage` the features
-stage's throughput with the tracker added, as a share of today's: the README's stage runs at
-0.75 of the bare extractor's speed (930x per CPU against 1240x), so the extractor is 0.75 of
+stage's throughput with the tracker added, as a share of the stage without it: the stage ran
+at 0.75 of the bare extractor's speed (930x per CPU against 1240x, on the 2-core Xeon), so the extractor is 0.75 of
 the stage's time and the share is 1 / (1 + 0.75 * t_tracker / t_extractor)  (target: >= 0.8).
 
 Candidates: timbrespace_ray.features.pitch.pitch_track (ours, numba, no new dependency), the
@@ -82,7 +82,7 @@ SR = 16000
 FLOOR, CEILING = 75.0, 600.0
 HOP_S = 0.016
 FRAME_CENTRE_S = 0.025  # the extractor's frame i is centred at i * 0.016 + 0.025 s
-STAGE_EXTRACT_SHARE = 0.75  # README: stage 930x per CPU, bare extractor 1240x
+STAGE_EXTRACT_SHARE = 0.75  # stage 930x per CPU, bare extractor 1240x (2-core Xeon)
 MIN_PRAAT_VOICED = 10
 MIN_VOICED = 3
 

@@ -1,8 +1,7 @@
 """The whole pipeline's output on the bundled corpus (the demo's run, shared with the terminal
 test): every stage reported, tables that follow their contracts, models and reports that load
-safely, the README's queries, the evaluation."""
+safely, the evaluation (the documentation's queries: tests/test_docs_snippets.py)."""
 import json
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -14,7 +13,6 @@ from timbrespace_ray.cli import main
 from timbrespace_ray.clustering import KMeansModel
 from timbrespace_ray.encoder import load_encoder
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
@@ -80,26 +78,6 @@ def test_models_and_reports_load_safely(pipeline_out):
     metrics = [json.loads(line) for line in (out / "encoder" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if m["kind"] == "step"] == [25, 40]  # demo.yaml, 40 steps
     assert json.loads((out / "encoder" / "training.json").read_text())["step"] == 40
-
-
-def _readme_blocks(lang):
-    text = (REPO / "README.md").read_text()
-    return [b.split("```", 1)[0] for b in text.split(f"```{lang}\n")[1:]]
-
-
-def test_readme_queries_run_on_the_output(pipeline_out):
-    out, _ = pipeline_out
-    queries = [b for b in _readme_blocks("sql") if "OUT/" in b]
-    assert len(queries) >= 3
-    for sql in queries:
-        rows = duckdb.sql(sql.replace("OUT/", f"{out}/")).fetchall()
-        assert rows, sql
-    polars = [b for b in _readme_blocks("python") if "OUT/" in b]
-    assert polars
-    scope = {}
-    exec(polars[0].replace("OUT/", f"{out}/"), scope)
-    # the manifest's speaker column, carried: six voices (the five LibriVox files are one reader)
-    assert scope["per_speaker"].height == 6 and scope["per_speaker"]["pitch_hz"].min() > 60
 
 
 def test_evaluate_speakers_on_the_pipeline_output(pipeline_out, capsys):

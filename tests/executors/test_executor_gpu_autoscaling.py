@@ -292,7 +292,7 @@ def test_autoscaling_cluster_gpus_from_zero(tmp_path, v2):
     finally:
         cluster.stop()
     # Ray 2.60's autoscaler, v1 or v2, reports no cluster config to the GCS (a later Ray's v2
-    # does: then the decision reads it first, and this line and the README need updating)
+    # does: then the decision reads it first, and this line and docs/clusters.md need updating)
     assert not out["gcs_cluster_config"]
     # before any GPU work: Ray shows no GPU, the decision counts the one the autoscaler can add
     assert out["resources_gpu"] == 0 and out["now"] == 0
