@@ -118,6 +118,9 @@ INPUT_FLAGS = (
     Flag("--id-column", "features.id_column", "Parquet audio datasets: the column giving "
          "utt_id", metavar="COLUMN",
          default_text="default: utt_id, id or key when present, else <shard>/<row>"),
+    Flag("--path-column", "features.path_column", "manifests: the column of audio paths",
+         metavar="COLUMN", default_text="default: the first of path, audio_filepath, "
+         "audio_path, file_name, file the manifest has"),
     Flag("--metadata-columns", "features.metadata_columns", "the input's columns to carry into "
          "every table, comma-separated", type=_comma_list, metavar="COLUMN,...",
          default_text="default: every scalar column"),

@@ -80,6 +80,7 @@ class InputOptions:
     """How the driver reads the input's own layout (the `features` section's input keys)."""
 
     metadata_columns: tuple[str, ...] | None = None  # None: every scalar column
+    path_column: str | None = None  # manifests: default the first of manifest.PATH_COLUMNS
     audio_column: str | None = None  # Parquet audio datasets: default found from the schema
     id_column: str | None = None  # Parquet audio datasets: default utt_id, id or key if present
     supervisions: str | None = None  # lhotse: the SupervisionSet of a RecordingSet input
