@@ -235,8 +235,10 @@ class ProfileStageConfig(MeasureConfig):
     bins: str | None = Field(
         None, description="another run's bins to level this corpus on (its output folder, or "
         "its _run/profile/bins.json), so both share one scale; default: fitted on this corpus")
-    speaker_column: str = Field("speaker", description="the carried column naming each "
-                                "utterance's speaker: the speakers table's rows")
+    speaker_column: str | None = Field(
+        None, description="the carried column naming each utterance's speaker: the speakers "
+        "table's rows, and evaluate's default label (default: the first of speaker, "
+        "speaker_id, spk_id, client_id carried)")
     pitch_group_by: str = Field(
         "auto", description="the carried column pitch is levelled within: 'auto' (gender when "
         "carried, else the speaker column, else none), 'none' (the corpus), or a column name")
