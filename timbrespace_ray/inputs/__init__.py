@@ -6,7 +6,8 @@ back into `Recording`s with their segments and metadata. A new form is one modul
 imported below so that its reader registers. Forms: audio files (files.py), tar/WebDataset
 shards (tar.py), path or segment manifests (manifest.py; JSON lines ones, NeMo's included, in
 json_lines.py), Common Voice release tables (common_voice.py), Parquet audio datasets
-(audio_dataset.py) and lhotse manifests (lhotse.py).
+(audio_dataset.py) and lhotse manifests (lhotse.py). A folder's AudioFolder metadata
+(audiofolder.py) is read with its audio files.
 """
 # imported so that their readers register
 from . import audio_dataset, common_voice, files, json_lines, lhotse, manifest, tar  # noqa: F401

@@ -79,7 +79,7 @@ from ..storage import Location
 from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
 from .manifest import PATH_COLUMNS
-from .metadata import RESERVED, plain_value, select_columns
+from .metadata import RESERVED, plain_value, select_columns, shared_type
 from .tabular import first_record, records
 
 INSTALL = "pip install 'timbrespace-ray[lhotse]'"
@@ -434,19 +434,7 @@ def _column_types(metas) -> tuple[dict[str, str | None], set[str]]:
                 continue
             present.add(name)
             seen.add(None if value is _NotScalar else plain_value(value))
-    available = {}
-    for name, seen in types.items():
-        if None in seen:
-            available[name] = None
-        elif not seen or seen == {"string"}:
-            available[name] = "string"
-        elif seen <= {"int64", "float64"}:
-            available[name] = "float64" if "float64" in seen else "int64"
-        elif len(seen) == 1:
-            available[name] = next(iter(seen))
-        else:
-            available[name] = "string"
-    return available, present
+    return {name: shared_type(seen) for name, seen in types.items()}, present
 
 
 def _other_cut_supervisions(doc: dict) -> list[str]:
