@@ -74,6 +74,17 @@ def test_flags_set_and_storage_options_reach_the_config(tmp_path):
         "secret": "0123", "config_kwargs": {"read_timeout": 5}}  # a credential stays a string
 
 
+def test_path_and_speaker_column_flags_reach_the_config():
+    cfg = _load(PARSER.parse_args(["run", "--input", "m.json", "--output", "o", "--path-column",
+                                   "wav", "--speaker-column", "reader"]))
+    assert cfg.features.input_options().path_column == "wav"
+    assert cfg.profile.speaker_column == "reader"
+    args = PARSER.parse_args(["evaluate", "--output", "o", "--speaker-column", "reader"])
+    assert args.label is None and _load(args).profile.speaker_column == "reader"
+    plain = _load(PARSER.parse_args(["run", "--input", "m.json", "--output", "o"]))
+    assert plain.features.path_column is None and plain.profile.speaker_column is None
+
+
 def test_inspection_reaches_the_output_with_storage_options(tmp_path):
     args = PARSER.parse_args(["status", "--output", str(tmp_path), "--storage-option",
                               "auto_mkdir=true"])

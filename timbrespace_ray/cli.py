@@ -118,6 +118,9 @@ INPUT_FLAGS = (
     Flag("--id-column", "features.id_column", "Parquet audio datasets: the column giving "
          "utt_id", metavar="COLUMN",
          default_text="default: utt_id, id or key when present, else <shard>/<row>"),
+    Flag("--path-column", "features.path_column", "manifests: the column of audio paths",
+         metavar="COLUMN", default_text="default: the first of path, audio_filepath, "
+         "audio_path, file_name, file the manifest has"),
     Flag("--metadata-columns", "features.metadata_columns", "the input's columns to carry into "
          "every table, comma-separated", type=_comma_list, metavar="COLUMN,...",
          default_text="default: every scalar column"),
@@ -125,12 +128,17 @@ INPUT_FLAGS = (
          "RecordingSet input", metavar="URI",
          default_text="default: the file beside it named 'supervisions' for 'recordings'"),
 )
+SPEAKER_FLAG = Flag("--speaker-column", "profile.speaker_column", "the carried column naming "
+                    "each utterance's speaker: the speakers table's rows, evaluate's default "
+                    "label", metavar="COLUMN", default_text="default: the first of speaker, "
+                    "speaker_id, spk_id, client_id carried")
 # each stage's own options, by command name (`run` takes them all)
 STAGE_FLAGS: dict[str, tuple[Flag, ...]] = {
     "profile": (
         Flag("--bins", "profile.bins", "level the profiles on another run's bins (its output "
              "folder, or its _run/profile/bins.json)", metavar="URI",
              default_text="default: fitted on this corpus"),
+        SPEAKER_FLAG,
     ),
     "kmeans": (
         Flag("--n-clusters", "kmeans.n_clusters", "number of clusters", type=int, metavar="K"),
@@ -355,11 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
                           if spec.name in STAGE_FLAGS else [])
         cmd.set_defaults(func=_stage_command(spec.name))
     ev = _command(sub, "evaluate", "OUTPUT/embeddings -> OUTPUT/evaluation/LABEL/: retrieval "
-                  "of a label by cosine, against baselines", "--output FOLDER --label COLUMN "
-                  "[options]", ("timbrespace-ray evaluate --output out/ --label speaker",))
+                  "of a label by cosine, against baselines", "--output FOLDER [--label COLUMN] "
+                  "[options]", ("timbrespace-ray evaluate --output out/",
+                                "timbrespace-ray evaluate --output out/ --label gender"))
     group = ev.add_argument_group("evaluation")
-    group.add_argument("--label", required=True, metavar="COLUMN",
-                       help="the metadata column to tell apart, e.g. speaker (required)")
+    group.add_argument("--label", metavar="COLUMN",
+                       help="the metadata column to tell apart (default: the speaker column, "
+                       "--speaker-column or found as the profile stage finds it)")
     group.add_argument("--utterances", choices=["heldout", "all"], default="heldout",
                        help="heldout: those the encoder's validation split kept out of "
                        "training (all, with a warning, when it records none); all: every "
@@ -370,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-pairs", type=int, metavar="N",
                        help="pairs scored for AUC/EER, a uniform sample beyond (default: "
                        "2,000,000)")
-    _pipeline_command(ev, False, [])
+    _pipeline_command(ev, False, [("profile", (SPEAKER_FLAG,))])
     ev.set_defaults(func=_evaluate)
     st = _command(sub, "status", "each stage of a run: finished, incomplete (n of m units) or "
                   "not started, with its rows, errors, audio and speed; exit 0 when the stages "

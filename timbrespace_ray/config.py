@@ -68,6 +68,9 @@ class FeaturesStageConfig(FeatureConfig):
     metadata_columns: list[str] | None = Field(
         None, description="the input's own columns to carry into every table (default: every "
         "scalar one)")
+    path_column: str | None = Field(
+        None, description="manifests: the column of audio paths (default: the first of path, "
+        "audio_filepath, audio_path, file_name, file that the manifest has)")
     audio_column: str | None = Field(
         None, description="Parquet audio datasets: the struct<bytes, path> column (default: from "
         "the schema)")
@@ -84,7 +87,7 @@ class FeaturesStageConfig(FeatureConfig):
     def input_options(self) -> InputOptions:
         return InputOptions(
             metadata_columns=None if self.metadata_columns is None else tuple(self.metadata_columns),
-            audio_column=self.audio_column, id_column=self.id_column,
+            path_column=self.path_column, audio_column=self.audio_column, id_column=self.id_column,
             supervisions=self.lhotse_supervisions, unit_count=self.files_per_unit,
             unit_bytes=self.bytes_per_unit)
 
@@ -232,8 +235,10 @@ class ProfileStageConfig(MeasureConfig):
     bins: str | None = Field(
         None, description="another run's bins to level this corpus on (its output folder, or "
         "its _run/profile/bins.json), so both share one scale; default: fitted on this corpus")
-    speaker_column: str = Field("speaker", description="the carried column naming each "
-                                "utterance's speaker: the speakers table's rows")
+    speaker_column: str | None = Field(
+        None, description="the carried column naming each utterance's speaker: the speakers "
+        "table's rows, and evaluate's default label (default: the first of speaker, "
+        "speaker_id, spk_id, client_id carried)")
     pitch_group_by: str = Field(
         "auto", description="the carried column pitch is levelled within: 'auto' (gender when "
         "carried, else the speaker column, else none), 'none' (the corpus), or a column name")

@@ -164,20 +164,21 @@ def test_holdout_from_the_encoder_success_document():
 SPEAKERS = ["ann"] * 5 + ["bob"] * 4 + ["cy"] * 3 + [None]
 
 
-def write_output(root, n_parts=2):
-    """features/tokens/embeddings parts of 13 utterances (3 speakers, one unlabelled) whose
-    embeddings are their speaker's direction plus noise, and an encoder folder."""
+def write_output(root, n_parts=2, speaker="speaker"):
+    """features/tokens/embeddings parts of 13 utterances (3 speakers, one unlabelled; in the
+    column `speaker`) whose embeddings are their speaker's direction plus noise, and an encoder
+    folder."""
     rng = np.random.default_rng(0)
     out = Location.of(str(root))
     config = ProsodicSequenceEncoder(**TINY).config
     directions = {s: rng.normal(size=8) for s in ("ann", "bob", "cy", None)}
-    carried = ["speaker", "gender"]
+    carried = [speaker, "gender"]
     rows = [[] for _ in range(n_parts)]
-    for i, speaker in enumerate(SPEAKERS):
+    for i, who in enumerate(SPEAKERS):
         n = int(rng.integers(10, 40))
         frames = {k: np.where(rng.random(n) < 0.3, 0.0, rng.random(n)).astype(np.float32)
                   for k in FEATURE_NAMES}
-        rows[i % n_parts].append({"utt_id": f"utt{i:02d}", "speaker": speaker, "gender": "f",
+        rows[i % n_parts].append({"utt_id": f"utt{i:02d}", speaker: who, "gender": "f",
                                   "n_frames": n, "tokens": rng.integers(0, 6, n).astype(np.int16),
                                   **frames})
     def meta(stage, settings):
@@ -195,7 +196,7 @@ def write_output(root, n_parts=2):
             **base, "tokens": pa.array([r["tokens"] for r in part_rows], pa.list_(pa.int16())),
             **tail}), meta("tokens", {"n_clusters": 6}))
         windows = [(r, w, s, n) for r in part_rows for w, s, n in split_windows(r["n_frames"], 16)]
-        vectors = np.stack([directions[r["speaker"]] + 0.3 * rng.normal(size=8)
+        vectors = np.stack([directions[r[speaker]] + 0.3 * rng.normal(size=8)
                             for r, *_ in windows]).astype(np.float32)
         write_table(out.child("embeddings", name), pa.table({
             "utt_id": [r["utt_id"] for r, *_ in windows],
@@ -289,6 +290,25 @@ def test_errors_name_what_to_do(output, tmp_path):
     RunLayout(output).summary("tokens").remove()
     with pytest.raises(ConfigError, match="complete 'tokens' stage.*`timbrespace-ray tokens`"):
         evaluate(tmp_path / "out")
+
+
+def test_the_default_label_is_the_speaker_column_the_profile_stage_finds(tmp_path):
+    write_output(tmp_path / "out", speaker="client_id")
+    doc, printed = evaluate(tmp_path / "out", label=None)
+    assert doc["label"] == "client_id" and doc["labels"]["count"] == 3
+    assert ("evaluate: label 'client_id', the speaker column 'client_id' (found among speaker, "
+            "speaker_id, spk_id, client_id)") in printed
+    assert (tmp_path / "out" / "evaluation" / "client_id" / "evaluation.json").exists()
+    # profile.speaker_column (--speaker-column) decides it for evaluate too
+    with pytest.raises(ConfigError, match="fewer than 2 distinct 'gender' labels"):
+        run_evaluation(PipelineConfig(output=str(tmp_path / "out"),
+                                      profile={"speaker_column": "gender"}),
+                       executor=LocalExecutor())
+    write_output(tmp_path / "other", speaker="reader")
+    with pytest.raises(ConfigError, match=r"no --label given and no speaker column carried "
+                       r"\(looked for speaker, speaker_id, spk_id, client_id\): name the "
+                       r"column to tell apart with --label \(the tables carry reader, gender\)"):
+        evaluate(tmp_path / "other", label=None)
 
 
 def test_parts_that_disagree_are_an_error(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from timbrespace_ray.errors import ModelFormatError
+from timbrespace_ray.errors import ConfigError, ModelFormatError
 from timbrespace_ray.features import FeatureConfig
 from timbrespace_ray.profiles import (
     ATTRIBUTES,
@@ -19,6 +19,7 @@ from timbrespace_ray.profiles import (
     MeasureConfig,
     describe,
     description,
+    find_speaker_column,
     hop_seconds,
     level_names,
     pitch_group_column,
@@ -471,3 +472,28 @@ def test_speakers_compared_with_themselves_use_the_corpus_edges():
     own = bins.levels("pitch", table["pitch_median_hz_median"], table["speaker"])
     assert level_names("pitch", own).tolist() == ["medium"] * 3
     assert corpus_wide.tolist() != ["medium"] * 3
+
+
+@pytest.mark.parametrize("carried,expected", [
+    (["text", "client_id", "speaker_id"], "speaker_id"),  # the earlier name of the list wins
+    (["client_id", "gender"], "client_id"),
+    (["spk_id", "speaker"], "speaker"),
+    (["text", "gender"], None),
+])
+def test_the_speaker_column_is_found_among_the_names_corpora_give_it(carried, expected):
+    found = find_speaker_column(carried, None)
+    assert found.name == expected
+    if expected:
+        assert str(found) == (f"speaker column {expected!r} (found among speaker, speaker_id, "
+                              "spk_id, client_id)")
+    else:
+        assert str(found) == ("no speaker column carried (looked for speaker, speaker_id, "
+                              "spk_id, client_id)")
+
+
+def test_a_configured_speaker_column_wins_and_must_be_carried():
+    found = find_speaker_column(["speaker", "reader"], "reader")
+    assert (found.name, str(found)) == ("reader", "speaker column 'reader' (profile.speaker_column)")
+    with pytest.raises(ConfigError, match=r"speaker column 'reader' \(profile.speaker_column, "
+                       r"--speaker-column\) is not carried: the tables carry speaker, text"):
+        find_speaker_column(["speaker", "text"], "reader")

@@ -151,8 +151,8 @@ def test_manifest_inputs(tmp_path, fmt):
 
 def test_manifest_without_path_column_is_rejected(tmp_path):
     manifest = tmp_path / "m.csv"
-    manifest.write_text("file\nx.wav\n")
-    with pytest.raises(InputError, match="no 'path' column"):
+    manifest.write_text("wav\nx.wav\n")
+    with pytest.raises(InputError, match="no audio path column .looked for path, audio_filepath"):
         discover(str(manifest))
 
 

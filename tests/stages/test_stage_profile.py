@@ -16,6 +16,8 @@ from timbrespace_ray.pipeline import run_pipeline, run_stage
 from timbrespace_ray.profiles import Bins, describe, level_names
 from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.errors import NoPitchTrackError
+from timbrespace_ray.stages.profile import ProfileStage
+from timbrespace_ray.storage import Location
 
 SR = 16_000
 
@@ -233,6 +235,26 @@ def test_no_speaker_column_no_speakers_table(tmp_path):
     assert len(rows(out)) == 1 and not (out / "speakers").exists()
     doc = json.loads((out / "_run" / "profile" / "bins.json").read_text())
     assert doc["fitted"]["pitch_group_by"] is None
+
+
+def test_client_id_is_the_speaker_column_and_a_configured_one_must_be_carried(corpus, tmp_path,
+                                                                              said):
+    # Common Voice's speaker column, and no gender: pitch is levelled per client_id
+    lines = ["path,client_id"] + [f"{name},{speaker}" for name, (_, speaker, _) in RECORDINGS.items()]
+    (corpus.parent / "clients.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    profile_run(corpus.parent / "clients.csv", out, **{"profile.min_group_size": 2})
+    assert ("profile: speaker column 'client_id' (found among speaker, speaker_id, spk_id, "
+            "client_id)") in said
+    speakers = pq.read_table(out / "speakers").to_pydict()
+    assert speakers["speaker"] == ["A", "B"] and speakers["utterances"] == [2, 2]
+    doc = json.loads((out / "_run" / "profile" / "bins.json").read_text())
+    assert doc["fitted"]["pitch_group_by"] == "client_id"
+    stage = ProfileStage(Location.of(str(out)), load_config(
+        **{"profile.speaker_column": "speaker"}).profile)
+    with pytest.raises(ConfigError, match="speaker column 'speaker' .* is not carried: the "
+                       "tables carry client_id"):
+        stage.check()  # before any measure is computed
 
 
 def test_pitch_group_column_must_be_carried(corpus, tmp_path):

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..executors import Executor, RayExecutor, Resources
 from ..layout import RunLayout
 from ..pipeline import output_of
+from ..profiles import find_speaker_column
 from ..stages.embed import load_normalization
 from ..stages.registry import SPECS
 from ..stages.train import TRAINING_RECORD
@@ -42,10 +43,11 @@ SCORING_SEED = 0  # pair sample and 1-NN query sample
 log = logging.getLogger(__name__)
 
 
-def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
+def run_evaluation(cfg: PipelineConfig, label: str | None = None, utterances: str = "heldout",
                    max_utterances: int = DEFAULT_MAX_UTTERANCES,
                    max_pairs: int = DEFAULT_MAX_PAIRS, executor: Executor | None = None) -> dict:
-    """Score the embeddings and the baselines on `label`; write and return every figure."""
+    """Score the embeddings and the baselines on `label` (default: the speaker column, as the
+    profile stage finds it); write and return every figure."""
     if utterances not in UTTERANCES:
         raise ConfigError(f"utterances must be one of {', '.join(UTTERANCES)}, "
                           f"got {utterances!r}")
@@ -57,6 +59,8 @@ def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
     parts = _embeddings_parts(out)
     first = out.child("embeddings", parts[0])
     carried = carried_columns(read_schema(first))
+    if label is None:
+        label = _speaker_label(carried, cfg.profile.speaker_column)
     if label not in carried:
         raise ConfigError(f"no label column {label!r} in {out.uri}: the tables carry "
                           f"{', '.join(carried) or 'no metadata columns'}")
@@ -111,6 +115,16 @@ def run_evaluation(cfg: PipelineConfig, label: str, utterances: str = "heldout",
                  f"-> {folder.uri}/evaluation.md, evaluation.json, roc_det.png"]:
         log.info(line)
     return doc
+
+
+def _speaker_label(carried: list[str], configured: str | None) -> str:
+    found = find_speaker_column(carried, configured)
+    if found.name is None:
+        carry = ", ".join(carried) or "no metadata columns"
+        raise ConfigError(f"no --label given and {found}: name the column to tell apart with "
+                          f"--label (the tables carry {carry})")
+    log.info("evaluate: label %r, the %s", found.name, found)
+    return found.name
 
 
 def _gather(executor: Executor, parts: list[str], spec: PartsSpec,

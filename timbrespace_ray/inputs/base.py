@@ -10,7 +10,10 @@ A `Reader` is one input form, with both halves in one class:
   Parquet audio dataset, a Parquet manifest) the one that checks the content is asked first
   and the catch-all last. A folder or prefix is listed and each file given to the first
   `in_folders` reader that recognises it (a manifest is read only when it is the input: it
-  names files the folder may hold too).
+  names files the folder may hold too). A file of a folder that no reader recognises goes to
+  the first that it `accompanies`: no input itself, it describes that reader's inputs there
+  (AudioFolder's `metadata.csv` gives the audio files their columns), and comes to its plan
+  with them.
 - driver, planning: `plan(files, root, options)` turns the recognised files (one named alone,
   or all a reader claimed in a folder, in listing order) into a `Corpus`: plan items (JSON-able
   dicts small enough to hold a million of them: a file, a tar shard, a recording with its
@@ -80,6 +83,7 @@ class InputOptions:
     """How the driver reads the input's own layout (the `features` section's input keys)."""
 
     metadata_columns: tuple[str, ...] | None = None  # None: every scalar column
+    path_column: str | None = None  # manifests: default the first of manifest.PATH_COLUMNS
     audio_column: str | None = None  # Parquet audio datasets: default found from the schema
     id_column: str | None = None  # Parquet audio datasets: default utt_id, id or key if present
     supervisions: str | None = None  # lhotse: the SupervisionSet of a RecordingSet input
@@ -136,6 +140,12 @@ class Reader(ABC):
     def recognises(cls, loc: Location, options: InputOptions) -> bool:
         """Whether the file at `loc` is this form's input (here: by extension alone)."""
         return loc.path.lower().endswith(cls.extensions)
+
+    @classmethod
+    def accompanies(cls, loc: Location) -> bool:
+        """Whether the file at `loc`, found in a folder, describes this form's inputs there
+        (and is planned with them); none does by default."""
+        return False
 
     @classmethod
     @abstractmethod

@@ -60,7 +60,8 @@ def _from_listing(root: Location, options: InputOptions) -> Corpus:
         if posixpath.basename(path).startswith("."):
             continue
         file = InputFile(Location(root.fs, path), int(info.get("size") or -1))
-        reader = next((r for r in in_folders if r.recognises(file.loc, options)), None)
+        reader = (next((r for r in in_folders if r.recognises(file.loc, options)), None)
+                  or next((r for r in in_folders if r.accompanies(file.loc)), None))
         (left if reader is None else claimed[reader]).append(file)
     planned = [(reader, reader.plan(files, root, options))
                for reader, files in claimed.items() if files]

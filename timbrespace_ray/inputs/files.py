@@ -1,16 +1,23 @@
-"""Audio files, one utterance each: found by listing a folder or prefix, or named alone. Also
+"""Audio files, one utterance each: found by listing a folder or prefix, or named alone, with
+the columns of the folder's AudioFolder metadata files when it has some (audiofolder.py). Also
 the plan item of one recording read for its segments, which manifests and lhotse plan.
 """
 from __future__ import annotations
 
+import logging
 import math
+import posixpath
 from collections.abc import Iterator
 
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import FileTooLargeError
 from ..storage import Location
+from .audiofolder import folder_metadata, is_metadata_file, named_as_metadata
 from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
                    plan_item)
+
+
+log = logging.getLogger(__name__)
 
 
 def is_audio(name: str) -> bool:
@@ -50,18 +57,41 @@ class AudioFileReader(Reader):
     describes = f"audio files ({', '.join(AUDIO_EXTENSIONS)})"
     extensions = AUDIO_EXTENSIONS
 
+    @classmethod
+    def accompanies(cls, loc: Location) -> bool:
+        return is_metadata_file(loc)
+
     @staticmethod
-    def item(utt_id: str, source: str, size: int) -> dict:
-        return plan_item(AudioFileReader, count=1, size=size, source=source, utt_id=utt_id)
+    def item(utt_id: str, source: str, size: int, metadata: dict | None = None) -> dict:
+        fields = {} if metadata is None else {"metadata": metadata}
+        return plan_item(AudioFileReader, count=1, size=size, source=source, utt_id=utt_id,
+                         **fields)
 
     @classmethod
     def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
-        return Corpus([cls.item(f.name_in(root), f.loc.uri, f.size) for f in files])
+        # what it accompanies is told by name: no audio file is named as metadata
+        audio = [f for f in files if not named_as_metadata(f.loc)]
+        described = [f for f in files if named_as_metadata(f.loc)]
+        if not described:
+            return Corpus([cls.item(f.name_in(root), f.loc.uri, f.size) for f in audio])
+        found = folder_metadata(described, options)
+        items = [cls.item(f.name_in(root), f.loc.uri, f.size, found.by_path.pop(f.loc.path, None))
+                 for f in audio]
+        matched = sum("metadata" in i for i in items)
+        # rows whose file is not among the audio files: each an error row when read
+        unmatched = sorted(found.by_path.items())
+        items += [cls.item(posixpath.relpath(path, root.path), root.fs.unstrip_protocol(path), -1,
+                           values) for path, values in unmatched]
+        log.info("audio folder: metadata for %d of %d audio files from %s%s", matched,
+                 len(audio), ", ".join(f.name_in(root) for f in described),
+                 f"; {len(unmatched)} of its rows name no audio file of the folder (error rows)"
+                 if unmatched else "")
+        return Corpus(items, found.columns)
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:
         source, size = item["source"], item["size"]
-        yield Recording(source, [Segment(item["utt_id"])],
+        yield Recording(source, [Segment(item["utt_id"], metadata=item.get("metadata", {}))],
                         open=lambda: open_checked(source, size, ctx))
 
 

@@ -69,7 +69,6 @@ the cuts, since their rows could not be told apart.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import posixpath
 from collections.abc import Iterator
@@ -79,7 +78,9 @@ from ..errors import InputError, UnsupportedInputError
 from ..storage import Location
 from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
-from .metadata import RESERVED, plain_value, select_columns
+from .manifest import PATH_COLUMNS
+from .metadata import RESERVED, plain_value, select_columns, shared_type
+from .tabular import first_record, records
 
 INSTALL = "pip install 'timbrespace-ray[lhotse]'"
 READ_CUT_TYPES = ("MonoCut", "MultiCut", "Cut")  # "Cut": MonoCut before lhotse 0.8
@@ -90,9 +91,9 @@ ERRORS = {"UnsupportedInputError": UnsupportedInputError, "InputError": InputErr
 
 
 # detection ------------------------------------------------------------------------------------
-def _kind(doc: dict) -> str | None:
+def _kind(doc: dict | None) -> str | None:
     """Which lhotse manifest a record belongs to (None: not a lhotse record)."""
-    if not isinstance(doc, dict) or "path" in doc or "id" not in doc:
+    if not isinstance(doc, dict) or "id" not in doc or any(c in doc for c in PATH_COLUMNS):
         return None
     if isinstance(doc.get("type"), str) and doc["type"].endswith("Cut"):
         return "cuts"
@@ -107,22 +108,9 @@ def _kind(doc: dict) -> str | None:
 
 def is_lhotse(first: dict) -> bool:
     """Whether the first record of a JSON lines file is a lhotse cut, recording, supervision or
-    features manifest (told by its keys; a path manifest has a 'path' column, lhotse never)."""
+    features manifest (told by its keys; a path manifest has an audio path column, lhotse
+    never)."""
     return _kind(first) is not None
-
-
-def first_record(loc: Location) -> dict:
-    """The first record of a JSON lines file, gzipped or not ({} when it is not an object)."""
-    with loc.fs.open(loc.path, "rb") as raw:
-        fh = gzip.open(raw) if loc.path.lower().endswith(".gz") else raw
-        for line in fh:
-            if line.strip():
-                try:
-                    doc = json.loads(line)
-                except ValueError as exc:
-                    raise InputError(f"{loc.uri}: the first line is not JSON ({exc})") from None
-                return doc if isinstance(doc, dict) else {}
-    return {}
 
 
 def _lhotse(where: str):
@@ -138,11 +126,7 @@ def _lhotse(where: str):
 def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict], dict[str, str]]:
     """Plan items (one per audio file and channel selection, with all its segments, plus error
     items for what cannot be read) and the metadata columns."""
-    first = first_record(manifest)
-    kind = _kind(first)
-    if kind is None:
-        raise InputError(f"{manifest.uri} is not a lhotse manifest (its first record has keys "
-                         f"{sorted(first)}); a path manifest is a plain .jsonl file")
+    kind = _kind(first_record(manifest))
     if kind == "supervisions":
         raise InputError(
             f"{manifest.uri} is a lhotse SupervisionSet, which holds no audio: pass the "
@@ -157,7 +141,7 @@ def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict]
         if options.supervisions:
             raise InputError(f"{manifest.uri} is a lhotse CutSet, whose cuts carry their "
                              "supervisions: --supervisions is for a RecordingSet input")
-        for line, doc in _records(manifest):
+        for line, doc in records(manifest):
             planner.add_cut(doc, line)
     else:
         _plan_recordings(planner, manifest, options)
@@ -166,7 +150,7 @@ def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict]
 
 def _plan_recordings(planner: "_Planner", manifest: Location, options: InputOptions) -> None:
     recordings: dict[str, tuple] = {}
-    for line, doc in _records(manifest):
+    for line, doc in records(manifest):
         if _kind(doc) != "recordings":
             raise InputError(f"{manifest.uri} line {line} is not a lhotse recording "
                              f"(keys {sorted(doc)[:8]})")
@@ -179,7 +163,7 @@ def _plan_recordings(planner: "_Planner", manifest: Location, options: InputOpti
     if sup_loc is not None:
         from lhotse import SupervisionSegment
 
-        for line, doc in _records(sup_loc):
+        for line, doc in records(sup_loc):
             if _kind(doc) != "supervisions":
                 raise InputError(f"{sup_loc.uri} line {line} is not a lhotse supervision "
                                  f"(keys {sorted(doc)[:8]}): --supervisions names a "
@@ -220,22 +204,6 @@ def _supervisions_location(manifest: Location, given: str | None) -> Location | 
         posixpath.dirname(manifest.path), name.replace("recordings", "supervisions")))
     loc = Location(manifest.fs, manifest.fs._strip_protocol(beside))
     return loc if loc.exists() else None
-
-
-def _records(loc: Location) -> Iterator[tuple[int, dict]]:
-    """(line number, record) of a JSON lines file, gzipped or not, streamed."""
-    with loc.fs.open(loc.path, "rb") as raw:
-        fh = gzip.open(raw) if loc.path.lower().endswith(".gz") else raw
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{loc.uri} line {number} is not JSON ({exc})") from None
-            if not isinstance(doc, dict):
-                raise InputError(f"{loc.uri} line {number} is not a JSON object")
-            yield number, doc
 
 
 def _parse(parse, doc: dict, loc: Location, line: int):
@@ -466,19 +434,7 @@ def _column_types(metas) -> tuple[dict[str, str | None], set[str]]:
                 continue
             present.add(name)
             seen.add(None if value is _NotScalar else plain_value(value))
-    available = {}
-    for name, seen in types.items():
-        if None in seen:
-            available[name] = None
-        elif not seen or seen == {"string"}:
-            available[name] = "string"
-        elif seen <= {"int64", "float64"}:
-            available[name] = "float64" if "float64" in seen else "int64"
-        elif len(seen) == 1:
-            available[name] = next(iter(seen))
-        else:
-            available[name] = "string"
-    return available, present
+    return {name: shared_type(seen) for name, seen in types.items()}, present
 
 
 def _other_cut_supervisions(doc: dict) -> list[str]:
@@ -500,15 +456,12 @@ class LhotseReader(Reader):
     name = "lhotse"
     describes = "lhotse manifests (.jsonl/.jsonl.gz)"
     extensions = (".jsonl", ".jsonl.gz")
-    priority = 1  # before the JSON lines manifest: told apart by the first record
+    priority = 1  # before the JSON lines manifest (json_lines.py): told apart by the first record
     in_folders = False  # it names files that its folder may hold too
 
     @classmethod
     def recognises(cls, loc: Location, options: InputOptions) -> bool:
-        # a .jsonl.gz is claimed whatever it holds, to be refused as no lhotse manifest: a path
-        # manifest is a plain .jsonl
-        return loc.path.lower().endswith(".jsonl.gz") or (
-            super().recognises(loc, options) and is_lhotse(first_record(loc)))
+        return super().recognises(loc, options) and is_lhotse(first_record(loc))
 
     @classmethod
     def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:

@@ -1,16 +1,25 @@
-"""Manifests: a table (Parquet, CSV or JSON lines) with one row per file or per segment.
+"""Manifests: a table (Parquet or CSV here; JSON lines in json_lines.py, Common Voice's TSVs in
+common_voice.py) with one row per file or per segment.
 
-Columns: `path` (relative to the manifest's folder, absolute, or a URI), optional `utt_id`,
-optional `start` with `end` or `duration` (seconds: the row is then one segment of the
-recording), and any other scalar columns, which are carried as metadata. The rows of one
-recording are planned together so that it is decoded once for all its segments.
+Columns:
+- the audio path: the first of `PATH_COLUMNS` the table has (`--path-column` names another),
+  relative to the manifest's folder, absolute, or a URI; consumed, never carried;
+- optional `utt_id`;
+- a segment's bounds, seconds: `start` (or NeMo's `offset`) with `end` or `duration`; a row
+  without a start, end or duration is the whole file. A `duration` without a start column is a
+  whole file's length as the tool that wrote the manifest measured it: carried as the
+  metadata column `duration`, never a bound;
+- any other scalar column, carried as metadata.
+
+The rows of one recording are planned together so that it is decoded once for all its segments.
 """
 from __future__ import annotations
 
-import io
+import logging
 import math
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -19,32 +28,71 @@ from ..storage import Location
 from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
 from .metadata import plain_type, select_columns, table_values
+from .tabular import read_table
 from .tar import TarShardReader, is_shard
 
-MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl")
-CONSUMED = ("path", "utt_id", "start", "end", "duration")
+log = logging.getLogger(__name__)
+
+# the audio path's column under the names tools write it, in order of preference: ours and
+# Common Voice's, NeMo's, other toolkits', Hugging Face AudioFolder's, HF dataset exports'
+PATH_COLUMNS = ("path", "audio_filepath", "audio_path", "file_name", "file")
+START_COLUMNS = ("start", "offset")  # offset: NeMo's name for a segment's start
+LISTED = ", ".join(PATH_COLUMNS)
 
 
-def read_table(manifest: Location, data: bytes | None = None) -> pa.Table:
-    """The manifest's rows, from any of its three formats."""
-    import pyarrow.csv
-    import pyarrow.json
-    import pyarrow.parquet as pq
-
-    data = manifest.read_bytes() if data is None else data
-    suffix = manifest.path.lower().rsplit(".", 1)[-1]
-    try:
-        if suffix == "parquet":
-            return pq.read_table(io.BytesIO(data))
-        if suffix == "csv":
-            return pa.csv.read_csv(io.BytesIO(data))
-        return pa.json.read_json(io.BytesIO(data))
-    except pa.ArrowInvalid as exc:
-        raise InputError(f"manifest {manifest.uri} could not be parsed: {exc}") from exc
+def path_column(names: list[str], configured: str | None) -> str | None:
+    """The column holding the audio paths: `configured` (features.path_column) when given,
+    else the first of PATH_COLUMNS present; None when there is none."""
+    if configured is not None:
+        return configured if configured in names else None
+    return next((n for n in PATH_COLUMNS if n in names), None)
 
 
-def _seconds(table: pa.Table, name: str) -> list[float | None]:
-    if name not in table.column_names:
+def missing_path_column(where: str, names: list[str], configured: str | None) -> InputError:
+    if configured is not None:
+        return InputError(f"{where} has no column {configured!r} (--path-column, "
+                          f"features.path_column); its columns: {', '.join(names)}")
+    return InputError(f"{where} has no audio path column (looked for {LISTED}; --path-column "
+                      f"names another); its columns: {', '.join(names)}")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What the manifest's columns are for: the audio path, the id, a segment's bounds."""
+
+    path: str
+    start: str | None
+    end: str | None
+    duration: str | None  # a bound only beside a start; else metadata
+
+    @classmethod
+    def of(cls, names: list[str], options: InputOptions, where: str) -> "_Columns":
+        path = path_column(names, options.path_column)
+        if path is None:
+            raise missing_path_column(where, names, options.path_column)
+        others = [n for n in PATH_COLUMNS if n in names and n != path]
+        if others:
+            log.info("%s: audio paths from column %r (%s carried as metadata; --path-column "
+                     "chooses)", where, path, ", ".join(repr(n) for n in others))
+        starts = [n for n in START_COLUMNS if n in names]
+        if len(starts) > 1:
+            raise InputError(f"{where} has both 'start' and 'offset': keep one")
+        start = starts[0] if starts else None
+        end = "end" if "end" in names else None
+        if end and start is None:
+            raise InputError(f"{where} has an 'end' column but no 'start' (or 'offset'): a "
+                             "segment needs both")
+        duration = "duration" if start and "duration" in names else None
+        if end and duration:
+            raise InputError(f"{where} has both 'end' and 'duration': keep one")
+        return cls(path, start, end, duration)
+
+    def consumed(self) -> set[str]:
+        return {self.path, "utt_id", self.start, self.end, self.duration} - {None}
+
+
+def _seconds(table: pa.Table, name: str | None) -> list[float | None]:
+    if name is None:
         return [None] * table.num_rows
     column = table.column(name)
     try:
@@ -54,51 +102,53 @@ def _seconds(table: pa.Table, name: str) -> list[float | None]:
                          f"(it is {column.type}): {exc}") from None
 
 
-def _segment_bounds(start: float | None, end: float | None, duration: float | None
-                    ) -> tuple[float | None, float | None]:
+def _segment_bounds(start: float | None, end: float | None, duration: float | None,
+                    default_start: float | None) -> tuple[float | None, float | None]:
     """(start_s, end_s): both None for a whole file; NaN for a bound the row does not give,
     which the decoder reports as that row's SegmentRangeError."""
     if start is None and end is None and duration is None:
         return None, None
+    if start is None:
+        start = default_start
     if end is None and duration is not None and start is not None:
         end = start + duration
     return (math.nan if start is None else start), (math.nan if end is None else end)
 
 
-def plan_manifest(manifest: Location, table: pa.Table, keep: Sequence[str] | None
-                  ) -> tuple[list[dict], dict[str, str]]:
-    """Plan items (one per recording, with all its rows) and the metadata columns."""
+def plan_manifest(manifest: Location, table: pa.Table, options: InputOptions,
+                  base: Location | None = None) -> Corpus:
+    """Plan items (one per recording, with all its rows) and the metadata columns; relative
+    paths are relative to `base` (default: the manifest's folder)."""
+    where = f"manifest {manifest.uri}"
     names = table.column_names
-    if "path" not in names:
-        raise InputError(f"manifest {manifest.uri} has no 'path' column (columns: {names}); a "
-                         "Parquet audio dataset needs an audio column of struct<bytes, path> "
-                         "(--audio-column names it)")
-    if "end" in names and "duration" in names:
-        raise InputError(f"manifest {manifest.uri} has both 'end' and 'duration': keep one")
-    columns = select_columns({n: plain_type(table.schema.field(n).type) for n in names
-                              if n not in CONSUMED}, keep, f"manifest {manifest.uri}")
-    base = Location(manifest.fs, posixpath.dirname(manifest.path))
-    paths = table.column("path").to_pylist()
+    columns = _Columns.of(names, options, where)
+    consumed = columns.consumed()
+    metadata = select_columns({n: plain_type(table.schema.field(n).type) for n in names
+                               if n not in consumed}, options.metadata_columns, where)
+    base = base or Location(manifest.fs, posixpath.dirname(manifest.path))
+    paths = table.column(columns.path).to_pylist()
     ids = table.column("utt_id").to_pylist() if "utt_id" in names else [None] * len(paths)
-    starts, ends, durations = (_seconds(table, n) for n in ("start", "end", "duration"))
-    meta = table_values(table, columns)
-    meta_names = list(columns)
+    starts, ends, durations = (_seconds(table, n)
+                               for n in (columns.start, columns.end, columns.duration))
+    # NeMo reads a row without an offset from the file's start
+    default_start = 0.0 if columns.start == "offset" else None
+    meta = table_values(table, metadata)
+    meta_names = list(metadata)
     by_source: dict[str, list] = {}
     shards: list[dict] = []
     # a segment manifest names each recording on many rows: resolve each path once
     resolved: dict[str, tuple[str, str, bool]] = {}  # path -> (uri, default id, is a shard)
     for row, path in enumerate(paths):
         if not path:
-            raise InputError(f"manifest {manifest.uri} row {row} has an empty path")
+            raise InputError(f"{where} row {row} has an empty {columns.path!r}")
         known = resolved.get(path)
         if known is None:
-            known = resolved[path] = (*relative_uri(base, path), is_shard(path))
+            known = resolved[path] = (*relative_uri(base, str(path)), is_shard(str(path)))
         uri, default_id, shard = known
-        start_s, end_s = _segment_bounds(starts[row], ends[row], durations[row])
+        start_s, end_s = _segment_bounds(starts[row], ends[row], durations[row], default_start)
         if shard:
             if start_s is not None:
-                raise InputError(f"manifest {manifest.uri} row {row}: a tar shard cannot have "
-                                 "a start or an end")
+                raise InputError(f"{where} row {row}: a tar shard cannot have a start or an end")
             shards.append(TarShardReader.item(str(ids[row] or default_id), uri, -1))
             continue
         utt_id = ids[row]
@@ -109,13 +159,13 @@ def plan_manifest(manifest: Location, table: pa.Table, keep: Sequence[str] | Non
     # sizes are not fetched here: a manifest of millions of rows must plan without a HEAD each
     items = [segmented_item(ManifestReader, uri, meta_names, segs)
              for uri, segs in by_source.items()]
-    return items + shards, columns
+    return Corpus(items + shards, metadata)
 
 
 class ManifestReader(Reader):
     name = "manifest"
-    describes = "manifests (.parquet/.csv/.jsonl with a 'path' column)"
-    extensions = MANIFEST_EXTENSIONS
+    describes = f"manifests (.parquet/.csv with an audio path column: {LISTED})"
+    extensions = (".parquet", ".csv")
     # last: any table the other readers left (its error says what a Parquet dataset needs)
     priority = 2
     in_folders = False  # it names files that its folder may hold too
@@ -123,8 +173,15 @@ class ManifestReader(Reader):
     @classmethod
     def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
         (manifest,) = files
-        return Corpus(*plan_manifest(manifest.loc, read_table(manifest.loc),
-                                     options.metadata_columns))
+        table = read_table(manifest.loc)
+        if (manifest.loc.path.lower().endswith(".parquet")
+                and path_column(table.column_names, options.path_column) is None):
+            raise InputError(
+                f"{manifest.loc.uri} is neither a manifest (no audio path column: looked for "
+                f"{LISTED}; --path-column names another) nor a Parquet audio dataset (no "
+                "struct<bytes, path> column; --audio-column names it); its columns: "
+                f"{', '.join(table.column_names)}")
+        return plan_manifest(manifest.loc, table, options)
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:

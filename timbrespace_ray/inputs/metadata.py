@@ -51,6 +51,19 @@ def plain_value(value: Any) -> str | None:
     return None
 
 
+def shared_type(seen: set[str | None]) -> str | None:
+    """The plain type of a column whose parts (values, files) have the plain types `seen`
+    (None among them: some part is not a scalar): one type as it is, ints with floats float64,
+    any other mixture string; nothing seen (only nulls): string."""
+    if None in seen:
+        return None
+    if len(seen) == 1:
+        return next(iter(seen))
+    if seen == {"int64", "float64"}:
+        return "float64"
+    return "string"
+
+
 def select_columns(available: Mapping[str, str | None], keep: Sequence[str] | None,
                    where: str) -> dict[str, str]:
     """The metadata columns to carry: `keep` (the config's list) or every scalar column.

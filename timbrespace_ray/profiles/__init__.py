@@ -8,10 +8,11 @@ from .bins import (ATTRIBUTES, LEVELS, MEASURE_OF, Bins, level_column, level_nam
                    pitch_group_column)
 from .describe import describe, description
 from .measures import MEASURE_COLUMNS, MeasureConfig, hop_seconds, utterance_measures
-from .speakers import SUMMARISED, speaker_table
+from .speakers import SUMMARISED, find_speaker_column, speaker_table
 
 __all__ = [
     "ATTRIBUTES", "Bins", "LEVELS", "MEASURE_COLUMNS", "MEASURE_OF", "MeasureConfig",
-    "SUMMARISED", "describe", "description", "hop_seconds", "level_column", "level_names",
-    "pitch_group_column", "speaker_table", "utterance_measures",
+    "SUMMARISED", "describe", "description", "find_speaker_column",
+    "hop_seconds", "level_column", "level_names", "pitch_group_column", "speaker_table",
+    "utterance_measures",
 ]

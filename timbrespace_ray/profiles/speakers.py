@@ -23,16 +23,52 @@ there, the level compares speakers.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ..errors import ConfigError
 
 from .bins import ATTRIBUTES, MEASURE_OF, Bins, group_keys, level_column, level_names
 from .describe import describe
 from .grouped import grouped_quantiles
 
+# the speaker's column under the names corpora give it, in order of preference: ours and lhotse's,
+# Hugging Face datasets' (LibriSpeech, LibriTTS-R, dataspeech), other toolkits', Common Voice's
+SPEAKER_COLUMNS = ("speaker", "speaker_id", "spk_id", "client_id")
 SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class SpeakerColumn:
+    """The carried column naming each utterance's speaker (None: there is none), and how it
+    was chosen, in words for the run's output."""
+
+    name: str | None
+    how: str
+
+    def __str__(self) -> str:
+        if self.name is None:
+            return f"no speaker column carried ({self.how})"
+        return f"speaker column {self.name!r} ({self.how})"
+
+
+def find_speaker_column(carried: Sequence[str], configured: str | None) -> SpeakerColumn:
+    """The speaker column among the `carried` metadata columns: `configured`
+    (profile.speaker_column, --speaker-column) when given, which must be carried, else the
+    first of SPEAKER_COLUMNS carried. The profile stage, its speakers table and evaluate's
+    default label all take it from here."""
+    if configured is not None:
+        if configured not in carried:
+            raise ConfigError(f"speaker column {configured!r} (profile.speaker_column, "
+                              f"--speaker-column) is not carried: the tables carry "
+                              f"{', '.join(carried) or 'no metadata columns'}")
+        return SpeakerColumn(configured, "profile.speaker_column")
+    looked = ", ".join(SPEAKER_COLUMNS)
+    found = next((c for c in SPEAKER_COLUMNS if c in carried), None)
+    return SpeakerColumn(found, f"found among {looked}" if found else f"looked for {looked}")
 # the measures of a speaker's style; durations and counts are summed (hours) or left out
 SUMMARISED = (
     "voiced_fraction", "pitch_median_hz", "pitch_mean_hz", "pitch_p5_hz", "pitch_p95_hz",

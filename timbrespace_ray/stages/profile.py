@@ -29,8 +29,8 @@ from ..errors import ConfigError, ModelFormatError, NoPitchTrackError
 from ..features.config import FeatureConfig
 from ..features.pitch import PITCH_COLUMN
 from ..profiles import (ATTRIBUTES, MEASURE_COLUMNS, SUMMARISED, Bins, describe,
-                        hop_seconds, level_column, level_names, speaker_table,
-                        utterance_measures)
+                        find_speaker_column, hop_seconds, level_column, level_names,
+                        speaker_table, utterance_measures)
 from ..profiles.measures import FEATURES_READ
 from ..executors.base import Executor, Resources, UnitStats, WorkUnit
 from ..layout import RunLayout
@@ -138,7 +138,14 @@ class ProfileStage(Stage):
         return cls(output, cfg.profile, cfg.storage.storage_options)
 
     def check(self) -> None:
-        self._given = self._given_bins()  # a wrong path fails now, not after the measures
+        # a wrong path or column fails now, not after the measures
+        self._given = self._given_bins()
+        if self.config.speaker_column is not None:
+            parts = complete_parts(self.layout, "features", self.output.child("features"),
+                                   "profile")
+            if parts:
+                find_speaker_column(_carried(parts[0].uri, self.storage_options),
+                                    self.config.speaker_column)
 
     def execute(self, executor: Executor) -> StageSummary:
         given = self._given
@@ -175,7 +182,9 @@ class ProfileStage(Stage):
                               "were already levelled with them; write to a new output folder to "
                               "level the corpus again")
         carried = _carried(parts[0], self.storage_options) if parts else []
-        speaker = self.config.speaker_column if self.config.speaker_column in carried else None
+        found = find_speaker_column(carried, self.config.speaker_column)
+        log.info("profile: %s%s", found, "" if found.name else ", so no speakers table")
+        speaker = found.name
         group_by = self._pitch_group_by(carried, speaker)
         # the levels follow the bins' own grouping (another corpus's may differ from ours)
         known = bins or given
@@ -190,10 +199,7 @@ class ProfileStage(Stage):
             stored.write_atomic(bins.to_json().encode())
             how = f"from {self.config.bins}" if given else f"fitted on {bins.utterances} utterances"
             log.info("profile: bins %s -> %s", how, stored.uri)
-        if speaker is None:
-            log.info("profile: no %r column carried, so no speakers table",
-                     self.config.speaker_column)
-        else:
+        if speaker is not None:
             table = speaker_table(columns, bins, speaker_column=speaker)
             target = self.output.child(SPEAKERS, "part-000000.parquet")
             write_table(target, _table(table), provenance("profile", {"speaker_column": speaker}))
