@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from .errors import ConfigError, InspectionError
 from .layout import ERRORS, STATE, RunLayout, check_layout
+from .stages.failure import clip
 from .stages.registry import NAMES, STAGES, StageSpec, stage_spec
 from .storage import Location, storage_errors
 from .tables import ERRORS_SCHEMA, footer
@@ -563,15 +564,6 @@ def read_errors(output: Location, stages: list[str] | None = None,
     return ErrorRows(output.uri, rows, dict(sorted(Counter(r["error_type"] for r in rows).items())))
 
 
-def _clip(text: str, width: int, keep_end: bool = False) -> str:
-    text = " ".join(str(text or "").split())
-    if len(text) <= width:
-        return text
-    if width <= 1:
-        return text[:width]
-    return "…" + text[-(width - 1):] if keep_end else text[:width - 1] + "…"
-
-
 def format_errors(errors: ErrorRows, limit: int | None, width: int) -> str:
     if not errors.rows:
         return f"no error rows in {errors.output}/{ERRORS}"
@@ -587,7 +579,7 @@ def format_errors(errors: ErrorRows, limit: int | None, width: int) -> str:
         table = [("stage", "error_type", "utt_id", "message")]
         for r in shown:
             table.append((r["stage"] or "", r["error_type"] or "",
-                          _clip(r["utt_id"], utt_w, keep_end=True), _clip(r["message"], msg_w)))
+                          clip(r["utt_id"], utt_w, keep_end=True), clip(r["message"], msg_w)))
         lines += _table(table, right=set())
     if len(shown) < total:
         lines += ["", f"... and {total - len(shown):,} more (--limit 0 shows all; --csv or --json "
