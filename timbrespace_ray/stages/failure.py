@@ -43,8 +43,8 @@ def commonest(summary: StageSummary, limit: int, width: int) -> list[str]:
     out = []
     for kind, count in sorted(summary.errors.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]:
         utt_id, message = (summary.error_examples.get(kind) or ["", ""])[:2]
-        # messages mostly name their input already
-        example = message if utt_id and utt_id in message else f"{utt_id}: {message}"
+        # many messages start with their input already
+        example = message if utt_id and message.startswith(utt_id) else f"{utt_id}: {message}"
         out.append(f"{kind} x {count:,} (e.g. {clip(example, width)})")
     return out
 
