@@ -24,9 +24,9 @@ EXIT_CODES = f"""exit codes:
        not run yet; status, errors: no run at OUTPUT)
   3    status: a stage asked is not finished
   {StageFailedError.exit_code}    a stage failed: every input, or more than features.max_error_share of them,
-       failed; its rows are kept, the stages after it do not run, and a rerun redoes no unit:
-       it fails again, or accepts the stage with a higher share (--set
-       features.max_error_share=0.8) (status: a stage asked has failed)
+       failed; its rows are kept, the stages after it do not run, and a rerun redoes no
+       unit: it fails again, or accepts the stage with a higher share (--set
+       features.max_error_share=SHARE) (status: a stage asked has failed)
   {EXIT_INTERRUPTED}  interrupted (rerun the same command to resume)"""
 
 

@@ -7,6 +7,7 @@ and a run in which most inputs fail is almost always a wrong setting rather than
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -62,8 +63,9 @@ def failure(summary: StageSummary, max_share: float | None, key: str | None,
     others = len(summary.errors) - len(types)
     todo = ("a wrong setting (sample rate, path column, mount...) is the likely cause: fix it "
             "and run into a new output folder (a rerun here redoes no unit)")
-    if not every:
-        todo += f", or accept these rows by rerunning with a higher {key}"
+    if not every:  # the smallest share, in hundredths, that accepts them
+        todo += (f", or accept these rows by rerunning with --set "
+                 f"{key}={math.ceil(100 * n / inputs) / 100:g}")
     return (f"{summary.stage}: {n:,} of {inputs:,} inputs failed ({why}): " + ", ".join(types)
             + (f", and {others} more error type{'s' if others > 1 else ''}" if others else "")
             + f"; rows written: {summary.rows:,}" + (" (kept)" if summary.rows else "")
