@@ -13,9 +13,10 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
-from helpers.runs import BAD, INPUTS, failed_run_config
+from helpers.runs import BAD, FAILING_SHARE, INPUTS, failed_run_config
 from timbrespace_ray import inspection
 from timbrespace_ray.cli import main
+from timbrespace_ray.errors import StageFailedError
 from timbrespace_ray.pipeline import run_stage
 from timbrespace_ray.executors import LocalExecutor
 
@@ -44,8 +45,8 @@ def manifest(failed_manifest):
     return failed_manifest
 
 
-def config(manifest, out, storage_options=None):
-    return failed_run_config(manifest, out, storage_options)
+def config(manifest, out, storage_options=None, **options):
+    return failed_run_config(manifest, out, storage_options, **options)
 
 
 @pytest.fixture
@@ -212,6 +213,34 @@ def test_train_and_kmeans_from_what_they_leave(finished, tmp_path, capsys):
     assert st["kmeans"]["state"] == "incomplete" and "starts it again" in st["kmeans"]["detail"]
     assert st["train"]["state"] == "incomplete" and st["train"]["summary"]["step"] == 40
     assert "step 40" in st["train"]["detail"]
+
+
+def test_status_of_a_failed_stage(finished, manifest, tmp_path, capsys):
+    """Features finished but for its summary (every marker there), then rerun with a share its
+    4 failed inputs of 7 exceed: it fails without running a unit."""
+    out = copy_features(finished, tmp_path / "out")
+    (out / "_run" / "features" / "summary.json").unlink()
+    with pytest.raises(StageFailedError) as raised:
+        run_stage("features", config(manifest, out, max_error_share=FAILING_SHARE),
+                  LocalExecutor())
+    code, doc, st = status_json(capsys, str(out))
+    f = st["features"]
+    assert code == 4 and doc["failed"] == ["features"] and not doc["finished"]
+    assert doc["unfinished"] == ["features", "profile", "kmeans", "tokens", "train", "embed"]
+    assert f["state"] == "failed" and f["failure"] == str(raised.value)
+    assert (f["units_done"], f["units_total"], f["units_run"]) == (INPUTS, INPUTS, 0)
+    assert (f["inputs"], f["rows"], f["errors_total"]) == (INPUTS, 3, len(BAD))
+    assert f["finished_at"] is None and recent(f["last_progress_at"], 120)
+    assert f"its last run did 0 of {INPUTS} units" in f["detail"]
+    assert cli(capsys, "status", str(out), "--stage", "features")[0] == 4
+
+    code, text, _ = cli(capsys, "status", str(out))
+    assert code == 4
+    row = next(line.split() for line in text.splitlines() if line.startswith("features "))
+    assert row[1:5] == ["failed", f"{INPUTS}/{INPUTS}", "3", str(len(BAD))]
+    assert f"s ago: {raised.value}" in text
+    assert "failed: features (too many of its inputs failed; the stages after it do not run)" \
+        in text.splitlines()
 
 
 # a run with failed inputs ------------------------------------------------------------------

@@ -12,15 +12,22 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import __version__
-from .errors import TimbrespaceError
+from .errors import StageFailedError, TimbrespaceError
 from .stages.registry import STAGES
 
 PACKAGE_LOGGER = "timbrespace_ray"
-EXIT_CODES = """exit codes:
+EXIT_INTERRUPTED = 130
+EXIT_CODES = f"""exit codes:
   0    done (status: every stage asked is finished)
-  2    an error the command explains on stderr (bad input, config or storage)
+  1    a bug, with its traceback (--address http://...: the Ray job did not succeed)
+  {TimbrespaceError.exit_code}    an error the command explains on stderr (bad input, config or storage, a stage
+       not run yet; status, errors: no run at OUTPUT)
   3    status: a stage asked is not finished
-  130  interrupted (rerun the same command to resume)"""
+  {StageFailedError.exit_code}    a stage failed: every input, or more than features.max_error_share of them,
+       failed; its rows are kept, the stages after it do not run, and a rerun redoes no
+       unit: it fails again, or accepts the stage with a higher share (--set
+       features.max_error_share=SHARE) (status: a stage asked has failed)
+  {EXIT_INTERRUPTED}  interrupted (rerun the same command to resume)"""
 
 
 class _LineHandler(logging.Handler):
@@ -382,9 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "2,000,000)")
     _pipeline_command(ev, False, [("profile", (SPEAKER_FLAG,))])
     ev.set_defaults(func=_evaluate)
-    st = _command(sub, "status", "each stage of a run: finished, incomplete (n of m units) or "
-                  "not started, with its rows, errors, audio and speed; exit 0 when the stages "
-                  "asked are finished, 3 when not, 2 when there is no run", "OUTPUT [options]",
+    st = _command(sub, "status", "each stage of a run: finished, failed, incomplete (n of m "
+                  "units) or not started, with its rows, errors, audio and speed; exit 0 when "
+                  "the stages asked are finished, 4 when one failed, 3 when one is not "
+                  "finished, 2 when there is no run", "OUTPUT [options]",
                   ("timbrespace-ray status out/", "timbrespace-ray status "
                    "s3://bucket/runs/one --storage-option endpoint_url=http://minio:9000"))
     _inspect_options(st)
@@ -453,17 +461,17 @@ def _tail(client, job_id):
         loop.close()
 
 
-def _package_error(exc: BaseException) -> str | None:
-    """The one-line message of the package's own error behind `exc`, also when a Ray worker
-    raised it: Ray hands the driver a wrapper whose text is the remote traceback."""
+def _package_error(exc: BaseException) -> tuple[str, int] | None:
+    """The one-line message and exit code of the package's own error behind `exc`, also when a
+    Ray worker raised it: Ray hands the driver a wrapper whose text is the remote traceback."""
     e, seen = exc, set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, TimbrespaceError) and not type(e).__module__.startswith("ray"):
-            return str(e)
+            return str(e), e.exit_code
         e = getattr(e, "cause", None) or e.__cause__
     found = re.findall(r"^timbrespace_ray(?:\.\w+)+: (.+)$", str(exc), re.MULTILINE)
-    return found[-1] if found else None
+    return (found[-1], TimbrespaceError.exit_code) if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,14 +486,14 @@ def main(argv: list[str] | None = None) -> int:
             return _submit_as_job(address, argv)
         return args.func(args)
     except Exception as exc:
-        message = _package_error(exc)
-        if message is None:
+        error = _package_error(exc)
+        if error is None:
             raise  # not an error the package raised on purpose: a bug, keep its traceback
-        print(f"timbrespace-ray: error: {message}", file=sys.stderr)
-        return 2
+        print(f"timbrespace-ray: error: {error[0]}", file=sys.stderr)
+        return error[1]
     except KeyboardInterrupt:
         print("timbrespace-ray: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -51,6 +51,14 @@ class FeaturesStageConfig(FeatureConfig):
         7200.0, gt=0, description="longer recordings become error rows: bounds worker memory "
         "(about 0.55 GB per hour of audio at 16 kHz, plus ~0.25 GB)")
     max_file_bytes: int = Field(4 * GiB, gt=0, description="larger files become error rows")
+    max_error_share: float = Field(
+        0.5, ge=0, le=1, description="the share of inputs that may fail (error rows) before "
+        "the stage fails (exit 4; its rows are kept, the stages after it do not run); a stage "
+        "in which every input failed fails whatever this is. 0.5: a corpus gathered from the "
+        "web with its share of bad files passes, while a run in which most inputs fail is "
+        "almost always a wrong setting (sample rate, path column, mount), whose few rows would "
+        "be all that k-means and training learn from. Raised on a rerun, the failed stage is "
+        "accepted without redoing its units")
     files_per_unit: int = Field(64, ge=1, le=100_000)
     bytes_per_unit: int = Field(256 << 20, ge=1 << 20)
     num_cpus: float = Field(1.0, gt=0, le=64, description="CPUs reserved per feature task")

@@ -8,6 +8,8 @@ names are part of the public contract.
 class TimbrespaceError(Exception):
     """Base class of every error this package raises on purpose."""
 
+    exit_code = 2  # of the command line that stops on it
+
 
 class InvalidAudioError(TimbrespaceError, ValueError):
     """The samples cannot be analysed: NaN/inf values, wrong dimensions, wrong dtype."""
@@ -81,6 +83,14 @@ class UnsupportedInputError(TimbrespaceError):
 
 class UpstreamIncompleteError(TimbrespaceError):
     """A stage's input stage has not finished."""
+
+
+class StageFailedError(TimbrespaceError):
+    """Every input of a stage failed, or more than its share allowed (features.max_error_share):
+    the rows that came out are kept, but the stage is not finished, and a stage that reads it
+    stops with this error too."""
+
+    exit_code = 4
 
 
 class NoPitchTrackError(TimbrespaceError):

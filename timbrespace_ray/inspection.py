@@ -29,24 +29,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import ConfigError, InspectionError
+from .errors import ConfigError, InspectionError, StageFailedError
 from .layout import ERRORS, STATE, RunLayout, check_layout
+from .stages.failure import clip
 from .stages.registry import NAMES, STAGES, StageSpec, stage_spec
 from .storage import Location, storage_errors
 from .tables import ERRORS_SCHEMA, footer
 
 CHECKPOINT, CHECKPOINT_STATE = "checkpoint", "state.json"  # a stage that checkpoints
 
-FINISHED, INCOMPLETE, NOT_STARTED, NOT_RUN = "finished", "incomplete", "not_started", "not_run"
-EXIT_FINISHED, EXIT_NO_RUN, EXIT_UNFINISHED = 0, 2, 3
-
+FINISHED, FAILED, INCOMPLETE, NOT_STARTED, NOT_RUN = (
+    "finished", "failed", "incomplete", "not_started", "not_run")
+EXIT_FINISHED, EXIT_NO_RUN, EXIT_UNFINISHED = 0, InspectionError.exit_code, 3
+EXIT_FAILED = StageFailedError.exit_code
 
 
 @dataclass
 class StageStatus:
     stage: str  # the command's name: features, profile, kmeans, tokens, train, embed
     folder: str
-    state: str  # finished, incomplete, not_started, not_run
+    state: str  # finished, failed, incomplete, not_started, not_run
     units_done: int | None = None
     units_total: int | None = None
     inputs: int | None = None
@@ -58,7 +60,9 @@ class StageStatus:
     x_real_time: float | None = None  # audio of the units that run did / its wall time
     units_run: int | None = None  # units done by the run that finished the stage
     finished_at: str | None = None
-    last_progress_at: str | None = None  # an unfinished stage: when it last wrote a marker
+    # an unfinished stage: when it last wrote a marker; a failed one: when its last run ended
+    last_progress_at: str | None = None
+    failure: str | None = None  # a failed stage: why, and what to do
     detail: str = ""
     steps: list[dict] = field(default_factory=list)  # a stage of several map steps: each one
     summary: dict | None = None  # kmeans and train: their own account (its `detail`)
@@ -86,13 +90,18 @@ class RunStatus:
     def unfinished(self, stages: list[str]) -> list[str]:
         return [s for s in stages if self.get(s).state != FINISHED]
 
+    def failed(self, stages: list[str]) -> list[str]:
+        return [s for s in stages if self.get(s).state == FAILED]
+
     def exit_code(self, stages: list[str]) -> int:
+        if self.failed(stages):
+            return EXIT_FAILED
         return EXIT_UNFINISHED if self.unfinished(stages) else EXIT_FINISHED
 
     def to_dict(self, stages: list[str]) -> dict:
         return {"output": self.output, "checked_at": self.checked_at, "asked": stages,
                 "finished": not self.unfinished(stages), "unfinished": self.unfinished(stages),
-                "exit_code": self.exit_code(stages),
+                "failed": self.failed(stages), "exit_code": self.exit_code(stages),
                 "stages": [{**asdict(s), "errors_total": s.errors_total} for s in self.stages]}
 
 
@@ -297,6 +306,17 @@ def _from_summary(status: StageStatus, summary: dict) -> StageStatus:
     return status
 
 
+def _from_failure(status: StageStatus, failed: dict) -> StageStatus:
+    """A failed stage, from what its last run recorded: every unit done, too many errors."""
+    _from_summary(status, failed)
+    status.state, status.failure = FAILED, failed.get("failure")
+    status.last_progress_at, status.finished_at = status.finished_at, None
+    run, total = status.units_run, status.units_total
+    status.detail = (f"its last run did {run} of {total} units (wall time and speed are that "
+                     "run's)") if status.detail else ""
+    return status
+
+
 def _map_steps(output: Location, spec: StageSpec, started: set[str],
                totals: dict[str, int | None]) -> StageStatus:
     """An unfinished map stage: its markers (and those of its own earlier steps) against the
@@ -375,7 +395,11 @@ def run_status(output: Location) -> RunStatus:
     totals: dict[str, int | None] = {}
     for spec in STAGES:
         summary = _read_json(layout.summary(spec.name)) if spec.name in started else None
-        if summary is not None:
+        failed = _read_json(layout.failure(spec.name)) \
+            if spec.name in started and summary is None else None
+        if failed is not None:
+            s = _from_failure(StageStatus(spec.name, spec.folder, FAILED), failed)
+        elif summary is not None:
             s = _from_summary(StageStatus(spec.name, spec.folder, FINISHED), summary)
             if spec.steps and s.units_total is not None:  # every step had as many units
                 s.steps = [{"step": step, "units_done": s.units_total,
@@ -453,8 +477,8 @@ def _table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
     return lines
 
 
-STATE_WORDS = {FINISHED: "finished", INCOMPLETE: "incomplete", NOT_STARTED: "not started",
-               NOT_RUN: "not run"}
+STATE_WORDS = {FINISHED: "finished", FAILED: "failed", INCOMPLETE: "incomplete",
+               NOT_STARTED: "not started", NOT_RUN: "not run"}
 
 
 def format_status(status: RunStatus, stages: list[str], now: float | None = None) -> str:
@@ -477,6 +501,9 @@ def format_status(status: RunStatus, stages: list[str], now: float | None = None
             notes.append(f"{s.errors_total:,} inputs failed: "
                          + ", ".join(f"{k} {v:,}" for k, v in sorted(s.errors.items()))
                          + " (`timbrespace-ray errors` lists them)")
+        if s.failure:
+            ago = _ago(s.last_progress_at, now)
+            notes.append(f"failed{' ' + ago if ago else ''}: {s.failure}")
         if s.detail:
             notes.append(s.detail)
         if s.state == INCOMPLETE:
@@ -487,6 +514,10 @@ def format_status(status: RunStatus, stages: list[str], now: float | None = None
                       for i, note in enumerate(notes)]
     unfinished = status.unfinished(stages)
     every = stages == status.default_stages()
+    failed = status.failed(stages)
+    if failed:
+        lines.append(f"failed: {', '.join(failed)} (too many of its inputs failed; the stages "
+                     "after it do not run)")
     if unfinished:
         lines.append(f"not finished: {', '.join(unfinished)}"
                      + ("" if every else f" (asked: {', '.join(stages)})"))
@@ -563,15 +594,6 @@ def read_errors(output: Location, stages: list[str] | None = None,
     return ErrorRows(output.uri, rows, dict(sorted(Counter(r["error_type"] for r in rows).items())))
 
 
-def _clip(text: str, width: int, keep_end: bool = False) -> str:
-    text = " ".join(str(text or "").split())
-    if len(text) <= width:
-        return text
-    if width <= 1:
-        return text[:width]
-    return "…" + text[-(width - 1):] if keep_end else text[:width - 1] + "…"
-
-
 def format_errors(errors: ErrorRows, limit: int | None, width: int) -> str:
     if not errors.rows:
         return f"no error rows in {errors.output}/{ERRORS}"
@@ -587,7 +609,7 @@ def format_errors(errors: ErrorRows, limit: int | None, width: int) -> str:
         table = [("stage", "error_type", "utt_id", "message")]
         for r in shown:
             table.append((r["stage"] or "", r["error_type"] or "",
-                          _clip(r["utt_id"], utt_w, keep_end=True), _clip(r["message"], msg_w)))
+                          clip(r["utt_id"], utt_w, keep_end=True), clip(r["message"], msg_w)))
         lines += _table(table, right=set())
     if len(shown) < total:
         lines += ["", f"... and {total - len(shown):,} more (--limit 0 shows all; --csv or --json "

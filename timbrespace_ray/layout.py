@@ -10,6 +10,8 @@ output folder skip, as they skip every name starting with `_`):
     _run/<step>/plan.parquet      the units of a stage that plans its input (features)
     _run/<step>/done/<unit>.json  a unit's statistics, written after its part: the unit is done
     _run/<step>/summary.json      the stage's summary (StageSummary), written when it finished
+    _run/<step>/failed.json       its summary and why, when too many of its inputs failed: the
+                                  stage is not finished (its markers stay); gone once it is
     _run/history/<step>-<time>.json   every summary written, one per run that finished a step
     _run/profile/bins.json        the profile levels' edges
     _run/profile/measures/parts/  the profile's intermediate measures, one part per features part
@@ -30,6 +32,7 @@ ERRORS = "errors"
 EMPTY_ERRORS = "empty.parquet"
 HISTORY = "history"
 SUMMARY = "summary.json"
+FAILED = "failed.json"
 DONE = "done"
 PLAN = "plan.parquet"
 # what a run written before `_run/` existed left at the top of its output folder
@@ -50,6 +53,9 @@ class RunLayout:
     def markers(self, step: str) -> Location:
         return self.state(step).child(DONE)
 
+    def failure(self, step: str) -> Location:
+        return self.state(step).child(FAILED)
+
     def plan(self, step: str) -> Location:
         return self.state(step).child(PLAN)
 
@@ -66,6 +72,11 @@ class RunLayout:
     def completed(self, step: str) -> dict | None:
         """The summary of a finished step, or None: the one completion check of every stage."""
         location = self.summary(step)
+        return location.read_json() if location.exists() else None
+
+    def failed(self, step: str) -> dict | None:
+        """The summary and `failure` (why) of a step whose last run failed, or None."""
+        location = self.failure(step)
         return location.read_json() if location.exists() else None
 
     def prepare(self) -> None:

@@ -1,6 +1,6 @@
 """A run with failed inputs: features, profile and tokens over a manifest of three good
 recordings and four bad inputs (two undecodable, two missing), tokens with the published
-120-cluster model (so no kmeans stage)."""
+120-cluster model (so no kmeans stage), features allowing that many failed inputs."""
 from __future__ import annotations
 
 import shutil
@@ -25,11 +25,19 @@ def write_manifest(root: Path) -> Path:
     return root / "manifest.csv"
 
 
-def failed_run_config(manifest: Path, out, storage_options: dict | None = None):
+# 4 of the 7 inputs fail: over the default features.max_error_share (0.5), so these runs allow
+# more for the stage to finish (ACCEPTING); FAILING_SHARE makes it fail
+ACCEPTING, FAILING_SHARE = 0.6, 0.5
+assert FAILING_SHARE < len(BAD) / INPUTS < ACCEPTING
+
+
+def failed_run_config(manifest: Path, out, storage_options: dict | None = None,
+                      max_error_share: float = ACCEPTING):
     from timbrespace_ray.config import load_config
 
     return load_config(input=str(manifest), output=str(out), **{
-        "tokens.kmeans_model": str(N120_MODEL), "storage.storage_options": storage_options})
+        "tokens.kmeans_model": str(N120_MODEL), "storage.storage_options": storage_options,
+        "features.max_error_share": max_error_share})
 
 
 def run_with_failed_inputs(manifest: Path, out: Path) -> Path:

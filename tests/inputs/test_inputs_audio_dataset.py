@@ -264,7 +264,7 @@ def test_bad_rows_are_one_error_row_each(tmp_path):
                   {"bytes": None, "path": None}],
         "id": ["relative-path", "missing-path", "no-bytes-no-path"]}, embed=False)
     out = tmp_path / "out"
-    summary = run(root, out)
+    summary = run(root, out, max_error_share=1.0)  # bad on purpose, 4 of 6
     assert summary.inputs == 6 == summary.rows + sum(summary.errors.values())
     assert sorted(rows(out)) == ["good", "relative-path"]
     assert_same_features(rows(out)["relative-path"], SHORT[1])

@@ -221,7 +221,7 @@ def test_a_missing_recording_file_is_one_error_row_per_supervision(audio, tmp_pa
         SupervisionSegment("g-1", "gone", 0.0, 1.0), SupervisionSegment("g-2", "gone", 1.0, 1.0),
         SupervisionSegment("m-1", "mono", 0.25, 1.5),
     ]).to_file(tmp_path / "c_supervisions.jsonl.gz")
-    summary = run(tmp_path / "c_recordings.jsonl.gz", tmp_path / "out")
+    summary = run(tmp_path / "c_recordings.jsonl.gz", tmp_path / "out", max_error_share=1.0)
     assert summary.rows == 1 and summary.errors == {"FileNotFoundError": 2}
     bad = errors(tmp_path / "out")
     assert sorted(bad) == ["g-1", "g-2"]
@@ -253,7 +253,7 @@ def test_unsupported_cuts_sources_and_transforms_are_error_rows(audio, tmp_path)
     kept = MonoCut("kept", 0.0, 2.0, 0, recording=mono,
                    supervisions=[SupervisionSegment("ok-1", "mono", 0.5, 1.0)])
     CutSet.from_cuts([mixed, padding, sped, piped, placeholder, kept]).to_file(tmp_path / "cuts.jsonl.gz")
-    summary = run(tmp_path / "cuts.jsonl.gz", tmp_path / "out")
+    summary = run(tmp_path / "cuts.jsonl.gz", tmp_path / "out", max_error_share=1.0)
     assert summary.rows == 1 and summary.errors == {"UnsupportedInputError": 6}
     bad = errors(tmp_path / "out")
     assert sorted(bad) == ["cmd-1", "pad", "sh-1", "sp-1", "x-1", "y-1"]

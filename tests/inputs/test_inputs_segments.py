@@ -98,7 +98,7 @@ def test_segments_out_of_range_are_one_error_row_each_and_the_rest_come_out(long
              f"{path},ok2,50.0,52.0"]
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    summary = run_features(manifest, out)
+    summary = run_features(manifest, out, max_error_share=1.0)  # 4 of 7 bad on purpose
     assert summary.inputs == 7 and summary.rows == 3
     assert summary.errors == {"SegmentRangeError": 4}
     errors = dict(duckdb.sql(f"select utt_id, message from '{out}/errors/*.parquet'").fetchall())

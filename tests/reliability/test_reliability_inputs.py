@@ -71,7 +71,9 @@ def manifest_run(zoo_run):
     manifest = base / "manifest.csv"
     kinds = zoo.build_manifest(manifest, zoo_run["root"])
     out = base / "out-manifest"
-    summary, lines = _run_local(manifest, out, max_duration_s=zoo.MANIFEST_MAX_DURATION_S)
+    # 2 of its 3 rows fail on purpose: more than the stage allows by default
+    summary, lines = _run_local(manifest, out, max_duration_s=zoo.MANIFEST_MAX_DURATION_S,
+                                max_error_share=1.0)
     return {"kinds": kinds, "out": out, "summary": summary, "rows": _rows(out),
             "errors": _errors(out)}
 

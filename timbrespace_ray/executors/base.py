@@ -38,6 +38,9 @@ class WorkUnit:
         return f"{self.index:06d}"
 
 
+EXAMPLE_CHARS = 300
+
+
 @dataclass
 class UnitStats:
     unit: int
@@ -48,9 +51,13 @@ class UnitStats:
     frames: int = 0
     busy_seconds: float = 0.0
     started_at: float = 0.0  # wall-clock time.time(), for utilisation figures
+    # error type -> [utt_id, message] of its first input here: what a failed stage shows
+    error_examples: dict[str, list[str]] = field(default_factory=dict)
 
-    def add_error(self, error_type: str) -> None:
+    def add_error(self, error_type: str, utt_id: str, message: str) -> None:
         self.errors[error_type] = self.errors.get(error_type, 0) + 1
+        # clipped: markers stay small whatever a message holds
+        self.error_examples.setdefault(error_type, [utt_id, message[:EXAMPLE_CHARS]])
 
 
 class MapWork(Protocol):

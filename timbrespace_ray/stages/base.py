@@ -3,7 +3,9 @@
 A stage writes into its folder under the run's output (stages/registry.py says which) and keeps
 its bookkeeping in `_run/<stage>/` (layout.py). `Stage.run(executor)` is the one way a stage
 runs: a finished stage returns its summary as it was; otherwise its work runs, and its summary
-is recorded, which is what "finished" means. Every stage returns a `StageSummary`.
+is recorded, which is what "finished" means. Every stage returns a `StageSummary`. A stage in
+which every input failed, or more than its config allows (failure.py), records why in
+`_run/<stage>/failed.json` instead, keeps its rows and markers, and raises StageFailedError.
 
 Map stages (features, profile's steps, tokens, embed) split their work into units planned
 deterministically; each unit writes its part files atomically and then a marker
@@ -21,10 +23,12 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import ClassVar
 
+from ..errors import StageFailedError
 from ..executors.base import Executor, Resources, UnitStats, WorkUnit
 from ..layout import RunLayout
 from ..progress import StageProgress
 from ..storage import Location
+from .failure import LOGGED_CHARS, TYPES_LOGGED, commonest, failure
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ class StageSummary:
     inputs: int = 0
     rows: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    error_examples: dict[str, list[str]] = field(default_factory=dict)  # type -> [utt_id, message]
     audio_hours: float = 0.0
     frames: int = 0
     wall_seconds: float = 0.0
@@ -84,6 +89,9 @@ class Stage(ABC):
     own map steps): the key of its state in `_run/` and the word of its lines."""
 
     name: ClassVar[str]
+    # the share of its inputs that may fail before the stage fails, set by its config key
+    # `<name>.max_error_share`; None: only a stage in which every input failed fails
+    max_error_share: float | None = None
 
     def __init__(self, output: Location):
         self.output = output
@@ -112,11 +120,20 @@ class Stage(ABC):
             summary.x_real_time = summary.run_audio_hours * 3600 / summary.wall_seconds
         summary.finished_at = _stamp()
         doc = asdict(summary)
-        stamp = summary.finished_at.replace(":", "").replace("-", "")
-        self.layout.history(self.name, stamp).write_json(doc)
-        self.layout.summary(self.name).write_json(doc)
+        key = None if self.max_error_share is None else f"{self.name}.max_error_share"
+        reason = failure(summary, self.max_error_share, key, self.output.uri)
+        if reason is None:
+            stamp = summary.finished_at.replace(":", "").replace("-", "")
+            self.layout.history(self.name, stamp).write_json(doc)
+            self.layout.summary(self.name).write_json(doc)
+            self.layout.failure(self.name).remove()  # of an earlier run, accepted now
         for line in summary.lines():
             log.info(line)
+        if reason:
+            for line in commonest(summary, TYPES_LOGGED, LOGGED_CHARS):
+                log.warning("%s: %s", self.name, line)
+            self.layout.failure(self.name).write_json({**doc, "failure": reason})
+            raise StageFailedError(reason)
         return summary
 
 
@@ -175,12 +192,16 @@ class MapStage(Stage):
         markers = self.layout.markers(self.name)
         every = [UnitStats(**markers.child(f"{u.name}.json").read_json()) for u in units]
         errors: Counter = Counter()
+        examples: dict[str, list[str]] = {}
         for s in every:
             errors.update(s.errors)
+            for kind, example in s.error_examples.items():
+                examples.setdefault(kind, example)
         return StageSummary(
             stage=self.name, units_total=len(units), units_run=len(ran),
             inputs=sum(s.inputs for s in every), rows=sum(s.rows for s in every),
-            errors=dict(errors), audio_hours=sum(s.audio_seconds for s in every) / 3600,
+            errors=dict(errors), error_examples=examples,
+            audio_hours=sum(s.audio_seconds for s in every) / 3600,
             frames=sum(s.frames for s in every), busy_seconds=sum(s.busy_seconds for s in ran),
             run_audio_hours=sum(s.audio_seconds for s in ran) / 3600)
 

@@ -81,6 +81,7 @@ class FeaturesStage(MapStage):
         self.folder = output.child("features")
         self.input_uri = input_uri
         self.config = config
+        self.max_error_share = config.max_error_share
         self.storage_options = storage_options or {}
         # the decode of the longest recording, plus the audio read ahead of it
         ahead = config.prefetch_bytes if config.prefetch_items > 1 else 0
@@ -137,8 +138,9 @@ class FeaturesStage(MapStage):
                 for source, segment, result in self._analyse_item(item, recordings):
                     stats.inputs += 1
                     if isinstance(result, BaseException):
-                        errors.append(error_row(self.name, source, segment.utt_id, result))
-                        stats.add_error(type(result).__name__)
+                        row = error_row(self.name, source, segment.utt_id, result)
+                        errors.append(row)
+                        stats.add_error(row["error_type"], row["utt_id"], row["message"])
                         continue
                     rows.append(result)
                     stats.rows += 1

@@ -5,7 +5,7 @@ import posixpath
 
 import pyarrow as pa
 
-from ..errors import UpstreamIncompleteError
+from ..errors import StageFailedError, UpstreamIncompleteError
 from ..executors.base import WorkUnit
 from ..layout import RunLayout
 from ..storage import Location
@@ -17,6 +17,11 @@ def complete_parts(layout: RunLayout, step: str, folder: Location, consumer: str
     """The part files of a finished upstream step, or a clear error naming what to run."""
     if layout.completed(step) is None:
         stage = step.split("/")[0]
+        failed = layout.failed(step)
+        if failed is not None:
+            raise StageFailedError(
+                f"{consumer} needs a complete '{stage}' stage in {layout.output.uri}, and it "
+                f"failed: {failed['failure']}")
         raise UpstreamIncompleteError(
             f"{consumer} needs a complete '{stage}' stage in {layout.output.uri}; run "
             f"`timbrespace-ray {stage}` first (or `timbrespace-ray run`)")
