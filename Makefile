@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench bench-inputs bench-recipe bench-pitch bench-profile gpu-check venv clean
+.PHONY: demo test bench bench-inputs bench-recipe bench-pitch bench-profile bench-snr gpu-check venv clean
 
 $(BIN)/timbrespace-ray: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench-pitch: venv
 
 bench-profile: venv
 	$(BIN)/python tests/benchmarks/bench_profile.py
+
+bench-snr: venv
+	$(BIN)/python tests/benchmarks/bench_snr.py
 
 # on a CUDA machine: tokens, train and embed on the GPU in bf16 (k-means via cuML when installed)
 gpu-check: venv

@@ -217,8 +217,8 @@ Each speaker's medians over their utterances, and the levels of those medians.
 """
     return f"""## Style profiles
 `profiles/`: every utterance in physical units and plain words (pitch in Hz from the `pitch_hz`
-track, not the Timbrespace f0 feature; voiced onsets per second of speech; pauses; snr), four
-levels and a one-line description. The levels are sevenths of this corpus (edges in
+track, not the Timbrespace f0 feature; voiced onsets per second of speech; pauses; SNR in dB),
+four levels and a one-line description. The levels are sevenths of this corpus (edges in
 `_run/profile/bins.json`): with {n} utterances each holds about {n / 7:.1f}, so the words compare
 these recordings with one another, not with speech in general.
 

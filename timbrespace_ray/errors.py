@@ -97,6 +97,11 @@ class NoPitchTrackError(TimbrespaceError):
     """The features table has no usable pitch_hz track to profile."""
 
 
+class NoLevelsError(TimbrespaceError):
+    """The features table has no speech and noise levels (speech_level_db, noise_level_db) to
+    profile."""
+
+
 class InconsistentPartsError(TimbrespaceError):
     """An utterance of an embeddings part is missing from the same-named tokens or features
     part."""

@@ -40,14 +40,19 @@ def part(*pitches, features=None):
     pitch = np.concatenate([np.asarray(p, np.float64) for p in pitches]) if pitches else np.zeros(0)
     voiced = (pitch > 0).astype(np.float64)
     frames = {"f0": voiced * 0.5, "f1": voiced * 0.3, "f2": voiced * 0.1,
-              "power": voiced * 0.2, "snr": voiced * 0.4}
+              "power": voiced * 0.2}
     frames.update(features or {})
     return frames, pitch, offsets
 
 
-def measures(*pitches, hop_s=HOP, features=None, **kwargs):
+def levels_of(n, speech_db=-20.0, noise_db=-50.0):
+    return {"speech_level_db": np.full(n, speech_db), "noise_level_db": np.full(n, noise_db)}
+
+
+def measures(*pitches, hop_s=HOP, features=None, levels=None, **kwargs):
     frames, pitch, offsets = part(*pitches, features=features)
-    return utterance_measures(frames, pitch, offsets, hop_s=hop_s, **kwargs)
+    return utterance_measures(frames, pitch, offsets, hop_s=hop_s,
+                              levels=levels or levels_of(len(pitches)), **kwargs)
 
 
 def runs(*pieces):
@@ -162,21 +167,32 @@ def test_features_are_averaged_where_measured():
     f1 = np.array([0.3] * 6 + [0.0] * 4, np.float32)  # 500 Hz where tracked
     f2 = np.array([0.0] * 5 + [0.1] * 5, np.float32)  # 1070 Hz where tracked
     f0 = np.array([0.0, 0.0] + [0.5] * 8, np.float32)  # Timbrespace's F0 on frames 2..9
-    snr = np.array([0.9, 0.9] + [0.2, 0.4] * 4, np.float32)  # frames outside F0 do not count
-    power = np.array([0.7, 0.7] + [0.2, 0.4] * 4, np.float32)
-    m = measures(np.full(n, 150.0),
-                 features={"f0": f0, "f1": f1, "f2": f2, "snr": snr, "power": power})
+    power = np.array([0.7, 0.7] + [0.2, 0.4] * 4, np.float32)  # frames outside F0 do not count
+    m = measures(np.full(n, 150.0), features={"f0": f0, "f1": f1, "f2": f2, "power": power})
     assert m["f1_mean_hz"][0] == pytest.approx(500.0)
     assert m["f2_mean_hz"][0] == pytest.approx(1070.0)
-    assert m["snr_mean"][0] == pytest.approx(0.3)
     assert m["power_std"][0] == pytest.approx(0.1)
+
+
+def test_snr_takes_the_noise_out_of_the_speech_level():
+    # speech + noise 10 dB above the noise: the speech alone is 10 - 1 = 9 times the noise
+    # (9.54 dB); 20 - 1 = 99 times at 20 dB; the same level as the noise: no speech, the floor
+    # of -20 dB; digital silence (no speech level): no snr
+    speech = np.array([-30.0, -20.0, -40.0, np.nan])
+    noise = np.array([-40.0, -40.0, -40.0, -100.0])
+    m = measures(*[np.full(20, 150.0)] * 4,
+                 levels={"speech_level_db": speech, "noise_level_db": noise})
+    np.testing.assert_allclose(m["snr_db"][:3], [10 * math.log10(9), 10 * math.log10(99), -20.0])
+    assert math.isnan(m["snr_db"][3])
+    np.testing.assert_array_equal(m["speech_level_db"], speech)  # the levels pass through
+    np.testing.assert_array_equal(m["noise_level_db"], noise)
 
 
 def test_an_unvoiced_utterance_has_no_pitch_rate_or_pauses():
     m = measures(np.zeros(50))
     for name in ("pitch_median_hz", "pitch_mean_hz", "pitch_p5_hz", "pitch_p95_hz",
                  "pitch_std_st", "pitch_range_st", "onsets_per_s", "pause_fraction",
-                 "mean_pause_s", "f1_mean_hz", "f2_mean_hz", "snr_mean", "power_std"):
+                 "mean_pause_s", "f1_mean_hz", "f2_mean_hz", "power_std"):
         assert math.isnan(m[name][0]), name
     assert m["voiced_s"][0] == 0.0 and m["voiced_fraction"][0] == 0.0
     assert m["speech_s"][0] == 0.0 and m["pause_count"][0] == 0
@@ -193,9 +209,12 @@ def test_utterances_of_a_part_are_measured_apart():
     silent = np.zeros(12)
     tracks = [a, b, empty, c, silent]
     durations = np.array([1.5, 1.2, 0.03, 1.9, 0.3])
-    together = measures(*tracks, duration_s=durations)
+    levels = {"speech_level_db": np.array([-20.0, -31.5, np.nan, -18.0, -60.0]),
+              "noise_level_db": np.array([-50.0, -45.0, -100.0, -30.0, -62.0])}
+    together = measures(*tracks, duration_s=durations, levels=levels)
     for i, track in enumerate(tracks):
-        alone = measures(track, duration_s=durations[i:i + 1])
+        alone = measures(track, duration_s=durations[i:i + 1],
+                         levels={k: v[i:i + 1] for k, v in levels.items()})
         for name in MEASURE_COLUMNS:
             np.testing.assert_allclose(together[name][i], alone[name][0], rtol=1e-12,
                                        err_msg=f"utterance {i}, {name}")
@@ -234,10 +253,15 @@ def test_grouped_quantiles_leave_out_nan_and_empty_groups():
 def test_a_misshapen_part_is_refused():
     frames, pitch, offsets = part(np.full(10, 100.0))
     with pytest.raises(ValueError, match="pitch_hz has 9 frames"):
-        utterance_measures(frames, pitch[:-1], offsets, hop_s=HOP)
-    with pytest.raises(ValueError, match="lack the 'snr'"):
-        utterance_measures({k: v for k, v in frames.items() if k != "snr"}, pitch, offsets,
-                           hop_s=HOP)
+        utterance_measures(frames, pitch[:-1], offsets, hop_s=HOP, levels=levels_of(1))
+    with pytest.raises(ValueError, match="lack the 'power'"):
+        utterance_measures({k: v for k, v in frames.items() if k != "power"}, pitch, offsets,
+                           hop_s=HOP, levels=levels_of(1))
+    with pytest.raises(ValueError, match="levels lack 'noise_level_db'"):
+        utterance_measures(frames, pitch, offsets, hop_s=HOP,
+                           levels={"speech_level_db": np.zeros(1)})
+    with pytest.raises(ValueError, match="speech_level_db has 2 values for 1 utterances"):
+        utterance_measures(frames, pitch, offsets, hop_s=HOP, levels=levels_of(2))
 
 
 # --- bins ----------------------------------------------------------------------------------
@@ -247,7 +271,7 @@ def corpus(n=70, seed=0, shift=0.0, **extra):
     rng = np.random.default_rng(seed)
     columns = {"pitch_median_hz": rng.uniform(100, 250, n), "pitch_std_st": rng.gamma(4, 0.6, n),
                "onsets_per_s": np.arange(1, n + 1, dtype=np.float64) + shift,
-               "snr_mean": rng.uniform(0.1, 0.9, n)}
+               "snr_db": rng.uniform(0.0, 40.0, n)}
     columns.update(extra)
     return columns
 
@@ -375,6 +399,11 @@ def test_a_damaged_bins_file_is_refused(tmp_path):
     broken["attributes"]["rate"]["edges"] = [3.0, 2.0, 1.0, 4.0, 5.0, 6.0]
     with pytest.raises(ModelFormatError, match="6 rising numbers"):
         Bins.from_dict(broken)
+    # a file whose noise levels are edges of another measure (the snr feature's mean, 0-1)
+    other = json.loads(json.dumps(data))
+    other["attributes"]["noise"]["measure"] = "snr_mean"
+    with pytest.raises(ModelFormatError, match="levels noise by 'snr_mean'.*by 'snr_db'"):
+        Bins.from_dict(other)
     with pytest.raises(ModelFormatError, match="not JSON"):
         Bins.from_json("{")
 
@@ -421,7 +450,8 @@ def profile_rows():
         gaps = rng.random(n) < 0.15
         tracks.append(np.where(gaps, 0.0, base[s] * 2 ** (rng.normal(0, 2.0, n) / 12)))
     durations = np.array([len(t) * HOP + 0.034 for t in tracks])
-    rows = measures(*tracks, duration_s=durations)
+    levels = levels_of(len(tracks), noise_db=rng.uniform(-70.0, -20.0, len(tracks)))
+    rows = measures(*tracks, duration_s=durations, levels=levels)
     rows["speaker"] = np.array(speakers, dtype=object)
     rows["gender"] = np.array(genders, dtype=object)
     return rows
@@ -450,7 +480,7 @@ def test_speakers_table_agrees_with_the_profile_rows():
     assert table["hours"].sum() == pytest.approx(rows["duration_s"][has_speaker].sum() / 3600)
     # the speaker's levels are the bins of the speaker's medians, pitch within their gender
     for attribute, measure in (("variation", "pitch_std_st"), ("rate", "onsets_per_s"),
-                               ("noise", "snr_mean")):
+                               ("noise", "snr_db")):
         expected = level_names(attribute, bins.levels(attribute, table[f"{measure}_median"]))
         assert table[f"{attribute}_level"].tolist() == expected.tolist()
     pitch = bins.levels("pitch", table["pitch_median_hz_median"], table["gender"])

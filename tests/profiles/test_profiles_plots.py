@@ -70,7 +70,7 @@ def profile_columns():
         "pitch_median_hz": PITCH,
         "pitch_std_st": voiced_only(rng.permutation(np.linspace(0.5, 4.0, 28))),
         "onsets_per_s": voiced_only(rng.permutation(np.linspace(2.0, 6.0, 28))),
-        "snr_mean": rng.permutation(np.linspace(0.1, 0.9, n)),
+        "snr_db": rng.permutation(np.linspace(3.0, 40.0, n)),
     })
     columns = {"utt_id": np.array([f"u{k:02d}" for k in range(n)], dtype=object),
                "source": np.array([f"u{k:02d}.wav" for k in range(n)], dtype=object),
@@ -205,7 +205,7 @@ def test_examples_show_their_description_and_numbers(table):
         assert example["utterances"] == len(rows)
         assert example["onsets_per_s"] == (None if np.isnan(columns["onsets_per_s"][row])
                                            else columns["onsets_per_s"][row])
-        assert example["snr_mean"] == columns["snr_mean"][row]
+        assert example["snr_db"] == columns["snr_db"][row]
 
 
 def test_first_example_is_the_most_remarkable(table):
@@ -223,17 +223,17 @@ def test_first_example_is_the_most_remarkable(table):
 def test_examples_markdown_rounds():
     examples = [
         {"utt_id": "a|b", "speaker": "x", "description": "a slow voice", "pitch_median_hz": 187.6,
-         "pitch_std_st": 2.34, "onsets_per_s": 3.96, "snr_mean": 0.456, "utterances": 3},
+         "pitch_std_st": 2.34, "onsets_per_s": 3.96, "snr_db": 17.5, "utterances": 3},
         {"utt_id": "c", "speaker": None, "description": "an unvoiced or silent recording",
-         "pitch_median_hz": None, "pitch_std_st": None, "onsets_per_s": None, "snr_mean": 0.1,
+         "pitch_median_hz": None, "pitch_std_st": None, "onsets_per_s": None, "snr_db": -3.2,
          "utterances": 1},
     ]
     lines = examples_markdown(examples).splitlines()
     assert lines[0] == ("| utt_id | speaker | description | pitch_median_hz | pitch_std_st | "
-                        "onsets_per_s | snr_mean | utterances |")
+                        "onsets_per_s | snr_db | utterances |")
     assert lines[1] == "|" + " --- |" * 8
-    assert lines[2] == "| a\\|b | x | a slow voice | 188 | 2.3 | 4.0 | 0.46 | 3 |"
-    assert lines[3] == "| c |  | an unvoiced or silent recording |  |  |  | 0.10 | 1 |"
+    assert lines[2] == "| a\\|b | x | a slow voice | 188 | 2.3 | 4.0 | 18 | 3 |"
+    assert lines[3] == "| c |  | an unvoiced or silent recording |  |  |  | -3 | 1 |"
 
 
 # --- speakers table ------------------------------------------------------------------------

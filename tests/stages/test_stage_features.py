@@ -11,6 +11,7 @@ import soundfile as sf
 from helpers.corpus import SHORT, mixed_corpus
 from timbrespace_ray.config import load_config
 from timbrespace_ray.features import FEATURE_NAMES, FeatureConfig, ProsodicFeatureExtractor
+from timbrespace_ray.features.levels import speech_levels
 from timbrespace_ray.inputs import InputError, discover
 from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.stages.features import FeaturesStage, group_units
@@ -65,6 +66,9 @@ def test_numbers_equal_the_extractor_and_metadata_says_how(corpus, tmp_path):
         got = np.asarray(table.column(name)[0].as_py(), dtype=np.float32)
         np.testing.assert_array_equal(got, expected[name].astype(np.float32), err_msg=name)
     assert table.column("sample_rate")[0].as_py() == 16000
+    # the levels are those of the samples analysed
+    for name, value in speech_levels(extractor.audio, 16000).items():
+        assert table.column(name)[0].as_py() == value, name
     meta = pq.read_schema(next((out / "features").glob("part-*.parquet"))).metadata
     settings = json.loads(meta[b"timbrespace_ray.settings"])
     assert settings["features"]["hop_ms"] == 10.0 and meta[b"timbrespace_ray.stage"] == b"features"

@@ -15,7 +15,7 @@ from timbrespace_ray.errors import ConfigError
 from timbrespace_ray.pipeline import run_pipeline, run_stage
 from timbrespace_ray.profiles import Bins, describe, level_names
 from timbrespace_ray.executors import LocalExecutor
-from timbrespace_ray.errors import NoPitchTrackError
+from timbrespace_ray.errors import NoLevelsError, NoPitchTrackError
 from timbrespace_ray.stages.profile import ProfileStage
 from timbrespace_ray.storage import Location
 
@@ -110,6 +110,15 @@ def test_measures_of_known_voices(profiled):
     assert b1["speech_s"] == pytest.approx(1.3, abs=0.07)
     assert b1["onsets_per_s"] * b1["speech_s"] == pytest.approx(4)
     assert b2["pitch_median_hz"] == pytest.approx(120, rel=0.01)
+    # levels: a1's silences (0.9 of its 2.9 s) hold noise of sd 1e-4, -80 dB, and the 10th
+    # percentile of its 32 ms frames' power falls among theirs (each within 0.5 dB of -80); its
+    # active level is its voice's power over the two voiced seconds and about 0.5 s of silence
+    # after them: the 0.2 s at the end (in the 200 ms hangover), and the envelope's fall (0.1 s)
+    # and the hangover after the first second
+    voice_db = 10 * np.log10(np.mean(np.square(voice(150, 1.0).astype(np.float64))))
+    assert a1["noise_level_db"] == pytest.approx(-80.0, abs=0.5)
+    assert a1["speech_level_db"] == pytest.approx(voice_db - 10 * np.log10(2.5 / 2), abs=0.1)
+    assert a1["snr_db"] == pytest.approx(a1["speech_level_db"] - a1["noise_level_db"], abs=0.01)
     # the carried columns and the frame counts of the features table
     features = rows(profiled, "features")
     for utt, row in p.items():
@@ -152,7 +161,7 @@ def test_speakers_table_agrees_with_the_profiles(profiled):
         row = s[speaker]
         assert row["utterances"] == 2 and row["gender"] == RECORDINGS[names[0]][2]
         assert row["hours"] == pytest.approx(sum(p[n]["duration_s"] for n in names) / 3600)
-        for measure in ("pitch_median_hz", "onsets_per_s", "snr_mean"):
+        for measure in ("pitch_median_hz", "onsets_per_s", "snr_db"):
             values = [p[n][measure] for n in names]
             assert row[f"{measure}_median"] == pytest.approx(np.median(values))
             assert row[f"{measure}_iqr"] == pytest.approx(np.subtract(*np.percentile(values, [75, 25])))
@@ -268,14 +277,19 @@ def test_features_without_a_pitch_track_are_refused(corpus, tmp_path):
     run_stage("features", cfg, LocalExecutor())
     with pytest.raises(NoPitchTrackError, match="pitch.enabled: false"):
         run_stage("profile", cfg, LocalExecutor())
-    # a features table of an older version: no pitch_hz column; the command says what to do
+    # features tables of older versions: no pitch_hz column, no levels; the command says what
+    # to do
     old = tmp_path / "old"
     run_stage("features", load_config(input=str(corpus), output=str(old)), LocalExecutor())
-    for part in (old / "features").glob("part-*.parquet"):
-        table = pq.read_table(part)
-        pq.write_table(table.drop_columns(["pitch_hz"]), part)
-    with pytest.raises(NoPitchTrackError, match="no pitch_hz column"):
-        run_stage("profile", load_config(output=str(old)), LocalExecutor())
+    parts = {part: pq.read_table(part) for part in (old / "features").glob("part-*.parquet")}
+    for dropped, error, message in (
+            (["pitch_hz"], NoPitchTrackError, "no pitch_hz column"),
+            (["speech_level_db", "noise_level_db"], NoLevelsError,
+             "no speech_level_db or noise_level_db column .* run the features stage again")):
+        for part, table in parts.items():
+            pq.write_table(table.drop_columns(dropped), part)
+        with pytest.raises(error, match=message):
+            run_stage("profile", load_config(output=str(old)), LocalExecutor())
 
 
 def test_cli_names_the_stage_to_run_first(tmp_path, capsys):

@@ -19,6 +19,7 @@ TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "b
 # ambiguous in a query, so it is refused when planning, with its name.
 RESERVED = frozenset({
     "utt_id", "source", "start_s", "end_s", "duration_s", "sample_rate", "n_frames",
+    "speech_level_db", "noise_level_db", "snr_db",
     "f0", "f0_width", "f1", "f2", "power", "snr", "tokens", "window", "start_frame", "embedding",
     "stage", "error_type", "message",
 })

@@ -5,11 +5,11 @@
 | pitch | `pitch_median_hz`, within the speaker's group | very low, low, fairly low, medium, fairly high, high, very high |
 | variation | `pitch_std_st` | very monotone, monotone, fairly monotone, medium, fairly expressive, expressive, very expressive |
 | rate | `onsets_per_s` | very slow, slow, fairly slow, medium, fairly fast, fast, very fast |
-| noise | `snr_mean` | very noisy, noisy, fairly noisy, medium, fairly clean, clean, very clean |
+| noise | `snr_db` | very noisy, noisy, fairly noisy, medium, fairly clean, clean, very clean |
 
 Edges are the corpus's quantiles at 1/7, 2/7, ..., 6/7: each level holds a seventh of the
 utterances it was fitted on. Why quantiles and not mean +- k sd: the measures are skewed (rate,
-snr) or bounded (snr, variation >= 0), and a few utterances with a wrong pitch would pull a mean
+snr) or bounded (variation >= 0), and a few utterances with a wrong pitch would pull a mean
 and an sd but not a quantile; equal shares also make every word equally frequent, so each says
 as much as it can. The consequence to keep in mind: the levels are relative to the corpus they were
 fitted on ("very slow" is the slowest seventh of it). A corpus of calm readers still has its "very
@@ -19,7 +19,7 @@ put both on one scale.
 A value equal to an edge goes to the lower level of the two; a value equal to several (tied)
 edges takes the middle of the levels they bound, so a corpus where every utterance has the same
 value calls it "medium" rather than "very high". A missing measure (NaN: no voiced frames, or
-snr never measured) has no level (-1).
+no snr: digital silence) has no level (-1).
 
 Pitch within groups. The group is the value of the `gender` column when the corpus carries one,
 else of the `speaker` column, else there is one group, the corpus: a 180 Hz voice is low for a
@@ -61,7 +61,7 @@ LEVELS: dict[str, tuple[str, ...]] = {
 ATTRIBUTES = tuple(LEVELS)
 MEDIUM = 3  # the middle level of seven
 MEASURE_OF = {"pitch": "pitch_median_hz", "variation": "pitch_std_st", "rate": "onsets_per_s",
-              "noise": "snr_mean"}
+              "noise": "snr_db"}
 SEVENTHS = tuple(k / 7 for k in range(1, 7))
 # the columns pitch may be grouped by, in order of preference
 PITCH_GROUP_COLUMNS = ("gender", "speaker")
@@ -209,6 +209,11 @@ class Bins:
             attributes = {}
             for name in ATTRIBUTES:
                 a = data["attributes"][name]
+                if a["measure"] != MEASURE_OF[name]:
+                    raise ModelFormatError(
+                        f"the bins file levels {name} by {a['measure']!r}; this version of "
+                        f"timbrespace_ray levels it by {MEASURE_OF[name]!r}: fit the bins again "
+                        "(run the profile stage without profile.bins)")
                 groups = a.get("groups", {})
                 attributes[name] = AttributeBins(
                     a["measure"], _edges(a["edges"]), int(a["count"]),
@@ -217,6 +222,8 @@ class Bins:
             return cls(attributes, tuple(float(q) for q in fitted["quantiles"]),
                        fitted["pitch_group_by"], int(fitted["min_group_size"]),
                        int(fitted["utterances"]), data.get("package_version", ""), VERSION)
+        except ModelFormatError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"bins file is incomplete or malformed: {exc!r}") from exc
 

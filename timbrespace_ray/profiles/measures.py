@@ -9,9 +9,11 @@ Two sources of "voiced". The pitch columns, the voicing, pauses and onsets read 
 `pitch_hz` (Hz, 0 = unvoiced, one value per feature frame) that the caller passes: the features
 table's own octave-robust track, or a synthetic one in tests. Timbrespace's `f0` feature is not
 used for pitch: it is the lowest formant-like peak of the mel energies, an octave high on about
-one utterance in seven. The formant, snr and power columns summarise Timbrespace's own features
+one utterance in seven. The formant and power columns summarise Timbrespace's own features
 over the frames where its tracker measured them (0 means "not measured", spec sections 4-5), as
-`evaluation.representations` does.
+`evaluation.representations` does. The levels and the SNR come from the features table's
+per-utterance `speech_level_db` and `noise_level_db`, which the features stage measures on the
+samples (features/levels.py, docs/snr.md).
 
 Every frame stands for one hop of time (16 ms at the defaults): `voiced_s`, pauses and speech
 time are frame counts times the hop. A run of frames of `k` hops is `k * hop` seconds long.
@@ -29,7 +31,9 @@ time are frame counts times the hop. A run of frames of `k` hops is `k * hop` se
 | `pitch_range_st` | semitones | `12 log2(pitch_p95_hz / pitch_p5_hz)` |
 | `f1_mean_hz` | Hz | mean of `f1 * 1000 + 200` over frames where `f1 != 0` (Timbrespace's F1 was tracked) |
 | `f2_mean_hz` | Hz | mean of `f2 * 2700 + 800` over frames where `f2 != 0` |
-| `snr_mean` | 0-1 | mean of the `snr` feature over frames where `f0 != 0` (Timbrespace's tracked voiced frames): its own scale, the ratio of the three tracked peaks' power to the frame's energy / 50, clipped to 1; not decibels. Higher is cleaner |
+| `speech_level_db` | dB of full scale | the ITU-T P.56 active speech level of the samples (speech with the noise in it): their mean square where an envelope stands less than 15.9 dB below that level |
+| `noise_level_db` | dB of full scale | the 10th percentile of the power of the utterance's 32 ms frames, at least -100 dB |
+| `snr_db` | dB | `10 log10((10^(speech_level_db/10) - 10^(noise_level_db/10)) / 10^(noise_level_db/10))`: the active level with the noise power taken out, over the noise power; at least -20 dB. Higher is cleaner |
 | `power_std` | 0-1 | population standard deviation of the `power` feature (F0's peak power, fourth root / 3) over frames where `f0 != 0`: how much the loudness of the voice moves |
 | `onsets_per_s` | 1/s | voiced onsets / `speech_s`. An onset starts each voiced stretch, where unvoiced gaps shorter than `min_onset_gap_s` (default 30 ms: 2 frames) do not split a stretch: so the first voiced frame is an onset, and so is every voiced frame that follows at least 2 unvoiced frames |
 | `pause_fraction` | 0-1 | pause time / (`speech_s` + pause time), i.e. the share of the span from the first voiced frame to the last that is pauses |
@@ -38,7 +42,11 @@ time are frame counts times the hop. A run of frames of `k` hops is `k * hop` se
 
 Missing values are NaN (null in the table): the pitch columns, `onsets_per_s` and
 `pause_fraction` for an utterance without voiced frames, `mean_pause_s` for one without pauses,
-`f1_mean_hz`, `f2_mean_hz`, `snr_mean` and `power_std` where the feature was never measured.
+`f1_mean_hz`, `f2_mean_hz` and `power_std` where the feature was never measured,
+`speech_level_db` and `snr_db` for digital silence (no sample differs from 0).
+
+Timbrespace's own `snr` feature is not summarised: its scale (the three tracked peaks' power over
+the frame's energy) differs from voice to voice more than it follows the noise (docs/snr.md).
 
 Why pauses leave out the leading and trailing silence, and speech time too: how much silence
 surrounds an utterance depends on how the corpus was cut into files or segments, not on the
@@ -54,6 +62,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..features.config import FeatureConfig
+from ..features.levels import LEVEL_COLUMNS, snr_db
 from .grouped import grouped_mean_std, grouped_quantiles
 
 # The features' normalised units back to Hz: value * scale + offset (spec section 6)
@@ -64,11 +73,11 @@ SEMITONES_PER_OCTAVE = 12.0
 MEASURE_COLUMNS = (
     "duration_s", "voiced_s", "voiced_fraction", "speech_s",
     "pitch_median_hz", "pitch_mean_hz", "pitch_p5_hz", "pitch_p95_hz", "pitch_std_st",
-    "pitch_range_st", "f1_mean_hz", "f2_mean_hz", "snr_mean", "power_std",
+    "pitch_range_st", "f1_mean_hz", "f2_mean_hz", *LEVEL_COLUMNS, "snr_db", "power_std",
     "onsets_per_s", "pause_fraction", "mean_pause_s", "pause_count",
 )
 # The Timbrespace features these measures read (pitch comes separately, as `pitch_hz`)
-FEATURES_READ = ("f0", "f1", "f2", "power", "snr")
+FEATURES_READ = ("f0", "f1", "f2", "power")
 
 
 class MeasureConfig(BaseModel):
@@ -97,14 +106,15 @@ def frames_for(seconds: float, hop_s: float) -> int:
 
 
 def utterance_measures(frames: Mapping[str, np.ndarray], pitch_hz: np.ndarray,
-                       offsets: np.ndarray, *, hop_s: float,
+                       offsets: np.ndarray, *, levels: Mapping[str, np.ndarray], hop_s: float,
                        duration_s: np.ndarray | None = None,
                        config: MeasureConfig = MeasureConfig()) -> dict[str, np.ndarray]:
     """The `MEASURE_COLUMNS` (module docstring) of every utterance of a part, as float64 arrays
     of length n (`pause_count` int64).
 
     `frames` maps each of `FEATURES_READ` to its flat per-frame array in the features' normalised
-    units; `pitch_hz` is flat too (Hz, 0 unvoiced); `offsets` has n + 1 entries. `duration_s`
+    units; `pitch_hz` is flat too (Hz, 0 unvoiced); `offsets` has n + 1 entries. `levels` maps
+    each of `LEVEL_COLUMNS` to its n per-utterance values (dB, NaN where missing). `duration_s`
     defaults to n_frames x hop.
     """
     offsets = np.asarray(offsets, np.int64)
@@ -124,6 +134,7 @@ def utterance_measures(frames: Mapping[str, np.ndarray], pitch_hz: np.ndarray,
     out["voiced_fraction"] = _ratio(voiced_frames, lengths)
     out.update(_feature_measures(frames, row, n))
     out.update(_timing_measures(voiced, row, offsets, total, voiced_frames, hop_s, config))
+    out.update(_level_measures(levels, n))
     if len(out["duration_s"]) != n:
         raise ValueError(f"duration_s has {len(out['duration_s'])} values for {n} utterances")
     return {name: out[name] for name in MEASURE_COLUMNS}
@@ -168,21 +179,31 @@ def _pitch_measures(pitch: np.ndarray, row: np.ndarray, n: int) -> dict[str, np.
 
 def _feature_measures(frames: Mapping[str, np.ndarray], row: np.ndarray,
                       n: int) -> dict[str, np.ndarray]:
-    """Formant means, snr and power from Timbrespace's features, each over the frames where it
-    was measured (averaging in the zeros would measure how much of an utterance is silence)."""
+    """Formant means and power from Timbrespace's features, each over the frames where it was
+    measured (averaging in the zeros would measure how much of an utterance is silence)."""
     # selected first, widened to float64 after: the features are float32 and mostly zeros
     f0_measured = np.asarray(frames["f0"]) != 0
-    f0_row = row[f0_measured]
     out = {}
     for name, (scale, offset) in (("f1", F1_TO_HZ), ("f2", F2_TO_HZ)):
         values = np.asarray(frames[name])
         measured = values != 0
         hz = values[measured].astype(np.float64) * scale + offset
         out[f"{name}_mean_hz"], _, _ = grouped_mean_std(hz, row[measured], n)
-    snr = np.asarray(frames["snr"])[f0_measured].astype(np.float64)
-    out["snr_mean"], _, _ = grouped_mean_std(snr, f0_row, n)
     power = np.asarray(frames["power"])[f0_measured].astype(np.float64)
-    _, out["power_std"], _ = grouped_mean_std(power, f0_row, n)
+    _, out["power_std"], _ = grouped_mean_std(power, row[f0_measured], n)
+    return out
+
+
+def _level_measures(levels: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The utterances' levels as they are, and the SNR between them."""
+    out = {}
+    for name in LEVEL_COLUMNS:
+        if name not in levels:
+            raise ValueError(f"levels lack {name!r}")
+        out[name] = np.asarray(levels[name], np.float64).copy()
+        if len(out[name]) != n:
+            raise ValueError(f"{name} has {len(out[name])} values for {n} utterances")
+    out["snr_db"] = snr_db(out["speech_level_db"], out["noise_level_db"])
     return out
 
 

@@ -30,9 +30,9 @@ from .bins import ATTRIBUTES, LEVELS, MEASURE_OF, MEDIUM, group_keys, level_colu
 Table = pa.Table | Mapping[str, Any]
 NO_GROUP = "all utterances"
 NO_LEVEL = "none"
-# decimals of every number a Markdown table shows: whole Hz, semitones and rates to 0.1 (finer
-# than the measures' precision would be noise), snr to 0.01 (its values are small, near 0-1)
-DECIMALS = {"pitch_median_hz": 0, "pitch_std_st": 1, "onsets_per_s": 1, "snr_mean": 2,
+# decimals of every number a Markdown table shows: whole Hz, semitones and rates to 0.1, snr in
+# whole dB (finer than the measures' precision would be noise: snr_db is good to about 1 dB)
+DECIMALS = {"pitch_median_hz": 0, "pitch_std_st": 1, "onsets_per_s": 1, "snr_db": 0,
             "hours": 3, "pitch_median_hz_median": 0, "onsets_per_s_median": 1}
 KEY_NUMBERS = tuple(MEASURE_OF[a] for a in ATTRIBUTES)
 SPEAKER_COLUMNS = ("speaker", "utterances", "hours", "pitch_median_hz_median",
@@ -176,7 +176,7 @@ def example_descriptions(profiles: Table, n: int = 6) -> list[dict[str, Any]]:
 
 def examples_markdown(examples: Sequence[Mapping[str, Any]]) -> str:
     """`example_descriptions`'s examples as a Markdown table: pitch to whole Hz, semitones and
-    rates to 0.1, snr to 0.01."""
+    rates to 0.1, snr to whole dB."""
     if not examples:
         return "_No utterances to describe._"
     header = list(dict.fromkeys(key for example in examples for key in example))

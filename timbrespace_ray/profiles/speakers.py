@@ -9,7 +9,7 @@ of each measure and how much it moves between their utterances, and the speaker'
 | `hours`, `voiced_hours` | sums of `duration_s` and `voiced_s`, / 3600 |
 | `<measure>_median` | median over the speaker's utterances, each counting once, of every measure in `SUMMARISED` (utterances where it is NaN left out) |
 | `<measure>_iqr` | interquartile range (75th - 25th percentile, linear interpolation) of the same values |
-| `pitch_level`, `variation_level`, `rate_level`, `noise_level` | the level (bins.py) of the speaker's median `pitch_median_hz`, `pitch_std_st`, `onsets_per_s`, `snr_mean` |
+| `pitch_level`, `variation_level`, `rate_level`, `noise_level` | the level (bins.py) of the speaker's median `pitch_median_hz`, `pitch_std_st`, `onsets_per_s`, `snr_db` |
 | `description` | describe.py's sentence for those levels |
 
 Medians and IQRs rather than means and standard deviations: one utterance with a wrong pitch, a
@@ -72,7 +72,7 @@ def find_speaker_column(carried: Sequence[str], configured: str | None) -> Speak
 # the measures of a speaker's style; durations and counts are summed (hours) or left out
 SUMMARISED = (
     "voiced_fraction", "pitch_median_hz", "pitch_mean_hz", "pitch_p5_hz", "pitch_p95_hz",
-    "pitch_std_st", "pitch_range_st", "f1_mean_hz", "f2_mean_hz", "snr_mean", "power_std",
+    "pitch_std_st", "pitch_range_st", "f1_mean_hz", "f2_mean_hz", "snr_db", "power_std",
     "onsets_per_s", "pause_fraction", "mean_pause_s",
 )
 

@@ -15,6 +15,7 @@ from ..audio import decode_audio, decode_ranges
 from ..config import FeaturesStageConfig
 from ..errors import AudioTooLongError, ConfigError, EmptyAudioError, StorageError
 from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
+from ..features.levels import LEVEL_COLUMNS, speech_levels
 from ..features.pitch import PITCH_COLUMN, SAMPLE_RATE as PITCH_RATE, pitch_track
 from ..inputs import (END_TOLERANCE_S, InputError, ReadContext, Recording, Segment, SegmentRangeError,
                       discover, read_item)
@@ -31,14 +32,18 @@ MIN_UNITS = 16  # small corpora are still split so that every worker gets work
 BASE_FIELDS = [("utt_id", pa.string()), ("source", pa.string()), ("start_s", pa.float64()),
                ("end_s", pa.float64()), ("duration_s", pa.float64()),
                ("sample_rate", pa.int32()), ("n_frames", pa.int32())]
+# the recording's P.56 active speech level and noise level, dB of full scale (features/levels.py)
+LEVEL_FIELDS = [(name, pa.float64()) for name in LEVEL_COLUMNS]
 # the six Timbrespace features exactly as the original computes them, then our pitch track (Hz)
 FRAME_COLUMNS = (*FEATURE_NAMES, PITCH_COLUMN)
 FEATURE_FIELDS = [(name, pa.list_(pa.float32())) for name in FRAME_COLUMNS]
 
 
 def features_schema(metadata: dict[str, str]) -> pa.Schema:
-    """Our columns, the corpus's metadata columns, then the six feature lists and pitch_hz."""
-    return pa.schema(BASE_FIELDS + [(k, TYPES[t]) for k, t in metadata.items()] + FEATURE_FIELDS)
+    """Our columns, the levels, the corpus's metadata columns, then the six feature lists and
+    pitch_hz."""
+    return pa.schema(BASE_FIELDS + LEVEL_FIELDS + [(k, TYPES[t]) for k, t in metadata.items()]
+                     + FEATURE_FIELDS)
 
 
 def group_units(items: list[dict], per_unit_max: int, bytes_per_unit: int) -> list[WorkUnit]:
@@ -118,6 +123,7 @@ class FeaturesStage(MapStage):
                  .astype(np.float32))
         feats = analyse(noise, self._extractor_config)
         self._pitch(noise, len(feats["f0"]))
+        speech_levels(noise, self._extractor_config.sample_rate)
 
     def settings(self) -> dict:
         return {"features": self._extractor_config.model_dump(),
@@ -253,6 +259,7 @@ class FeaturesStage(MapStage):
                "metadata": segment.metadata}
         row.update({k: feats[k].astype(np.float32) for k in FEATURE_NAMES})
         row[PITCH_COLUMN] = self._pitch(audio, row["n_frames"])
+        row.update(speech_levels(audio, self._extractor_config.sample_rate))
         return row
 
     def _pitch(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
@@ -285,6 +292,9 @@ def _features_table(rows: list[dict], metadata: dict[str, str]) -> pa.Table:
     schema = features_schema(metadata)
     columns = {name: pa.array([r[name] for r in rows], schema.field(name).type)
                for name, _ in BASE_FIELDS}
+    # a level without a value (digital silence has no active speech) is null, not NaN
+    columns.update({name: pa.array([r[name] for r in rows], type_, from_pandas=True)
+                    for name, type_ in LEVEL_FIELDS})
     columns.update(arrow_columns(metadata, [r["metadata"] for r in rows]))
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum([r["n_frames"] for r in rows])

@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from ..config import ProfileStageConfig
-from ..errors import ConfigError, ModelFormatError, NoPitchTrackError
+from ..errors import ConfigError, ModelFormatError, NoLevelsError, NoPitchTrackError
 from ..features.config import FeatureConfig
+from ..features.levels import LEVEL_COLUMNS
 from ..features.pitch import PITCH_COLUMN
 from ..profiles import (ATTRIBUTES, MEASURE_COLUMNS, SUMMARISED, Bins, describe,
                         find_speaker_column, hop_seconds, level_column, level_names,
@@ -64,18 +65,22 @@ class ProfileMeasuresStage(PartsStage):
     def plan(self) -> list[WorkUnit]:
         units = super().plan()
         if units:  # on the driver, before any worker starts: one part's schema says it all
-            _check_pitch(self.upstream_folder().child(units[0].items[0]["part"]))
+            _check_features(self.upstream_folder().child(units[0].items[0]["part"]))
         return units
 
     def process(self, unit: WorkUnit) -> UnitStats:
         table = self.read_part(unit)
         schema = table.schema
         carried = carried_columns(schema)
-        table = table.select([*IDENTITY, "duration_s", *carried, *FEATURES_READ, PITCH_COLUMN])
+        table = table.select([*IDENTITY, "duration_s", *LEVEL_COLUMNS, *carried, *FEATURES_READ,
+                              PITCH_COLUMN])
         offsets = table.column(PITCH_COLUMN).combine_chunks().offsets.to_numpy()
         frames = {name: _flat(table, name) for name in FEATURES_READ}
+        # null (digital silence) -> NaN
+        levels = {name: table.column(name).to_numpy() for name in LEVEL_COLUMNS}
         measures = utterance_measures(
-            frames, _flat(table, PITCH_COLUMN), offsets, hop_s=hop_seconds(_feature_config(schema)),
+            frames, _flat(table, PITCH_COLUMN), offsets, levels=levels,
+            hop_s=hop_seconds(_feature_config(schema)),
             duration_s=table.column("duration_s").to_numpy(), config=self.config.measure_config())
         out = table.select([*IDENTITY, *carried])
         for name in MEASURE_COLUMNS:
@@ -226,7 +231,9 @@ def bins_file(layout: RunLayout) -> Location:
     return layout.state("profile").child(BINS_FILE)
 
 
-def _check_pitch(part: Location) -> None:
+def _check_features(part: Location) -> None:
+    """The features part has what the profile reads besides the six features: the pitch track
+    and the levels."""
     schema = read_schema(part)
     rerun = ("; run the features stage again into a new output folder (or delete its "
              "features/) to profile this corpus")
@@ -235,6 +242,10 @@ def _check_pitch(part: Location) -> None:
                                 f"timbrespace_ray){rerun}")
     if not settings_of(schema).get("pitch", {}).get("enabled", True):
         raise NoPitchTrackError(f"{part.uri} was written with features.pitch.enabled: false{rerun}")
+    missing = [name for name in LEVEL_COLUMNS if name not in schema.names]
+    if missing:
+        raise NoLevelsError(f"{part.uri} has no {' or '.join(missing)} column (written by an "
+                            f"older timbrespace_ray){rerun}")
 
 
 def _feature_config(schema: pa.Schema) -> FeatureConfig:
