@@ -17,7 +17,8 @@ features stage's work per utterance (the six features and the pitch track) with 
 `speech_levels`, on the bundled recordings, in this process: the best CPU time of `--repeats`
 interleaved rounds.
 
-Run: .venv/bin/python tests/benchmarks/bench_snr.py [--seeds 3] [--repeats 5]   (about 30 s)
+Run: .venv/bin/python tests/benchmarks/bench_snr.py [--seeds 3] [--repeats 5] [--clean WAV...]
+(about 30 s)
 """
 from __future__ import annotations
 
@@ -62,9 +63,9 @@ def snr_feature(samples: np.ndarray) -> float:
     return float(features["snr"][features["f0"] != 0].mean())
 
 
-def accuracy(seeds: int) -> None:
+def accuracy(seeds: int, clean_paths: list[Path]) -> None:
     print("clean recordings, as snr_db reads them (a ceiling for the mixtures):")
-    for path in CLEAN:
+    for path in clean_paths:
         levels = speech_levels(load(path).astype(np.float32), SR)
         print(f"  {path.name:60s} speech {levels['speech_level_db']:6.1f} dB, noise "
               f"{levels['noise_level_db']:6.1f} dB, snr_db {estimate(load(path)):5.1f}")
@@ -72,7 +73,7 @@ def accuracy(seeds: int) -> None:
     ranked: list[tuple[float, float, float]] = []  # known, snr_db, the snr feature's mean
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
-        for path in CLEAN:
+        for path in clean_paths:
             clean = load(path)
             for name, make in NOISES.items():
                 noise = make(path, len(clean), rng)
@@ -80,7 +81,7 @@ def accuracy(seeds: int) -> None:
                     mixture = mix_at_snr(clean, noise, known)
                     errors[name][known].append(estimate(mixture) - known)
                     ranked.append((known, errors[name][known][-1] + known, snr_feature(mixture)))
-    n = seeds * len(CLEAN)
+    n = seeds * len(clean_paths)
     print(f"\nerror of snr_db, dB (estimate - known): signed median over {n} mixtures per cell")
     print(f"  {'noise':8s}" + "".join(f"{s:>7d}" for s in SNRS)
           + f"   |error| median {SCORED[0]}-{SCORED[1]} dB")
@@ -97,7 +98,7 @@ def accuracy(seeds: int) -> None:
     print(f"\nrank correlation with the known SNR over the {len(known)} mixtures: snr_db "
           f"{spearmanr(known, ours)[0]:.3f}, Timbrespace's snr feature {spearmanr(known, feature)[0]:.3f}")
     print("  the feature's mean by recording: clean, and in white noise at 30, 15 and 0 dB")
-    for path in CLEAN:
+    for path in clean_paths:
         clean = load(path)
         noise = white(len(clean), np.random.default_rng(0))
         values = [snr_feature(clean)] + [snr_feature(mix_at_snr(clean, noise, k)) for k in (30, 15, 0)]
@@ -141,8 +142,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3, help="noise draws per recording and type")
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds (the best counts)")
+    ap.add_argument("--clean", nargs="+", type=Path, default=CLEAN, metavar="WAV",
+                    help="other clean recordings to mix (default: the bundled clean ones), to "
+                    "check the estimate on speech it was not chosen on")
     args = ap.parse_args()
-    accuracy(args.seeds)
+    accuracy(args.seeds, args.clean)
     cost(args.repeats)
 
 

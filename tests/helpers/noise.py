@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from helpers.corpus import SPEECH
+from timbrespace_ray.audio import decode_audio
 from timbrespace_ray.features.levels import active_level_db
 
 SR = 16_000
@@ -26,9 +26,8 @@ def speaker_of(path: Path) -> str:
 
 
 def load(path: Path) -> np.ndarray:
-    samples, rate = sf.read(path, dtype="float32")
-    if rate != SR or samples.ndim != 1:
-        raise ValueError(f"{path.name}: expected mono {SR} Hz, got {rate} Hz, shape {samples.shape}")
+    """The recording as the features stage analyses it: mono, at SR."""
+    samples, _, _ = decode_audio(str(path), SR)
     return samples.astype(np.float64)
 
 
