@@ -162,3 +162,32 @@ def test_the_ranking_sentence_says_what_the_table_says(aucs, expected):
     from timbrespace_ray.evaluation.report import ranking
 
     assert ranking({"representations": {k: {"auc": v} for k, v in aucs.items()}}) == expected
+
+
+def test_standard_errors_are_a_jackknife_over_labels():
+    """Each label left out in turn (8 labels: one group each), recomputed from scratch with
+    scikit-learn's AUC and the plain ROC, gives the same errors as the one-sort jackknife."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(8), 6)
+    centres = rng.normal(size=(8, 5)) * np.linspace(0.2, 2.0, 8)[:, None]  # easy and hard labels
+    x = centres[labels] + rng.normal(size=(len(labels), 5))
+    pairs = pair_scores(x, labels)
+    auc_se, eer_se = metrics.jackknife_errors(pairs)
+    first, second = pairs.labels
+    aucs, eers = [], []
+    for left_out in range(8):
+        kept = (first != left_out) & (second != left_out)
+        aucs.append(roc_auc_score(pairs.same[kept], pairs.scores[kept]))
+        eers.append(equal_error_rate(*roc_curve(pairs.scores[kept], pairs.same[kept])))
+
+    def jackknife(v):
+        return math.sqrt(7 / 8 * np.sum((np.asarray(v) - np.mean(v)) ** 2))
+
+    assert auc_se == pytest.approx(jackknife(aucs), rel=1e-9)
+    assert eer_se == pytest.approx(jackknife(eers), rel=1e-9)
+    # far above the binomial error a count of independent pairs would suggest
+    n_pos = int(pairs.same.sum())
+    auc = roc_auc(pairs.scores, pairs.same)
+    assert auc_se > 2 * math.sqrt(auc * (1 - auc) / n_pos)
+    figures = retrieval_figures(x, labels)
+    assert (figures["auc_stderr"], figures["eer_stderr"]) == (auc_se, eer_se)

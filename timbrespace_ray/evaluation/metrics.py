@@ -5,6 +5,14 @@ when both carry the same label; ROC AUC and the equal error rate say how well th
 separates target from non-target trials. Retrieval: leave-one-out 1-NN accuracy, whether each
 utterance's nearest other utterance carries its label. Memory stays bounded whatever the number
 of utterances: pairs are sampled beyond `max_pairs`, and score matrices are built in row blocks.
+
+Standard errors. The trials of one label (speaker) are not independent of one another: a
+speaker who is easy or hard to tell apart moves all of them, so a binomial error over pairs
+would be far too small. AUC and EER get a grouped jackknife over labels instead: the labels are
+dealt into at most `JACKKNIFE_GROUPS` groups (each label its own group when there are that few),
+the figure is recomputed with each group's utterances left out, and the spread of those values
+gives the error, sqrt((G - 1) / G * sum((v_g - mean v)^2)). 1-NN accuracy keeps the binomial
+error over its queries.
 """
 from __future__ import annotations
 
@@ -21,6 +29,9 @@ DEFAULT_MAX_QUERIES = 50_000
 BLOCK_ELEMENTS = 1 << 22
 # false-accept rates at which ROC/DET curves are reported: dense near both ends, where DET plots
 # (probit axes) spread them out, so that a few hundred points draw any curve
+# groups of labels the jackknife leaves out in turn: the error's own precision grows with them,
+# and so does its cost (one pass over the sorted pairs each)
+JACKKNIFE_GROUPS = 20
 CURVE_GRID = np.unique(np.concatenate([np.linspace(0.0, 1.0, 101), np.logspace(-5, 0, 101),
                                        1.0 - np.logspace(-5, 0, 101)]))
 
@@ -44,6 +55,7 @@ class PairScores:
     same: np.ndarray    # [P] whether its two utterances share a label (a target trial)
     total_pairs: int    # pairs there are: n (n - 1) / 2
     sampled: bool       # scores cover a uniform sample of them, not all
+    labels: tuple[np.ndarray, np.ndarray] | None = None  # [P] each side's label code
 
 
 def pair_scores(vectors: np.ndarray, labels, max_pairs: int = DEFAULT_MAX_PAIRS,
@@ -65,29 +77,72 @@ def pair_scores(vectors: np.ndarray, labels, max_pairs: int = DEFAULT_MAX_PAIRS,
     chunk = max(1, BLOCK_ELEMENTS // max(1, x.shape[1]))
     scores = np.concatenate([np.einsum("ij,ij->i", x[first[s:s + chunk]], x[second[s:s + chunk]])
                              for s in range(0, len(first), chunk)] or [np.zeros(0)])
-    return PairScores(scores, codes[first] == codes[second], total, total > max_pairs)
+    return PairScores(scores, codes[first] == codes[second], total, total > max_pairs,
+                      (codes[first], codes[second]))
 
 
 def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
     """Probability that a random target trial outscores a random non-target one, ties counted
     half: the Mann-Whitney U statistic from average ranks."""
+    order = np.argsort(scores, kind="stable")
+    return _auc_of_sorted(scores[order], same[order])
+
+
+def _auc_of_sorted(scores: np.ndarray, same: np.ndarray) -> float:
+    """roc_auc of trials already sorted by increasing score."""
     n_pos, n_neg = _trial_counts(same)
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based, ties share their mean rank
-    ranks = average_rank[inverse.ravel()]
+    starts = np.r_[0, np.flatnonzero(np.diff(scores)) + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    average_rank = (starts + ends + 1) / 2.0  # 1-based, ties share their mean rank
+    ranks = np.repeat(average_rank, ends - starts)
     return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def roc_curve(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(false-accept rate, true-accept rate) when accepting scores >= each distinct score, from
     the highest down, starting at (0, 0) and ending at (1, 1)."""
-    n_pos, n_neg = _trial_counts(same)
     order = np.argsort(-scores, kind="stable")
-    ordered, target = scores[order], same[order]
+    return _roc_of_sorted(scores[order], same[order])
+
+
+def _roc_of_sorted(ordered: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """roc_curve of trials already sorted by decreasing score."""
+    n_pos, n_neg = _trial_counts(target)
     last_of_score = np.r_[np.flatnonzero(np.diff(ordered)), len(ordered) - 1]
     tpr = np.r_[0.0, np.cumsum(target)[last_of_score] / n_pos]
     fpr = np.r_[0.0, np.cumsum(~target)[last_of_score] / n_neg]
     return fpr, tpr
+
+
+def jackknife_errors(pairs: PairScores, groups: int = JACKKNIFE_GROUPS
+                     ) -> tuple[float | None, float | None]:
+    """(standard error of the AUC, of the EER) by a grouped jackknife over labels (module
+    docstring); None where fewer than 2 groups leave both kinds of trial."""
+    first, second = pairs.labels
+    n_labels = int(max(first.max(initial=-1), second.max(initial=-1))) + 1
+    # labels dealt into groups by a fixed permutation, so that a group is no alphabetical run
+    group_of = np.random.default_rng(0).permutation(n_labels) % min(groups, n_labels)
+    order = np.argsort(-pairs.scores, kind="stable")  # one sort serves every left-out group
+    ordered, target = pairs.scores[order], pairs.same[order]
+    g1, g2 = group_of[first[order]], group_of[second[order]]
+    aucs, eers = [], []
+    for g in range(min(groups, n_labels)):
+        kept = (g1 != g) & (g2 != g)
+        positives = int(np.count_nonzero(target[kept]))
+        if positives == 0 or positives == int(np.count_nonzero(kept)):
+            continue
+        scores, same = ordered[kept], target[kept]
+        aucs.append(_auc_of_sorted(scores[::-1], same[::-1]))
+        eers.append(equal_error_rate(*_roc_of_sorted(scores, same)))
+    return _jackknife(aucs), _jackknife(eers)
+
+
+def _jackknife(values: list[float]) -> float | None:
+    g = len(values)
+    if g < 2:
+        return None
+    v = np.asarray(values)
+    return float(math.sqrt((g - 1) / g * np.sum((v - v.mean()) ** 2)))
 
 
 def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
@@ -167,10 +222,12 @@ def retrieval_figures(vectors: np.ndarray, labels, max_pairs: int = DEFAULT_MAX_
     figures = {"pairs": {"scored": len(pairs.scores), "total": pairs.total_pairs,
                          "sampled": pairs.sampled, "target": n_target,
                          "non_target": len(pairs.same) - n_target},
-               "auc": None, "eer": None, "roc": None}
+               "auc": None, "auc_stderr": None, "eer": None, "eer_stderr": None, "roc": None}
     if 0 < n_target < len(pairs.same):
         fpr, tpr = roc_curve(pairs.scores, pairs.same)
-        figures.update(auc=roc_auc(pairs.scores, pairs.same), eer=equal_error_rate(fpr, tpr),
+        auc_stderr, eer_stderr = jackknife_errors(pairs)
+        figures.update(auc=roc_auc(pairs.scores, pairs.same), auc_stderr=auc_stderr,
+                       eer=equal_error_rate(fpr, tpr), eer_stderr=eer_stderr,
                        roc={"fpr": CURVE_GRID.tolist(), "tpr": tpr_on_grid(fpr, tpr).tolist()})
     nn = nearest_neighbour(vectors, labels, max_queries, seed)
     figures["nearest_neighbour"] = {"accuracy": nn.accuracy, "stderr": nn.stderr,

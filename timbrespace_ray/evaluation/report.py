@@ -25,18 +25,23 @@ DET_LIMITS = (0.0005, 0.99)
 
 
 def results_table(doc: dict) -> str:
-    """The Markdown table: one row per representation."""
-    rows = [("representation", "dim", "AUC", "EER", "1-NN acc ± SE")]
+    """The Markdown table: one row per representation, each figure with its standard error."""
+    rows = [("representation", "dim", "AUC ± SE", "EER ± SE", "1-NN acc ± SE")]
     for name, r in doc["representations"].items():
         nn = r["nearest_neighbour"]
-        accuracy = ("n/a" if nn["accuracy"] is None
-                    else f"{nn['accuracy']:.1%} ± {nn['stderr']:.1%}")
-        rows.append((name, str(r["dim"]), _or_na(r["auc"], "{:.3f}"), _or_na(r["eer"], "{:.1%}"),
-                     accuracy))
+        rows.append((name, str(r["dim"]), _with_error(r["auc"], r.get("auc_stderr"), "{:.3f}"),
+                     _with_error(r["eer"], r.get("eer_stderr"), "{:.1%}"),
+                     _with_error(nn["accuracy"], nn["stderr"], "{:.1%}")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def _with_error(value: float | None, stderr: float | None, fmt: str) -> str:
+    if value is None:
+        return "n/a"
+    return fmt.format(value) + ("" if stderr is None else " ± " + fmt.format(stderr))
 
 
 def ranking(doc: dict, subject: str = "embeddings") -> str:
@@ -81,7 +86,9 @@ def markdown(doc: dict) -> str:
 {results_table(doc)}
 
 AUC and EER: every pair of utterances (or a uniform sample of pairs) scored by cosine; a pair is
-a target when both share a `{label}`. 1-NN: leave-one-out, whether each utterance's most similar
+a target when both share a `{label}`; their standard errors come from a jackknife over the
+labels (each left out in turn, or groups of them), since the pairs of one `{label}` are not
+independent. 1-NN: leave-one-out, whether each utterance's most similar
 other utterance shares its `{label}`; chance is what a neighbour drawn at random would score.
 Utterances: {u['which']} ({u['seen']} in the embeddings, {u['unlabelled']} without a label,
 {u['left_out_as_trained_on']} left out as the encoder's training data, {u['evaluated']}
