@@ -232,11 +232,12 @@ def _run(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluation.run import run_evaluation
+    from .evaluation.run import run_evaluations
 
     limits = {k: v for k, v in (("max_utterances", args.max_utterances),
                                 ("max_pairs", args.max_pairs)) if v is not None}
-    run_evaluation(_load(args), args.label, args.utterances, **limits)
+    labels = [c for arg in args.label or [] for c in _comma_list(arg)]
+    run_evaluations(_load(args), labels or None, args.utterances, **limits)
     return 0
 
 
@@ -374,9 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
                   "[options]", ("timbrespace-ray evaluate --output out/",
                                 "timbrespace-ray evaluate --output out/ --label gender"))
     group = ev.add_argument_group("evaluation")
-    group.add_argument("--label", metavar="COLUMN",
-                       help="the metadata column to tell apart (default: the speaker column, "
-                       "--speaker-column or found as the profile stage finds it)")
+    group.add_argument("--label", action="append", metavar="COLUMN",
+                       help="a label to tell apart: a carried column (speaker, language...) or "
+                       "a profile level (pitch_level, variation_level, rate_level, "
+                       "noise_level); repeat it, or commas (default: the speaker column as the "
+                       "profile stage finds it, language and gender where carried, and the "
+                       "pitch, variation and rate levels once profiled)")
     group.add_argument("--utterances", choices=["heldout", "all"], default="heldout",
                        help="heldout: those the encoder's validation split kept out of "
                        "training (all, with a warning, when it records none); all: every "

@@ -47,6 +47,10 @@ class ConfigError(TimbrespaceError, ValueError):
     """A configuration key or value is invalid."""
 
 
+class TooFewLabelsError(ConfigError):
+    """The utterances to evaluate carry fewer than two values of the label."""
+
+
 class ModelFormatError(TimbrespaceError, ValueError):
     """A model file does not have the expected layout."""
 

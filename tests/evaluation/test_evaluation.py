@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ from timbrespace_ray.evaluation.report import DESCRIPTIONS
 from timbrespace_ray.evaluation.representations import (compared, encoder_vectors,
                                                         feature_statistics, standardised,
                                                         token_frequencies, untrained_encoder)
-from timbrespace_ray.evaluation.run import NOT_HELD_OUT, run_evaluation
+from timbrespace_ray.evaluation.run import NOT_HELD_OUT, run_evaluation, run_evaluations
 from timbrespace_ray.evaluation.selection import SAMPLE_SEED, Holdout, candidates, cutoff
 from timbrespace_ray.features import FEATURE_NAMES
 from timbrespace_ray.executors import LocalExecutor
@@ -279,7 +280,8 @@ def test_a_sample_beyond_max_utterances(output, tmp_path):
 
 
 def test_errors_name_what_to_do(output, tmp_path):
-    with pytest.raises(ConfigError, match="no label column 'accent'.*carry speaker, gender"):
+    with pytest.raises(ConfigError, match="no label column 'accent'.*labels there are speaker, "
+                       "gender$"):
         evaluate(tmp_path / "out", label="accent")
     with pytest.raises(ConfigError, match="fewer than 2 distinct 'gender' labels"):
         evaluate(tmp_path / "out", label="gender")
@@ -322,4 +324,37 @@ def test_parts_that_disagree_are_an_error(tmp_path):
 
 def test_cli_unknown_label_exits_2_naming_the_carried_columns(output, tmp_path, capsys):
     assert main(["evaluate", "--output", str(tmp_path / "out"), "--label", "accent"]) == 2
-    assert "carry speaker, gender" in capsys.readouterr().err
+    assert "the labels there are speaker, gender" in capsys.readouterr().err
+
+
+def test_every_default_label_and_the_profile_levels(output, tmp_path):
+    """Without --label: the speaker column, gender (one value here: left out, with a line),
+    and once profiled the pitch, variation and rate levels, joined from the profiles parts by
+    utt_id; their AUCs side by side in evaluation/summary.md."""
+    pitch = {"ann": "high", "bob": "high", "cy": "low", None: None}
+    for part in ("part-000000.parquet", "part-000001.parquet"):
+        ids = pq.read_table(tmp_path / "out" / "features" / part).column("utt_id")
+        who = [SPEAKERS[int(u[3:])] for u in ids.to_pylist()]
+        write_table(output.child("profiles", part), pa.table({
+            "utt_id": ids, "pitch_level": [pitch[w] for w in who],
+            "variation_level": ["medium" if w == "ann" else "monotone" for w in who],
+            "rate_level": ["fast" if i % 2 else "slow" for i in range(len(who))]}),
+            provenance("profile", {}))
+    config = PipelineConfig(output=str(tmp_path / "out"))
+    with lines_said() as lines:
+        docs = run_evaluations(config, executor=LocalExecutor())
+    assert list(docs) == ["speaker"]  # not profiled yet: no level labels
+    RunLayout(output).summary("profile").write_json({"stage": "profile"})
+    with lines_said() as lines:
+        docs = run_evaluations(config, executor=LocalExecutor())
+    assert list(docs) == ["speaker", "pitch_level", "variation_level", "rate_level"]
+    assert any(line.startswith("evaluate: gender left out: fewer than 2 distinct 'gender'")
+               for line in lines)
+    level = docs["pitch_level"]
+    assert level["labels"]["count"] == 2 and level["utterances"]["evaluated"] == 12
+    assert level["representations"]["embeddings"]["pairs"]["target"] == 9 * 8 // 2 + 3
+    assert docs["variation_level"]["utterances"]["evaluated"] == 13
+    summary = (tmp_path / "out" / "evaluation" / "summary.md").read_text()
+    header = next(line for line in summary.splitlines() if line.startswith("| representation"))
+    assert [c.strip() for c in header.split("|")[2:6]] == [
+        "speaker", "pitch_level", "variation_level", "rate_level"]

@@ -17,12 +17,16 @@ import torch
 from ..encoder import pool_windows
 from ..errors import InconsistentPartsError
 from ..features.analysis import FEATURE_NAMES
+from ..profiles import ATTRIBUTES, level_column
 from ..storage import Location
 from ..tables import flat_lists, read_part
 from .representations import (encoder_vectors, feature_statistics, token_frequencies,
                               untrained_encoder)
 from .selection import Candidates, Holdout, candidates
 
+# labels the profiles table gives each utterance (its level words), joined by utt_id from the
+# same-named part: the profile stage numbers its parts as the features stage does
+PROFILE_LABELS = tuple(level_column(a) for a in ATTRIBUTES)
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,7 @@ class PartCandidates:
 
 
 def candidate_positions(part: str, spec: PartsSpec) -> PartCandidates:
-    found = _candidates(read_part(spec.output.child("embeddings", part), _candidate_columns(spec)),
-                        spec)
+    found = _candidates(_labelled_rows(part, spec), spec)
     return PartCandidates(found.positions[:spec.max_utterances], found.counts(),
                           found.first_of_each_label())
 
@@ -58,8 +61,7 @@ def part_vectors(item: tuple[str, float], spec: PartsSpec) -> dict:
     trained embeddings, feature statistics, token frequencies and untrained encoder's vectors."""
     part, last = item
     stage = spec.output.child
-    embeddings = read_part(stage("embeddings", part),
-                       [*_candidate_columns(spec), "n_frames", "embedding"])
+    embeddings = _labelled_rows(part, spec, ("n_frames", "embedding"))
     utt_ids, labels = _candidates(embeddings, spec).up_to(last)
     windows = _rows_of(embeddings, utt_ids)
     index = {u: i for i, u in enumerate(utt_ids)}
@@ -85,9 +87,20 @@ def part_vectors(item: tuple[str, float], spec: PartsSpec) -> dict:
             "untrained encoder": untrained}
 
 
-def _candidate_columns(spec: PartsSpec) -> list[str]:
+def _labelled_rows(part: str, spec: PartsSpec, columns: tuple[str, ...] = ()) -> pa.Table:
+    """The embeddings part's rows with utt_id, the label (a profile label joined from the
+    profiles part), the holdout key and `columns`."""
+    joined = spec.label in PROFILE_LABELS
     key = [spec.holdout.key] if spec.holdout else []
-    return list(dict.fromkeys(["utt_id", spec.label, *key]))
+    wanted = list(dict.fromkeys(["utt_id", *([] if joined else [spec.label]), *key, *columns]))
+    table = read_part(spec.output.child("embeddings", part), wanted)
+    if joined:
+        profiles = read_part(spec.output.child("profiles", part), ["utt_id", spec.label])
+        level = dict(zip(profiles.column("utt_id").to_pylist(),
+                         profiles.column(spec.label).to_pylist()))
+        table = table.append_column(spec.label, pa.array(
+            [level.get(u) for u in table.column("utt_id").to_pylist()], pa.string()))
+    return table
 
 
 def _candidates(table: pa.Table, spec: PartsSpec) -> Candidates:

@@ -32,6 +32,25 @@ def results_table(doc: dict) -> str:
         rows.append((name, str(r["dim"]), _with_error(r["auc"], r.get("auc_stderr"), "{:.3f}"),
                      _with_error(r["eer"], r.get("eer_stderr"), "{:.1%}"),
                      _with_error(nn["accuracy"], nn["stderr"], "{:.1%}")))
+    return _markdown(rows)
+
+
+def labels_table(docs: dict[str, dict]) -> str:
+    """Markdown: one row per representation, one column per label, AUC ± SE."""
+    labels = list(docs)
+    names = list(dict.fromkeys(n for d in docs.values() for n in d["representations"]))
+    rows = [("representation", *labels)]
+    for name in names:
+        cells = []
+        for label in labels:
+            r = docs[label]["representations"].get(name)
+            cells.append("n/a" if r is None else _with_error(r["auc"], r.get("auc_stderr"),
+                                                                "{:.3f}"))
+        rows.append((name, *cells))
+    return _markdown(rows)
+
+
+def _markdown(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

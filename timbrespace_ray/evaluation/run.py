@@ -1,5 +1,11 @@
 """`timbrespace-ray evaluate`: does the encoder's embedding tell a label apart, and does it
-beat simple baselines? Writes `OUTPUT/evaluation/<label>/`.
+beat simple baselines? Writes `OUTPUT/evaluation/<label>/` for each label, and with several
+labels `OUTPUT/evaluation/summary.md`.
+
+Labels are the tables' carried columns (speaker, language, gender...) and the profile's level
+words (`pitch_level`, `variation_level`, `rate_level`, `noise_level`), joined by utt_id. By
+default: the speaker column, `language` and `gender` where carried, and the pitch, variation
+and rate levels once the profile stage has finished.
 
 Two rounds of work over the embeddings parts, one call per part on one CPU each (reading, and
 for the second round an untrained encoder's forward passes, which torch runs on one thread):
@@ -17,7 +23,7 @@ import numpy as np
 
 from ..config import PipelineConfig
 from ..encoder import EmbeddingNormalization
-from ..errors import ConfigError
+from ..errors import ConfigError, TooFewLabelsError
 from ..executors import Executor, RayExecutor, Resources
 from ..layout import RunLayout
 from ..pipeline import output_of
@@ -28,8 +34,8 @@ from ..stages.train import TRAINING_RECORD
 from ..storage import Location, redact_uri
 from ..tables import carried_columns, read_schema, read_settings
 from .metrics import DEFAULT_MAX_PAIRS, DEFAULT_MAX_QUERIES, retrieval_figures
-from .parts import PartCandidates, PartsSpec, candidate_positions, part_vectors
-from .report import counts_line, results_table, write_outputs
+from .parts import PROFILE_LABELS, PartCandidates, PartsSpec, candidate_positions, part_vectors
+from .report import counts_line, labels_table, results_table, write_outputs
 from .representations import UNTRAINED_SEED, compared
 from .selection import SAMPLE_SEED, Holdout, cutoff
 
@@ -39,6 +45,9 @@ NOT_HELD_OUT = "not held out: the encoder saw these utterances"
 PART_RESOURCES = Resources(num_cpus=1.0)
 READS = ("features", "tokens", "embed")  # the stages whose tables evaluate reads
 SCORING_SEED = 0  # pair sample and 1-NN query sample
+# what the default labels add to the speaker column: carried columns, then profile levels
+DEFAULT_CARRIED_LABELS = ("language", "gender")
+DEFAULT_PROFILE_LABELS = ("pitch_level", "variation_level", "rate_level")
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +70,10 @@ def run_evaluation(cfg: PipelineConfig, label: str | None = None, utterances: st
     carried = carried_columns(read_schema(first))
     if label is None:
         label = _speaker_label(carried, cfg.profile.speaker_column)
-    if label not in carried:
-        raise ConfigError(f"no label column {label!r} in {out.uri}: the tables carry "
-                          f"{', '.join(carried) or 'no metadata columns'}")
+    available = _labels_available(out, carried)
+    if label not in available:
+        raise ConfigError(f"no label column {label!r} in {out.uri}: the labels there are "
+                          f"{', '.join(available) or 'none'}")
     encoder_uri = cfg.embed.checkpoint or out.child("encoder").uri
     split = _holdout(encoder_uri, opts)
     holdout = split if utterances == "heldout" else None
@@ -117,6 +127,55 @@ def run_evaluation(cfg: PipelineConfig, label: str | None = None, utterances: st
     return doc
 
 
+def run_evaluations(cfg: PipelineConfig, labels: list[str] | None = None,
+                    utterances: str = "heldout", executor: Executor | None = None,
+                    **limits) -> dict[str, dict]:
+    """`run_evaluation` for each of `labels` (default: `default_labels`), one after another;
+    with several, their AUCs side by side in `OUTPUT/evaluation/summary.md`. A default label
+    that has fewer than two values among the evaluated utterances is left out, with a line."""
+    asked = bool(labels)
+    labels = labels or default_labels(cfg)
+    executor = executor or RayExecutor.of(cfg.ray)
+    docs = {}
+    for label in labels:
+        try:
+            docs[label] = run_evaluation(cfg, label, utterances, executor=executor, **limits)
+        except TooFewLabelsError as exc:
+            if asked:
+                raise
+            log.info("evaluate: %s left out: %s", label, exc)
+    if len(docs) > 1:
+        table = labels_table(docs)
+        folder = output_of(cfg).child("evaluation")
+        folder.child("summary.md").write_atomic(
+            f"# Which labels the embeddings tell apart\n\nAUC ± SE by label ({utterances} "
+            f"utterances; each label's folder has the rest).\n\n{table}\n".encode())
+        for line in ["", "AUC ± SE by label:", table, f"-> {folder.uri}/summary.md"]:
+            log.info(line)
+    return docs
+
+
+def default_labels(cfg: PipelineConfig) -> list[str]:
+    """The speaker column (when one is found), `language` and `gender` where carried, and the
+    profile's pitch, variation and rate levels when the profile stage has finished."""
+    out = output_of(cfg)
+    carried = carried_columns(read_schema(out.child("embeddings", _embeddings_parts(out)[0])))
+    speaker = find_speaker_column(carried, cfg.profile.speaker_column).name
+    profiled = RunLayout(out).completed("profile") is not None
+    labels = [*([speaker] if speaker else []), *(c for c in DEFAULT_CARRIED_LABELS if c in carried),
+              *(DEFAULT_PROFILE_LABELS if profiled else ())]
+    if not labels:
+        raise ConfigError(f"no label to evaluate in {out.uri}: no speaker column found and no "
+                          "profile levels; name a carried column with --label")
+    log.info("evaluate: labels %s", ", ".join(labels))
+    return labels
+
+
+def _labels_available(out: Location, carried: list[str]) -> list[str]:
+    profiled = RunLayout(out).completed("profile") is not None
+    return [*carried, *(PROFILE_LABELS if profiled else ())]
+
+
 def _speaker_label(carried: list[str], configured: str | None) -> str:
     found = find_speaker_column(carried, configured)
     if found.name is None:
@@ -139,7 +198,7 @@ def _gather(executor: Executor, parts: list[str], spec: PartsSpec,
     if len(labels) < 2:
         hint = (" (held-out utterances only; --utterances all evaluates every one)"
                 if which == "heldout" else "")
-        raise ConfigError(f"fewer than 2 distinct {spec.label!r} labels among the {chosen} "
+        raise TooFewLabelsError(f"fewer than 2 distinct {spec.label!r} labels among the {chosen} "
                           f"labelled utterances{hint}: nothing to tell apart")
     log.info("evaluate: %d utterances, %d labels; computing their vectors", chosen, len(labels))
     items = [(p, last) for p, f in zip(parts, found) if len(f.positions) and f.positions[0] <= last]
