@@ -28,6 +28,9 @@ bench-inputs: venv
 bench-recipe: venv
 	$(BIN)/python tests/benchmarks/bench_recipe.py --set train.cpus_per_worker=2
 
+bench-embeddings: venv
+	$(BIN)/python tests/benchmarks/bench_embeddings.py
+
 bench-pitch: venv
 	$(BIN)/python tests/benchmarks/bench_pitch.py
 
