@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench bench-inputs bench-recipe bench-pitch bench-profile bench-snr gpu-check venv clean
+.PHONY: demo test bench bench-inputs bench-recipe bench-embeddings bench-pitch bench-profile bench-snr gpu-check venv clean
 
 $(BIN)/timbrespace-ray: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
