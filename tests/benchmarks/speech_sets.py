@@ -77,8 +77,8 @@ class Voice:
     package: str
     patterns: tuple[str, ...]  # globs of its recordings, relative to the unpacked package
     labelled_by: str
-    credit_file: str = ""      # package file that must hold `credit` (the label's evidence)
-    credit: str = ""
+    credit_file: str = ""      # package file where the regex `credit` must match: the label's
+    credit: str = ""           # evidence, recorded in corpus.json
     exclude: str = ""          # regex of relative paths to leave out
     gender: str = ""
 
@@ -103,24 +103,26 @@ LETTERS = (
     Voice("letters", "klettres_ar", "ar", "klettres-data",
           ("usr/share/klettres/ar/alpha/*.ogg",),
           "the language folder, whose sounds.xml names the reader: Rafik, a child",
-          "usr/share/klettres/ar/sounds.xml", "Rafik"),
+          "usr/share/klettres/ar/sounds.xml", r"Rafik, my little nephew's voice"),
     Voice("letters", "klettres_lt", "lt", "klettres-data",
           ("usr/share/klettres/lt/alpha/*.ogg", "usr/share/klettres/lt/syllab/*.ogg"),
           "the language folder, whose sounds.xml credits Liudas Ali\u0161auskas (as maker)",
-          "usr/share/klettres/lt/sounds.xml", "Liudas"),
+          "usr/share/klettres/lt/sounds.xml", r"Made by Liudas Ali\u0161auskas"),
     *(_klettres(folder, KLETTRES_FOLDER)
       for folder in ("cs", "da", "de", "en_GB", "es", "fr", "he", "hu", "it", "ml", "nl",
                      "pt_BR", "tn", "uk")),
 )
 TUXPAINT_CHANGES = "usr/share/doc/tuxpaint-stamps-default/changelog.gz"
-TUXPAINT = {"be": ("kseniya_buraya", "Kseniya Buraya"),
-            "bg": ("krasimir_petkov", "Krasimir Petkov"),
-            "ca": ("pere_pujal", "Pere Pujal"),
-            "da": ("joe_dalton", "Joe Dalton"),
-            "el": ("kiriaki_serafeim", "Kiriaki SERAFEIM"),
-            "es": ("estefania_ortiz", "Estefan\u00eda Ortiz"),
-            "ro": ("tabbytha", "Tabbytha"),
-            "ru": ("edwin_veber", "Edwin Veber")}
+# the changelog's credit for each language's descriptive sounds (the Romanian and Russian ones
+# in its list of "Descriptive sounds by GCI students")
+TUXPAINT = {"be": ("kseniya_buraya", r"Descriptive sounds by Kseniya Buraya"),
+            "bg": ("krasimir_petkov", r"Descriptive sounds Krasimir Petkov"),
+            "ca": ("pere_pujal", r"Catalan spoken translations of all.*\n\s*Pere Pujal Carabantes"),
+            "da": ("joe_dalton", r"Danish descriptive sounds\s+Joe Dalton"),
+            "el": ("kiriaki_serafeim", r"Greek descriptive sounds\s+Kiriaki SERAFEIM"),
+            "es": ("estefania_ortiz", r"Descriptive sounds Estefan\u00eda Ortiz"),
+            "ro": ("tabbytha", r"Romanian:\s+Tabbytha"),
+            "ru": ("edwin_veber", r"Rusian:\s+Edwin Veber")}
 DESCRIPTIONS = tuple(
     Voice("descriptions", speaker, lang, "tuxpaint-stamps-default",
           (f"usr/share/tuxpaint/stamps/**/*_desc_{lang}.ogg",),
@@ -151,11 +153,11 @@ def licence(voice: Voice, root: Path) -> tuple[str, str]:
         raise CorpusError(f"{voice.package}: no `Files: *` stanza in {doc}")
     credit = ""
     if voice.credit:
-        text = _text(root / voice.credit_file)
-        credit = next((ln.strip() for ln in text.splitlines() if voice.credit in ln), "")
-        if not credit:
-            raise CorpusError(f"{voice.package}: {voice.credit_file} does not credit "
+        match = re.search(voice.credit, _text(root / voice.credit_file))
+        if match is None:
+            raise CorpusError(f"{voice.package}: {voice.credit_file} does not match "
                               f"{voice.credit!r}; check the speaker label of {voice.speaker}")
+        credit = " ".join(match.group(0).split())
     return stanza.get("License", "?"), credit or stanza.get("Copyright", "").strip()
 
 
