@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench bench-inputs bench-recipe bench-embeddings bench-pitch bench-profile bench-snr gpu-check venv clean
+.PHONY: demo test bench bench-inputs bench-recipe bench-embeddings bench-pitch bench-profile bench-snr bench-suite gpu-check venv clean
 
 $(BIN)/timbrespace-ray: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench-profile: venv
 
 bench-snr: venv
 	$(BIN)/python tests/benchmarks/bench_snr.py
+
+# the evaluation suite's sets (Debian packages fetched with apt-get: needs the network once)
+bench-suite: venv
+	$(BIN)/python tests/benchmarks/speech_sets.py
 
 # on a CUDA machine: tokens, train and embed on the GPU in bf16 (k-means via cuML when installed)
 gpu-check: venv

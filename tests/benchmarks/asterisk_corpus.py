@@ -43,28 +43,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
-import soundfile as sf
+from packaged_speech import CorpusError, decode_gsm, dep5_stanza, fetch, index, stable_hash
 
 DEFAULT_CACHE = Path("~/.cache/timbrespace_ray/asterisk")
 SOUNDS = Path("usr/share/asterisk/sounds")
 MIN_SECONDS = 1.0
 # not the talent's voice: tones, beeps, and the monkeys (one recording copied into each package)
 NON_SPEECH = {"tt-monkeys", "beep", "beeperr", "ascending-2tone", "descending-2tone"}
-
-
-class CorpusError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -96,63 +88,15 @@ FREE_FORM_LICENCES = (
 )
 
 
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha1(text.encode()).digest(), "big")
-
-
-def _apt_download(package: str, folder: Path) -> None:
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise CorpusError("apt-get and dpkg-deb are needed: this corpus is built from Debian "
-                          "packages (run on Debian or Ubuntu)")
-    done = subprocess.run(["apt-get", "download", package], cwd=folder, capture_output=True,
-                          text=True)
-    if done.returncode == 0:
-        return
-    err = done.stderr.strip()
-    if re.search(r"Unable to locate package|Can't select candidate|has no installation", err):
-        raise LookupError(f"{package}: not in this system's package lists (`apt-get update` "
-                          f"refreshes them): {err.splitlines()[-1]}")
-    if re.search(r"Could not resolve|Failed to fetch|Temporary failure|Connection|timed out", err):
-        raise CorpusError(f"the Debian archive is unreachable (apt-get download {package}): {err}")
-    raise CorpusError(f"apt-get download {package} failed ({done.returncode}): {err}")
-
-
-def fetch(package: str, cache: Path) -> Path:
-    """The package unpacked under cache/pkgs/<package>; fetched only when not there yet."""
-    root = cache / "pkgs" / package
-    if root.is_dir():  # renamed into place only once completely unpacked
-        return root
-    debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    if not list(debs.glob(f"{package}_*.deb")):
-        _apt_download(package, debs)
-    deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
-    partial = root.with_name(package + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        deb.unlink()  # a truncated download: fetched again next time
-        raise CorpusError(f"dpkg-deb -x {deb.name} failed: {done.stderr.strip()}")
-    (partial / ".version").write_text(unquote(deb.name.split("_")[1]))
-    partial.rename(root)
-    deb.unlink()  # the unpacked tree is what is kept
-    return root
-
-
 def licence(voice: Voice, root: Path) -> tuple[str, str]:
     """(licence, credit line) from the package's copyright, after checking that it credits the
     voice this module labels it with (a repackaged voice must not keep a wrong speaker label)."""
     doc = root / "usr/share/doc" / voice.package
     text = (doc / "copyright").read_text(errors="replace")
     if voice.stanza is not None:  # DEP-5: the stanza whose `Files:` names the pattern
-        for stanza in re.split(r"\n\s*\n", text):
-            fields = dict(re.findall(r"^([A-Za-z-]+):[ \t]*(.*)$", stanza, re.M))
-            if voice.stanza in fields.get("Files", "").split():
-                if voice.credit not in stanza:
-                    break
-                return fields.get("License", "?"), fields.get("Copyright", "").strip()
+        fields = dep5_stanza(text, voice.stanza)
+        if fields is not None and voice.credit in fields["text"]:
+            return fields.get("License", "?"), fields.get("Copyright", "").strip()
         raise CorpusError(f"{voice.package}: no `Files: {voice.stanza}` stanza crediting "
                           f"{voice.credit!r} in {doc}/copyright; check the speaker label")
     # free-form: the README (LEEME) may name the talent; it is Latin-1 in es-co
@@ -167,49 +111,29 @@ def licence(voice: Voice, root: Path) -> tuple[str, str]:
     return "unknown (see copyright)", line
 
 
-def _decode_gsm(src: Path, dst: Path) -> None:
-    """Raw GSM 6.10 (headerless, 8 kHz mono) to 16-bit WAV: the pipeline reads no .gsm."""
-    if dst.exists():
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp.wav")
-    if "GSM610" in sf.available_subtypes("RAW"):
-        audio, rate = sf.read(src, format="RAW", subtype="GSM610", samplerate=8000, channels=1)
-        sf.write(tmp, audio, rate, subtype="PCM_16")
-    elif shutil.which("sox"):
-        subprocess.run(["sox", "-t", "gsm", str(src), "-b", "16", str(tmp)], check=True)
-    else:
-        raise CorpusError("neither soundfile nor sox decodes GSM 6.10")
-    tmp.rename(dst)
-
-
-def utterances(voice: Voice, root: Path, cache: Path, seen: set[bytes], stats: dict) -> list:
-    """(relative path, wav path, seconds) of the voice's speech prompts of >= MIN_SECONDS."""
-    sounds, found = root / SOUNDS, []
+def prompt_files(root: Path):
+    """(path relative to the sounds folder, file) of the package's speech prompts."""
+    sounds = root / SOUNDS
     # os.walk does not follow the symlinked folders (digits/fr -> fr/digits) of the GSM packages
     for folder, dirs, files in os.walk(sounds):
         dirs[:] = sorted(d for d in dirs if d != "silence")  # silence/1..10.wav: no speech
         for name in sorted(files):
             path = Path(folder, name)
             stem, ext = os.path.splitext(name)
-            if path.is_symlink() or ext not in (".wav", ".gsm") or stem in NON_SPEECH:
-                continue
-            digest = hashlib.sha1(path.read_bytes()).digest()
-            if digest in seen:  # the same bytes twice for this speaker
-                stats["duplicates_dropped"] += 1
-                continue
-            seen.add(digest)
-            rel = path.relative_to(sounds).as_posix()
-            wav = path
-            if ext == ".gsm":
-                wav = cache / "decoded" / voice.package / Path(rel).with_suffix(".wav")
-                _decode_gsm(path, wav)
-            seconds = sf.info(str(wav)).duration
-            if seconds < MIN_SECONDS:
-                stats["short_dropped"] += 1
-                continue
-            found.append((rel, wav, seconds))
-    return found
+            if not path.is_symlink() and ext in (".wav", ".gsm") and stem not in NON_SPEECH:
+                yield path.relative_to(sounds).as_posix(), path
+
+
+def utterances(voice: Voice, root: Path, cache: Path, seen: set[bytes], stats: dict,
+               min_seconds: float = MIN_SECONDS) -> list:
+    """(relative path, wav path, seconds) of the voice's speech prompts of >= min_seconds."""
+    def readable(rel: str, path: Path) -> Path:
+        if path.suffix != ".gsm":
+            return path
+        wav = cache / "decoded" / voice.package / Path(rel).with_suffix(".wav")
+        decode_gsm(path, wav)
+        return wav
+    return index(prompt_files(root), seen, stats, min_seconds, readable)
 
 
 def build_corpus(cache_dir: Path | None = None, max_per_speaker: int = 400,
@@ -254,9 +178,9 @@ def build_corpus(cache_dir: Path | None = None, max_per_speaker: int = 400,
         info["available"] = len(found)
         # the cap keeps the lowest hashes of the relative path: stable, and spread over folders
         # and (for a merged speaker) over languages
-        found.sort(key=lambda r: _hash(r[0]))
+        found.sort(key=lambda r: stable_hash(r[0]))
         kept = found[:max_per_speaker] if max_per_speaker > 0 else found
-        score = {r[0]: _hash(f"{speaker}/{r[0]}") / 2 ** 160 for r in kept}
+        score = {r[0]: stable_hash(f"{speaker}/{r[0]}") / 2 ** 160 for r in kept}
         heldout = {rel for rel, s in score.items() if s < heldout_fraction}
         if not heldout:  # so that every speaker has both splits, however few utterances
             heldout = {min(score, key=score.get)}
