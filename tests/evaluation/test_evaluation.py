@@ -235,6 +235,7 @@ def test_evaluation_of_a_small_output(output, tmp_path):
     markdown = (folder / "evaluation.md").read_text()
     assert doc["utterances"] | {"validation": None} == {
         "requested": "heldout", "which": "all", "held_out": False, "validation": None,
+        "trained_on": None,
         "seen": 13, "unlabelled": 1, "left_out_as_trained_on": 0, "evaluated": 12, "sampled": False,
         "max_utterances": 20_000}
     assert doc["labels"]["count"] == 3 and doc["normalization"]["source"].startswith("fitted")
@@ -358,3 +359,21 @@ def test_every_default_label_and_the_profile_levels(output, tmp_path):
     header = next(line for line in summary.splitlines() if line.startswith("| representation"))
     assert [c.strip() for c in header.split("|")[2:6]] == [
         "speaker", "pitch_level", "variation_level", "rate_level"]
+
+
+def test_an_encoder_trained_on_another_run_never_saw_these_utterances(output, tmp_path):
+    """training.json's trained_on names the run whose tokens trained the encoder: another run's
+    encoder evaluates every labelled utterance as unseen, this run's holds out its split."""
+    validation = {"fraction": 0.5, "key": "utt_id", "seed": 3}
+    record = output.child("encoder", TRAINING_RECORD)
+    record.write_json({"step": 1, "validation": validation, "trained_on": "s3://b/other-run"})
+    doc, printed = evaluate(tmp_path / "out")
+    u = doc["utterances"]
+    assert (u["which"], u["held_out"], u["evaluated"], u["validation"]) == (
+        "unseen", True, 12, None)
+    assert "the encoder was trained on s3://b/other-run: every utterance here is unseen" in printed
+    assert NOT_HELD_OUT not in printed and any("unseen by it" in c for c in doc["caveats"])
+    record.write_json({"step": 1, "validation": validation, "trained_on": output.uri})
+    doc, _ = evaluate(tmp_path / "out")
+    held = [i for i, s in enumerate(SPEAKERS) if s and is_validation(f"utt{i:02d}", 0.5, 3)]
+    assert doc["utterances"]["which"] == "heldout" and doc["utterances"]["evaluated"] == len(held)

@@ -75,13 +75,20 @@ def run_evaluation(cfg: PipelineConfig, label: str | None = None, utterances: st
         raise ConfigError(f"no label column {label!r} in {out.uri}: the labels there are "
                           f"{', '.join(available) or 'none'}")
     encoder_uri = cfg.embed.checkpoint or out.child("encoder").uri
-    split = _holdout(encoder_uri, opts)
+    record = _training_record(encoder_uri, opts)
+    # an encoder trained on another run's tokens never saw these utterances (unless the two
+    # corpora share recordings): all of them are held out, whatever its own split
+    elsewhere = record.get("trained_on") not in (None, redact_uri(out.uri))
+    split = None if elsewhere else Holdout.of(record)
     holdout = split if utterances == "heldout" else None
     if holdout is not None and holdout.key not in ("utt_id", *carried):
         raise ConfigError(f"the encoder's validation split is keyed by {holdout.key!r}, which the "
                           f"tables do not carry; use --utterances all")
-    which = "heldout" if holdout is not None else "all"
-    if utterances == "heldout" and holdout is None:
+    which = "unseen" if elsewhere else "heldout" if holdout is not None else "all"
+    if elsewhere:
+        log.info("evaluate: the encoder was trained on %s: every utterance here is unseen by it",
+                 record["trained_on"])
+    elif utterances == "heldout" and holdout is None:
         log.info("evaluate: the encoder records no validation split; evaluating all utterances "
                  "(%s)", NOT_HELD_OUT)
     spec = PartsSpec(out, label, holdout, max_utterances, read_settings(first)["model"],
@@ -98,7 +105,9 @@ def run_evaluation(cfg: PipelineConfig, label: str | None = None, utterances: st
     per_label = np.unique(labels, return_counts=True)[1]
     doc = {
         "label": label,
-        "utterances": {"requested": utterances, "which": which, "held_out": which == "heldout",
+        "utterances": {"requested": utterances, "which": which,
+                       "held_out": which in ("heldout", "unseen"),
+                       "trained_on": record.get("trained_on"),
                        "validation": None if holdout is None else asdict(holdout),
                        "seen": counts["seen"], "unlabelled": counts["unlabelled"],
                        "left_out_as_trained_on": counts["trained_on"], "evaluated": len(labels),
@@ -218,9 +227,10 @@ def _embeddings_parts(out: Location) -> list[str]:
     return parts
 
 
-def _holdout(encoder_uri: str, opts: dict) -> Holdout | None:
+def _training_record(encoder_uri: str, opts: dict) -> dict:
+    """The encoder's training.json ({} for an encoder without one: the original's .ckpt)."""
     record = Location.of(encoder_uri, opts).child(TRAINING_RECORD)
-    return Holdout.of(record.read_json()) if record.exists() else None
+    return record.read_json() if record.exists() else {}
 
 
 def _normalization(encoder_uri: str, opts: dict,
@@ -239,7 +249,11 @@ def _caveats(doc: dict, holdout: Holdout | None, split: Holdout | None) -> list[
     label, reps = doc["label"], doc["representations"]
     first = next(iter(reps.values()))
     caveats = []
-    if holdout is None:
+    trained_on = doc["utterances"]["trained_on"]
+    if doc["utterances"]["which"] == "unseen":
+        caveats.append(f"the encoder was trained on {trained_on}: these utterances are unseen by "
+                       "it unless the two corpora share recordings")
+    elif holdout is None:
         but = "" if split is None else f" (all but its {split.fraction:.0%} validation share)"
         caveats.append(f"{NOT_HELD_OUT}{but}: its figures may be optimistic")
     elif holdout.key != label:
