@@ -76,12 +76,32 @@ def test_unset_recipe_keys_follow_the_cluster():
     cfg = load_config().train
     gpu, cpu = cfg.resolved(use_gpu=True), cfg.resolved(use_gpu=False)
     assert (gpu.hidden_dim, gpu.num_layers, gpu.max_len, gpu.contrastive_weight) == (768, 8, 2000, 0.0)
-    assert gpu.max_steps is None and gpu.epochs == 1.0
+    assert (gpu.max_steps, gpu.epochs, gpu.max_epochs, gpu.step_cap) == (None, None, 1.0, None)
     assert (cpu.hidden_dim, cpu.num_layers, cpu.contrastive_weight) == (128, 2, 1.0)
-    assert cpu.max_steps == 1500  # a step budget on CPUs
-    # what the user sets wins; epochs set means no step budget from the recipe
+    assert (cpu.max_steps, cpu.epochs, cpu.step_cap) == (None, None, 1500)  # epochs, capped
+    # what the user sets wins
     mine = load_config(**{"train.hidden_dim": 64, "train.epochs": 3}).train.resolved(use_gpu=False)
     assert (mine.hidden_dim, mine.epochs, mine.max_steps, mine.num_layers) == (64, 3.0, None, 2)
+
+
+def test_the_step_budget_follows_the_corpus_size():
+    # batches of 16 on 1 worker: 160 training sequences are 10 steps an epoch, 161 are 11
+    cpu = load_config(**{"train.max_epochs": 20}).train.resolved(use_gpu=False)
+    assert cpu.steps_per_epoch(160) == 10 and cpu.steps_per_epoch(161) == 11
+    assert cpu.planned_steps(160) == 200  # 20 epochs of a small corpus
+    assert cpu.planned_steps(1) == 20  # a single batch an epoch
+    assert cpu.planned_steps(100_000) == 1500  # a large one: the step cap
+    two = load_config(**{"train.num_workers": 2, "train.max_epochs": 2.5,
+                         "train.step_cap": 40}).train.resolved(use_gpu=False)
+    assert two.planned_steps(320) == 25  # 2.5 epochs of 320 / (16 x 2) steps
+    assert two.planned_steps(3200) == 40
+    # the GPU recipe: one epoch, however long
+    assert load_config().train.resolved(use_gpu=True).planned_steps(160_000) == 10_000
+    # explicit budgets: max_steps over epochs over max_epochs
+    epochs = load_config(**{"train.epochs": 3}).train.resolved(use_gpu=False)
+    assert epochs.planned_steps(100_000) == 3 * 6250  # not capped
+    both = load_config(**{"train.epochs": 3, "train.max_steps": 7}).train.resolved(use_gpu=False)
+    assert both.planned_steps(160) == 7
 
 
 def test_training_workers_take_the_cpus_of_a_node_unless_set():

@@ -4,6 +4,7 @@ Unknown keys and bad values are rejected before anything runs, with the key's fu
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -122,9 +123,19 @@ class TrainStageConfig(_Section):
                                 "recipe's, at most pos_max_len")
     batch_size: int | None = Field(None, ge=1, description="sequences per worker and step")
     pool_batches: int = Field(32, ge=1, description="batches pooled for length bucketing")
-    epochs: float | None = Field(None, gt=0)
-    max_steps: int | None = Field(None, ge=1, description="overrides epochs (the CPU recipe "
-                                  "sets it unless epochs is set)")
+    epochs: float | None = Field(
+        None, gt=0, description="exactly this many passes over the training sequences, "
+        "instead of the budget of max_epochs and step_cap")
+    max_steps: int | None = Field(
+        None, ge=1, description="exactly this many steps: overrides epochs, max_epochs and "
+        "step_cap")
+    max_epochs: float | None = Field(
+        None, gt=0, description="with neither max_steps nor epochs set, the step budget is "
+        "this many passes over the training sequences (their count / (batch_size x "
+        "num_workers) steps each), at most step_cap; recipe: 1 (GPU), 20 (CPU)")
+    step_cap: int | None = Field(
+        None, ge=1, description="the most steps of a budget from max_epochs (a large corpus "
+        "trains this many steps, less than max_epochs); recipe: 1500 (CPU), none (GPU)")
     lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(500, ge=0, description="capped at a tenth of the steps")
@@ -150,7 +161,17 @@ class TrainStageConfig(_Section):
         "utt_id", description="the column whose hash decides the split; a label column "
         "(e.g. speaker) holds out whole groups")
     validation_max_tokens: int = Field(
-        200_000, ge=1000, description="tokens of the held-out set scored at each epoch's end")
+        200_000, ge=1000, description="tokens of the held-out set scored at each validation")
+    validation_every: int | None = Field(
+        None, ge=1, description="steps between validations (and at the last step); None: "
+        "about an epoch's, the training sequences / (batch_size x num_workers)")
+    early_stopping_patience: int = Field(
+        3, ge=0, description="stop when this many validations in a row have not lowered the "
+        "best validation loss by early_stopping_min_delta, and keep the weights of the best "
+        "one as the encoder; 0: train the whole budget and keep the last weights")
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, description="how much lower than the best a validation loss must be to "
+        "count as an improvement")
     normalization: Literal["none", "center", "whiten"] | None = Field(
         None, description="embedding normalisation fitted after training and applied by the "
         "embed stage (embedding_normalized)")
@@ -170,13 +191,25 @@ class TrainStageConfig(_Section):
         one worker with one thread left the other cores of a machine idle (2.4 s a step on 2
         cores where 2 threads take about half)."""
         recipe = dict(GPU_RECIPE if use_gpu else CPU_RECIPE)
-        if self.epochs is not None:  # the user's epochs, not the recipe's step budget
-            recipe.pop("max_steps", None)
-        recipe.setdefault("epochs", 1.0)
         recipe["cpus_per_worker"] = 1.0 if use_gpu else float(
             min(8, max(1, int(node_cpus // self.num_workers))))
         return self.model_copy(update={k: v for k, v in recipe.items()
                                        if getattr(self, k) is None})
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Steps of one pass over `n_train` training sequences, all workers together."""
+        return max(1, math.ceil(n_train / (self.batch_size * self.num_workers)))
+
+    def planned_steps(self, n_train: int) -> int:
+        """The step budget of a resolved config for `n_train` training sequences: max_steps,
+        else epochs' steps, else max_epochs' steps capped at step_cap."""
+        if self.max_steps is not None:
+            return self.max_steps
+        per_epoch = self.steps_per_epoch(n_train)
+        if self.epochs is not None:
+            return max(1, round(self.epochs * per_epoch))
+        steps = max(1, math.ceil(self.max_epochs * per_epoch))
+        return steps if self.step_cap is None else min(steps, self.step_cap)
 
     def model_kwargs(self, n_clusters: int) -> dict:
         return {"vocab_size": self.vocab_size or n_clusters + 2, "hidden_dim": self.hidden_dim,
@@ -188,16 +221,16 @@ class TrainStageConfig(_Section):
 # The original's encoder and schedule, for GPUs.
 GPU_RECIPE: dict[str, Any] = {
     "hidden_dim": 768, "num_layers": 8, "nhead": 8, "mask_prob": 0.15, "max_len": 2000,
-    "batch_size": 16, "epochs": 1.0, "lr": 1e-4, "normalization": "center",
+    "batch_size": 16, "max_epochs": 1.0, "lr": 1e-4, "normalization": "center",
     "contrastive_weight": 0.0}
 # What trains usefully within about half an hour on 2 CPUs (tests/benchmarks/bench_recipe.py):
-# a small encoder, a fixed step budget rather than epochs (a CPU cannot afford an epoch of a
-# large corpus, and a small one needs many), and the contrastive loss that makes the pooled
-# embedding describe the voice.
+# a small encoder, epochs capped by a step budget (a CPU cannot afford an epoch of a large
+# corpus, and many epochs over-train a small one), and the contrastive loss that makes the
+# pooled embedding describe the voice.
 CPU_RECIPE: dict[str, Any] = {
     "hidden_dim": 128, "num_layers": 2, "nhead": 4, "mask_prob": 0.15, "max_len": 512,
-    "batch_size": 16, "max_steps": 1500, "lr": 1e-3, "normalization": "center",
-    "contrastive_weight": 1.0}
+    "batch_size": 16, "max_epochs": 20.0, "step_cap": 1500, "lr": 1e-3,
+    "normalization": "center", "contrastive_weight": 1.0}
 
 
 class KMeansStageConfig(_Section):

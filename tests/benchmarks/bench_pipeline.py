@@ -21,8 +21,8 @@ then the projected CPU-hours (and GPU-hours when stages ran on GPUs) per 1,000 h
     that fills the sample (printed, in hours) its cost is flat: its fit is scaled to a full
     sample (linear in frames, an estimate: the number of iterations varies), the rest is taken
     as is;
-  - train: a step budget, not a pass over the corpus (the CPU recipe: 1,500 steps whatever the
-    corpus size). This run takes --train-steps; the figure is seconds per step (steps inside
+  - train: the recipe's budget for the projected corpus (`max_epochs` epochs, at most
+    `step_cap` steps on CPUs). This run takes --train-steps; the figure is seconds per step (steps inside
     an epoch, from `encoder/metrics.jsonl`) plus a fixed part (Ray Train start-up, validation,
     normalisation, checkpoint), projected to the default budget.
 The total adds them: map stages per 1,000 h + k-means (flat) + one training run.
@@ -38,7 +38,6 @@ import argparse
 import csv
 import json
 import logging
-import math
 import os
 import platform
 import re
@@ -154,8 +153,8 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=3.0, help="audio in the corpus (default 3)")
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the embedded Ray")
     ap.add_argument("--train-steps", type=int, default=300,
-                    help="training steps of this run (the product's CPU default is "
-                         f"{CPU_RECIPE['max_steps']}: ~20 min on 2 CPUs); projected to that")
+                    help="training steps of this run (the product's CPU default is at most "
+                         f"{CPU_RECIPE['step_cap']}: ~20 min on 2 CPUs); projected to that")
     ap.add_argument("--n-clusters", type=int, default=120, help="kmeans.n_clusters")
     ap.add_argument("--keep", metavar="DIR", help="build the corpus and write the output under "
                     "DIR (new or empty) and keep them")
@@ -259,7 +258,6 @@ def report(args, mach, cpus, gpus, cfg, out: Path, walls, starts, log, timing) -
               "train": gpus > 0 and cfg.train.use_gpu is not False,
               "embed": gpus > 0 and cfg.embed.use_gpu is not False}
     recipe = GPU_RECIPE if on_gpu["train"] else CPU_RECIPE
-    default_steps = recipe.get("max_steps")
 
     rows_of = {
         "features": f"{summaries['features'].get('rows')} utterances, {frames} frames",
@@ -279,7 +277,8 @@ def report(args, mach, cpus, gpus, cfg, out: Path, walls, starts, log, timing) -
     if gpus:
         print("  stages on GPUs: " + ", ".join(s for s, g in on_gpu.items() if g))
     print(f"  k-means k = {args.n_clusters}; training {args.train_steps} steps "
-          f"(the recipe's default: {default_steps or 'epochs'}) of the "
+          f"(the recipe's default: {recipe['max_epochs']:g} epochs, at most "
+          f"{recipe.get('step_cap') or 'any number of'} steps) of the "
           f"{'GPU' if on_gpu['train'] else 'CPU'} recipe")
     (b1, b5, _), (a1, a5, _) = timing["load"]
     print(f"  shared machine, other work may run beside it: timings are noisy (load average "
@@ -319,14 +318,12 @@ def report(args, mach, cpus, gpus, cfg, out: Path, walls, starts, log, timing) -
 
     # train: seconds per step + a fixed part
     tt = train_timing(out, args.train_steps, walls["train"])
-    if default_steps:
-        budget = default_steps
-        budget_how = "a step budget, not per audio"
-    else:  # the GPU recipe trains epochs: its steps grow with the corpus
-        n_train = (summaries["tokens"].get("rows") or 0) * (1 - cfg.train.validation_fraction) * scale
-        budget = math.ceil(recipe.get("epochs", 1.0) * n_train
-                           / (recipe["batch_size"] * cfg.train.num_workers))
-        budget_how = f"{recipe.get('epochs', 1.0):g} epoch(s) of {PROJECT_HOURS:,.0f} h"
+    # the recipe's budget: epochs of the projected corpus, at most its step cap
+    n_train = (summaries["tokens"].get("rows") or 0) * (1 - cfg.train.validation_fraction) * scale
+    defaults = cfg.train.model_copy(update={"max_steps": None})  # not this run's steps
+    budget = defaults.resolved(on_gpu["train"]).planned_steps(round(n_train))
+    budget_how = (f"{recipe['max_epochs']:g} epoch(s) of {PROJECT_HOURS:,.0f} h, at most "
+                  f"{recipe.get('step_cap') or 'any number of'} steps")
     train_proj = tt["fixed"] + budget * tt["per_step"]
 
     def hrs(secs: float, n: float) -> float:
@@ -373,11 +370,9 @@ def report(args, mach, cpus, gpus, cfg, out: Path, walls, starts, log, timing) -
           f"end(s) with a validation included; the {tt['within_epoch_steps']} logged steps inside "
           f"epochs alone: {tt['within_epoch']:.3f} s per step) + {tt['fixed']:.1f} s fixed (Ray "
           "Train start-up, data ingest, final validation, normalisation, checkpoint)")
-    if default_steps:
-        print(f"  the default {default_steps} steps: {train_proj:.0f} s = {train_proj / 60:.1f} min "
-              f"wall, {hrs(train_proj, cpus):.2f} CPU-hours of this machine, whatever the corpus "
-              f"size (a corpus too small for an epoch of {default_steps} steps adds an epoch-end "
-              f"validation per epoch)")
+    print(f"  the default budget for {PROJECT_HOURS:,.0f} h, {budget} steps: {train_proj:.0f} s "
+          f"= {train_proj / 60:.1f} min wall, {hrs(train_proj, cpus):.2f} CPU-hours of this "
+          "machine, unless early stopping ends it sooner")
     print(f"\nrun: corpus built in {timing['corpus']:.0f} s, Ray start-up {t_ray:.1f} s, pipeline "
           f"{timing['pipeline']:.0f} s, whole benchmark {timing['all']:.0f} s")
 

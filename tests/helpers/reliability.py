@@ -36,7 +36,8 @@ CONFIG = {
     "tokens": {"cpus_per_worker": 0.5},
     "train": {"hidden_dim": 64, "num_layers": 2, "nhead": 4, "max_len": 256, "batch_size": 4,
               "pool_batches": 4, "log_every": 5, "checkpoint_every": 10, "lr": 1e-3,
-              "warmup_steps": 3, "cpus_per_worker": 1.0, "max_steps": 30, "use_gpu": False},
+              "warmup_steps": 3, "cpus_per_worker": 1.0, "max_steps": 30, "use_gpu": False,
+              "early_stopping_patience": 0},  # the whole budget: the tests count its steps
     "embed": {"batch_size": 8, "cpus_per_worker": 1.0, "use_gpu": False},
 }
 N_SPEAKERS = 2

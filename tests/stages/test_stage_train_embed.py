@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from helpers.data import DEMO_CORPUS, N120_MODEL
+from helpers.token_corpus import EARLY_STOPPING, unseen_tokens_corpus
 from timbrespace_ray.config import load_config
 from timbrespace_ray.encoder import EmbeddingNormalization, ProsodicSequenceEncoder, load_encoder
 from timbrespace_ray.encoder.split import is_validation
@@ -25,7 +26,8 @@ SMALL = {"train.hidden_dim": 64, "train.num_layers": 2, "train.nhead": 4, "train
          "train.pos_max_len": 512,  # the 30 s recordings (1872 frames) embed as 4 windows
          "train.batch_size": 4, "train.pool_batches": 4, "train.log_every": 5,
          "train.checkpoint_every": 20, "train.lr": 1e-3, "train.warmup_steps": 5,
-         "train.cpus_per_worker": 1.0, "train.validation_fraction": 0.3}
+         "train.cpus_per_worker": 1.0, "train.validation_fraction": 0.3,
+         "train.early_stopping_patience": 0}  # the whole budget: the tests count its steps
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,8 @@ def test_training_lowers_the_loss_and_resumes(tokens_out, said):
     loc = Location.of(str(tokens_out))
     cfg = load_config(**SMALL, **{"train.max_steps": 60})
     summary = TrainStage(loc, cfg.train).run(LocalExecutor()).detail
-    assert summary["step"] == 60
+    assert summary["step"] == summary["steps_planned"] == summary["encoder_step"] == 60
+    assert summary["stop_reason"] == "step budget"
     assert json.loads((tokens_out / "encoder" / "training.json").read_text()) == {
         k: v for k, v in summary.items() if k != "text"}
     steps = [m for m in _metrics(tokens_out) if m["kind"] == "step"]
@@ -167,3 +170,17 @@ def test_same_seed_same_weights_whatever_the_part_order(tokens_out, ray_executor
     torch.manual_seed(0)  # training moved the weights from the seed's initial ones
     initial = ProsodicSequenceEncoder(**shape).state_dict()
     assert not all(torch.equal(weights["a"][k], initial[k]) for k in initial)
+
+
+@pytest.mark.timeout(300)  # a worker that trained on would wait in DDP's all-reduce forever
+def test_workers_stop_early_together_on_ray_train(ray_executor, tmp_path):
+    """Two Ray Train workers: rank 0 decides and both stop at the same step."""
+    output = unseen_tokens_corpus(str(tmp_path))
+    # 6 training utterances, batches of 4 on each of 2 workers: 1 step an epoch, 30 planned
+    cfg = load_config(**{**EARLY_STOPPING, "train.num_workers": 2,
+                         "train.cpus_per_worker": 0.5})  # beside Ray Train's coordinator
+    detail = TrainStage(output, cfg.train).run(ray_executor).detail
+    assert (detail["steps_planned"], detail["step"], detail["stop_reason"]) == (
+        30, 15, "early stopping")
+    assert (detail["best_step"], detail["encoder_step"]) == (5, 5)
+    assert [m["step"] for m in _metrics(tmp_path) if m["kind"] == "validation"] == [5, 10, 15]

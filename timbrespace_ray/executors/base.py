@@ -113,6 +113,10 @@ class TrainContext(Protocol):
     def report(self, metrics: dict) -> None:
         """After a checkpoint: every worker at the same step."""
 
+    def broadcast(self, value):
+        """Rank 0's `value` (a picklable object), on every worker: a decision all of them
+        follow (every worker calls it at the same step)."""
+
     def say(self, text: str) -> None:
         """A line for the driver's output (rank 0's; the others say nothing)."""
 

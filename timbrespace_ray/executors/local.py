@@ -71,6 +71,9 @@ class _Context:
     def report(self, metrics: dict) -> None:
         pass
 
+    def broadcast(self, value):
+        return value
+
     def say(self, text: str) -> None:
         self._progress.say(text)
 

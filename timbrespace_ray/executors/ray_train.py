@@ -100,6 +100,16 @@ class _Context:
 
         ray.train.report(metrics)
 
+    def broadcast(self, value):
+        if self.world_size == 1:
+            return value
+        import torch.distributed
+
+        # over the process group Ray Train set up for DDP (gloo on CPUs, NCCL on GPUs)
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0, device=self.device)
+        return box[0]
+
     def say(self, text: str) -> None:
         if self._board is not None:
             self._board.post.remote(None, None, [text])

@@ -1,16 +1,18 @@
 """Train stage: masked-token pretraining of the encoder on `tokens/`, as a training job the
 executor runs (Ray Train on Ray, one process locally).
 
-Our own checkpoint in `_run/train/checkpoint/` (config + weights + optimizer + step, no pickle)
-is written by rank 0 every `checkpoint_every` steps; a rerun (or Ray Train restarting failed
-workers) resumes from it. The finished model goes to `encoder/` with `metrics.jsonl` (one line
-per logged step and epoch) and `training.json` (steps, losses, the validation split).
+Our own checkpoint in `_run/train/checkpoint/` (config + weights + optimizer + step + early
+stopping's state, no pickle) is written by rank 0 every `checkpoint_every` steps; a rerun (or Ray
+Train restarting failed workers) resumes from it. Every `validation_every` steps rank 0 scores
+the held-out utterances and decides, for every worker, whether to stop early. The finished
+model (the best validation's weights where early stopping is on) goes to `encoder/` with
+`metrics.jsonl` (one line per logged step, epoch and validation) and `training.json` (steps
+planned and run, why it stopped, losses, the validation split).
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -22,6 +24,8 @@ import torch
 from ..config import TrainStageConfig
 from ..encoder import (NORMALIZATION_FILE, EmbeddingNormalization, ProsodicSequenceEncoder,
                        embed_utterances, load_encoder, make_optimizer, save_encoder)
+from ..encoder.checkpoint import WEIGHTS_FILE
+from ..encoder.early_stopping import EarlyStopping
 from ..encoder.loop import paired_batches, train_step, training_batches, validation_metrics
 from ..encoder.split import is_validation, split_position
 from ..encoder.memory import plan_training_memory
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 TRAINING_STATE = "training_state.pt"
+BEST_WEIGHTS = "best.pt"  # the best validation's state dict, when early stopping keeps it
 STATE = "state.json"
 TRAINING_RECORD = "training.json"  # in encoder/: how it was trained, its validation split
 SMALL_CORPUS_BYTES = 256 << 20
@@ -46,9 +51,9 @@ POST_INTERVAL_S = 1.0  # rank 0's progress, at most this often
 class EncoderCheckpoint:
     """The latest training state under `<encoder>/checkpoint/`, on any filesystem.
 
-    Each save writes a new `step-<n>-<id>/` folder (config, weights, optimizer and scheduler)
-    and then `state.json`, one atomic write naming that folder: a kill at any moment leaves the
-    previous checkpoint whole and referenced. Folders no longer named are removed after a save.
+    Each save writes a new `step-<n>-<id>/` folder (config, weights, optimizer and scheduler,
+    the best validation's weights where kept) and then `state.json`, one atomic write naming
+    that folder: a kill at any moment leaves the previous checkpoint whole and referenced. Folders no longer named are removed after a save.
     """
 
     def __init__(self, folder: Location):
@@ -58,7 +63,8 @@ class EncoderCheckpoint:
         return self.folder.child(STATE).exists()
 
     def save(self, model: ProsodicSequenceEncoder, optimizer, scheduler, state: dict,
-             normalization: EmbeddingNormalization | None = None) -> None:
+             normalization: EmbeddingNormalization | None = None,
+             best: dict[str, torch.Tensor] | None = None) -> None:
         name = f"step-{state['step']:08d}-{uuid.uuid4().hex[:8]}"
         with tempfile.TemporaryDirectory() as tmp:
             save_encoder(tmp, model)
@@ -67,6 +73,8 @@ class EncoderCheckpoint:
                     fh.write(normalization.to_json())
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                        os.path.join(tmp, TRAINING_STATE))
+            if best is not None:
+                torch.save(best, os.path.join(tmp, BEST_WEIGHTS))
             self.folder.child(name).upload(tmp)
         self.folder.child(STATE).write_json({**state, "folder": name})
         for old in self.folder.list_names():
@@ -74,12 +82,16 @@ class EncoderCheckpoint:
                 self.folder.child(old).remove()
 
     def load(self) -> tuple[ProsodicSequenceEncoder, dict, dict]:
+        """The model, {optimizer, scheduler[, best]} state dicts, and the state.json."""
         state = self.folder.child(STATE).read_json()
+        folder = self.folder.child(state.pop("folder"))
         with tempfile.TemporaryDirectory() as tmp:
-            self.folder.child(state.pop("folder")).download(
-                ["config.json", "model.pt", TRAINING_STATE], tmp)
+            folder.download(["config.json", "model.pt", TRAINING_STATE], tmp)
             model = load_encoder(tmp)
             training = torch.load(os.path.join(tmp, TRAINING_STATE), weights_only=True)
+            if folder.child(BEST_WEIGHTS).exists():
+                folder.download([BEST_WEIGHTS], tmp)
+                training["best"] = torch.load(os.path.join(tmp, BEST_WEIGHTS), weights_only=True)
         return model, training, state
 
     def latest(self) -> Location:
@@ -119,7 +131,7 @@ def _train_loop(ctx: TrainContext, cfg: dict) -> None:
     if ckpt.exists():
         model, training, state = ckpt.load()
     else:
-        model, training, state = ProsodicSequenceEncoder(**cfg["model"]), None, {"step": 0, "epoch": 0}
+        model, training, state = ProsodicSequenceEncoder(**cfg["model"]), {}, {"step": 0, "epoch": 0}
     checkpointing = cfg.get("activation_checkpointing", False)
     if device.type == "cuda":
         # the driver cannot see a GPU's memory: size the step here, before the first one, and
@@ -138,23 +150,40 @@ def _train_loop(ctx: TrainContext, cfg: dict) -> None:
     ddp = ctx.prepare_model(model)
     step, epoch = state["step"], state["epoch"]
     metrics: list[dict] = state.get("metrics", [])
+    early = EarlyStopping.resumed(tc.early_stopping_patience, tc.early_stopping_min_delta,
+                                  state.get("early_stopping"))
+    # the best validation's weights (rank 0, early stopping on)
+    best = training.get("best") if early.enabled else None
+    stopped = state.get("stopped_early", False)
+    every = cfg["validation_every"]
     validation = _held_out(ctx, "validation", tc.validation_max_tokens) if rank == 0 else []
     t_start = time.perf_counter()
     board = StepReporter(ctx, cfg["total_steps"])
     ctx.say(f"train: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
             f"{world} worker(s) on {device} in {compute_dtype(device, tc.bf16)}, "
-            f"steps {step} -> {cfg['total_steps']}, "
-            f"{len(validation)} validation utterances")
+            f"steps {step} -> {step if stopped else cfg['total_steps']}, "
+            f"{len(validation)} validation utterances every {every} steps"
+            + (f", early stopping after {early.patience} without improvement" if early.enabled
+               else ""))
 
     def validate() -> None:
+        nonlocal best
         if rank == 0 and validation:
             row = {"kind": "validation", "step": step, "epoch": epoch,
                    **validation_metrics(model, validation, tc.max_len, tc.batch_size, device,
                                         tc.seed, tc.bf16)}
             metrics.append(row)
             board.validated(row["loss"])
+            if early.update(step, row["loss"]) and early.enabled:
+                best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    while step < cfg["total_steps"]:
+    def save(normalization: EmbeddingNormalization | None = None) -> None:
+        ckpt.save(model, optimizer, scheduler,
+                  {"step": step, "epoch": epoch, "metrics": metrics,
+                   "early_stopping": early.state(), "stopped_early": stopped},
+                  normalization, best)
+
+    while step < cfg["total_steps"] and not stopped:
         # each rank repeats its shard until the common step count: DDP ranks stay in lock-step
         rng = np.random.default_rng([tc.seed, rank, epoch])
         pools = (b["tokens"] for b in ctx.batches("train", tc.batch_size * tc.pool_batches))
@@ -167,16 +196,23 @@ def _train_loop(ctx: TrainContext, cfg: dict) -> None:
             step += 1
             epoch_stats.append(m)
             board.stepped(step, m, world)
+            step_row = {"kind": "step", "step": step, "epoch": epoch, **m,
+                        "elapsed_s": time.perf_counter() - t_start}
             if rank == 0 and (step % tc.log_every == 0 or step == cfg["total_steps"]):
-                row = {"kind": "step", "step": step, "epoch": epoch, **m,
-                       "elapsed_s": time.perf_counter() - t_start}
-                metrics.append(row)
+                metrics.append(step_row)
             if step >= cfg["total_steps"]:
                 break
+            if step % every == 0:
+                validate()
+                # rank 0 decides: every worker stops at the same step
+                stopped = ctx.broadcast(early.exhausted)
+                if stopped:
+                    if rank == 0 and step % tc.log_every:
+                        metrics.append(step_row)  # the last step is always logged
+                    break
             if step % tc.checkpoint_every == 0:
                 if rank == 0:
-                    ckpt.save(model, optimizer, scheduler,
-                              {"step": step, "epoch": epoch, "metrics": metrics})
+                    save()
                 ctx.report({"step": step, "loss": m["loss"]})
         if rank == 0 and epoch_stats:
             means = {k: float(np.mean([s[k] for s in epoch_stats])) for k in epoch_stats[0]
@@ -184,19 +220,22 @@ def _train_loop(ctx: TrainContext, cfg: dict) -> None:
             metrics.append({"kind": "epoch", "step": step, "epoch": epoch, **means,
                             "steps": len(epoch_stats),
                             "tokens_per_s": float(np.mean([s["tokens_per_s"] for s in epoch_stats])) * world})
-            validate()
         epoch += 1
     if rank == 0:
         if not any(m["kind"] == "validation" and m["step"] == step for m in metrics):
-            validate()  # resumed at the last step, or it ended inside an epoch
+            validate()  # the last step, or resumed at it
+        encoder = model
+        if best is not None:
+            encoder = ProsodicSequenceEncoder(**model.config)
+            encoder.load_state_dict(best)
+            encoder.to(device)
         normalization = None
         if tc.normalization != "none":
             sample = _held_out(ctx, "normalization", None)
             if len(sample) >= 2:
-                pooled = embed_utterances(model, sample, tc.batch_size, bf16=tc.bf16)
+                pooled = embed_utterances(encoder, sample, tc.batch_size, bf16=tc.bf16)
                 normalization = EmbeddingNormalization.fit(pooled, tc.normalization)
-        ckpt.save(model, optimizer, scheduler, {"step": step, "epoch": epoch, "metrics": metrics},
-                  normalization)
+        save(normalization)
     ctx.report({"step": step})
 
 
@@ -262,8 +301,9 @@ class TrainStage(Stage):
         key = _check_key(schema, tc.validation_key)
         n_sequences = sum(row_count(p) for p in parts)  # from the footers
         n_train = round(n_sequences * (1 - tc.validation_fraction))
-        steps_per_epoch = max(1, math.ceil(n_train / (tc.batch_size * tc.num_workers)))
-        total_steps = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
+        steps_per_epoch = tc.steps_per_epoch(n_train)
+        total_steps = tc.planned_steps(n_train)
+        every = tc.validation_every or steps_per_epoch
         model_kwargs = tc.model_kwargs(int(settings_of(schema).get("n_clusters", 120)))
         # size the step before any worker starts: a batch that cannot fit is a ConfigError now,
         # not the out-of-memory killer later; each worker reserves its estimate (CPU workers:
@@ -280,9 +320,10 @@ class TrainStage(Stage):
                 tc.activation_checkpointing)
             memory = f", ~{need / 2**30:.1f} of {worker_memory / 2**30:.1f} GiB per worker"
         shape = f"{model_kwargs['hidden_dim']} x {model_kwargs['num_layers']} layers"
-        log.info("train: %d sequences (%.0f%% held out by %s), %s, %d steps of %d x %d "
-                 "worker(s) on %s%s%s -> %s", n_sequences, 100 * tc.validation_fraction, key,
-                 shape, total_steps, tc.batch_size, tc.num_workers,
+        log.info("train: %d sequences (%.0f%% held out by %s), %s, %d steps (%.1f epochs) of "
+                 "%d x %d worker(s) on %s%s%s -> %s", n_sequences, 100 * tc.validation_fraction,
+                 key, shape, total_steps, total_steps / steps_per_epoch, tc.batch_size,
+                 tc.num_workers,
                  "GPU" if use_gpu else f"CPU ({tc.cpus_per_worker:g} each)", memory,
                  ", activation checkpointing" if checkpointing else "", self.folder.uri)
         validation = {"fraction": tc.validation_fraction, "key": key, "seed": tc.seed}
@@ -291,7 +332,7 @@ class TrainStage(Stage):
         executor.train(TrainJob(
             loop=_train_loop,
             config={"checkpoint": ckpt.folder, "train": tc, "model": model_kwargs,
-                    "total_steps": total_steps,
+                    "total_steps": total_steps, "validation_every": every,
                     "warmup_steps": min(tc.warmup_steps, total_steps // 10),
                     "activation_checkpointing": checkpointing},
             paths=[p.path for p in parts], filesystem=fs,
@@ -305,22 +346,57 @@ class TrainStage(Stage):
             total_steps=total_steps,
             first_step=ckpt.folder.child(STATE).read_json()["step"] if ckpt.exists() else 0))
         _, _, state = ckpt.load()
-        with tempfile.TemporaryDirectory() as tmp:
-            names = [n for n in ckpt.latest().list_names() if n != TRAINING_STATE]
-            ckpt.latest().download(names, tmp)
-            self.folder.upload(tmp)
+        names = _export(ckpt.latest(), self.folder)
         metrics = state.pop("metrics", [])
         self.folder.child("metrics.jsonl").write_atomic(
             "".join(json.dumps(m) + "\n" for m in metrics).encode())
         loss, kind, accuracy = _final_loss(metrics)
-        record = {"step": state["step"], "epochs": state["epoch"], "model": model_kwargs,
+        early = state.get("early_stopping") or {}
+        kept = early.get("best_step") if BEST_WEIGHTS in names else None
+        record = {"step": state["step"], "steps_planned": total_steps, "epochs": state["epoch"],
+                  "stop_reason": "early stopping" if state.get("stopped_early") else "step budget",
+                  "best_step": early.get("best_step"), "best_loss": early.get("best_loss"),
+                  "encoder_step": state["step"] if kept is None else kept,
+                  "early_stopping": {"patience": tc.early_stopping_patience,
+                                     "min_delta": tc.early_stopping_min_delta,
+                                     "validation_every": every},
+                  "model": model_kwargs,
                   "final_loss": loss, "final_loss_kind": kind, "final_accuracy": accuracy,
                   "validation": validation,
                   "normalization": tc.normalization if NORMALIZATION_FILE in names else "none"}
         self.folder.child(TRAINING_RECORD).write_json(record)
-        text = (f"{record['step']} steps, {kind} loss {loss:.4f}, masked-token accuracy "
-                f"{accuracy:.3f}; normalisation: {record['normalization']}")
-        return StageSummary("train", detail={**record, "text": text})
+        return StageSummary("train", detail={**record, "text": _account(record)})
+
+
+def _export(checkpoint: Location, encoder: Location) -> list[str]:
+    """The checkpoint's encoder into `encoder/`: its config and normalisation, and the best
+    validation's weights where early stopping kept them (else the last). Returns the names of
+    the checkpoint's files."""
+    names = checkpoint.list_names()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint.download([n for n in names if n not in (TRAINING_STATE, BEST_WEIGHTS)], tmp)
+        if BEST_WEIGHTS in names:
+            checkpoint.download([BEST_WEIGHTS], tmp)
+            os.replace(os.path.join(tmp, BEST_WEIGHTS), os.path.join(tmp, WEIGHTS_FILE))
+        encoder.upload(tmp)
+    return names
+
+
+def _account(record: dict) -> str:
+    """The stage's one line: how far it trained, why it stopped, which weights it kept."""
+    loss = f"{record['final_loss_kind']} loss {record['final_loss']:.4f}"
+    best = f"best {record['best_loss']:.4f} at step {record['best_step']}"
+    if record["stop_reason"] == "early stopping":
+        head = (f"stopped early at step {record['step']} of {record['steps_planned']} ({loss}, "
+                f"{best}; patience {record['early_stopping']['patience']})")
+    elif record["encoder_step"] != record["step"]:
+        head = f"{record['step']} steps, {loss} ({best})"
+    else:
+        head = f"{record['step']} steps, {loss}"
+    kept = ("" if record["encoder_step"] == record["step"]
+            else f"; encoder: step {record['encoder_step']}'s weights")
+    return (f"{head}, masked-token accuracy {record['final_accuracy']:.3f}{kept}; "
+            f"normalisation: {record['normalization']}")
 
 
 def _check_key(schema, key: str) -> str:
