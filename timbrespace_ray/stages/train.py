@@ -32,7 +32,7 @@ from ..encoder.memory import plan_training_memory
 from ..encoder.precision import compute_dtype
 from ..errors import ConfigError
 from ..executors.base import Executor, NodeCapacity, TrainContext, TrainJob
-from ..storage import Location
+from ..storage import Location, redact_uri
 from ..tables import read_schema, row_count, settings_of
 from .base import Stage, StageSummary
 from .parts import complete_parts
@@ -363,6 +363,9 @@ class TrainStage(Stage):
                   "model": model_kwargs,
                   "final_loss": loss, "final_loss_kind": kind, "final_accuracy": accuracy,
                   "validation": validation,
+                  # the run whose tokens trained it: evaluate tells another run's utterances
+                  # (never seen) from this run's (held out by `validation`, or not)
+                  "trained_on": redact_uri(self.output.uri),
                   "normalization": tc.normalization if NORMALIZATION_FILE in names else "none"}
         self.folder.child(TRAINING_RECORD).write_json(record)
         return StageSummary("train", detail={**record, "text": _account(record)})
