@@ -53,7 +53,6 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # never ask for inst
 import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
-import sys  # noqa: E402
 import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
