@@ -4,6 +4,7 @@ on every command, each flag naming the config key it sets and its default."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import shlex
@@ -218,7 +219,9 @@ def _stage_command(name: str):
     def run(args) -> int:
         from .pipeline import run_stage
 
-        run_stage(name, _load(args))
+        cfg = _load(args)
+        with _executor(cfg) as executor:
+            run_stage(name, cfg, executor)
         return 0
 
     return run
@@ -227,8 +230,23 @@ def _stage_command(name: str):
 def _run(args) -> int:
     from .pipeline import run_pipeline
 
-    run_pipeline(_load(args))
+    cfg = _load(args)
+    with _executor(cfg) as executor:
+        run_pipeline(cfg, executor)
     return 0
+
+
+@contextlib.contextmanager
+def _executor(cfg):
+    """The executor of a command, closed at its end: an embedded Ray stops before the command's
+    last line, so nothing of it prints after."""
+    from .executors import RayExecutor
+
+    executor = RayExecutor.of(cfg.ray)
+    try:
+        yield executor
+    finally:
+        executor.close()
 
 
 def _evaluate(args) -> int:
@@ -237,7 +255,9 @@ def _evaluate(args) -> int:
     limits = {k: v for k, v in (("max_utterances", args.max_utterances),
                                 ("max_pairs", args.max_pairs)) if v is not None}
     labels = [c for arg in args.label or [] for c in _comma_list(arg)]
-    run_evaluations(_load(args), labels or None, args.utterances, **limits)
+    cfg = _load(args)
+    with _executor(cfg) as executor:
+        run_evaluations(cfg, labels or None, args.utterances, executor=executor, **limits)
     return 0
 
 

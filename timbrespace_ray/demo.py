@@ -28,6 +28,7 @@ def run_demo(output: str, config: str | None = None, **overrides) -> None:
     """The demo into `output`; `overrides`: dotted config keys (e.g. "ray.num_cpus": 2)."""
     from .config import load_config
     from .evaluation.run import run_evaluation
+    from .executors import RayExecutor
     from .pipeline import run_pipeline
 
     out = Path(output).resolve()
@@ -37,10 +38,16 @@ def run_demo(output: str, config: str | None = None, **overrides) -> None:
              len(list(DEMO_CORPUS.glob("*.wav"))), out)
     t0 = time.perf_counter()
     timings = {}
-    results = run_pipeline(cfg, on_stage_done=lambda name, secs: timings.__setitem__(name, secs))
-    # all recordings: most speakers have one, so a held-out share would leave none to compare
-    log.info("==> evaluate")
-    evaluation = run_evaluation(cfg, "speaker", utterances="all")
+    executor = RayExecutor.of(cfg.ray)
+    try:
+        results = run_pipeline(cfg, executor,
+                               on_stage_done=lambda name, secs: timings.__setitem__(name, secs))
+        # all recordings: most speakers have one, so a held-out share would leave none to
+        # compare
+        log.info("==> evaluate")
+        evaluation = run_evaluation(cfg, "speaker", utterances="all", executor=executor)
+    finally:
+        executor.close()
     total = time.perf_counter() - t0
     report = write_report(out, results, timings, evaluation)
     for line in ("", *summary_table(results, timings).splitlines(), "", f"total {total:.0f} s",

@@ -97,4 +97,4 @@ def test_evaluate_speakers_on_the_pipeline_output(pipeline_out, capsys):
     assert "| bag of tokens" in (folder / "evaluation.md").read_text()
     capsys.readouterr()
     assert main(["evaluate", "--output", str(out), "--label", "accent"]) == 2
-    assert "carry speaker, corpus, language" in capsys.readouterr().err
+    assert "the labels there are speaker, corpus, language, pitch_level" in capsys.readouterr().err

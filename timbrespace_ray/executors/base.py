@@ -170,3 +170,7 @@ class Executor(Protocol):
 
     def train(self, job: TrainJob) -> None:
         """Run a training job to its end, showing its steps as progress."""
+
+    def close(self) -> None:
+        """Let go of what the executor started (an embedded Ray), so that nothing it runs
+        speaks after the caller's last line."""

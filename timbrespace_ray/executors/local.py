@@ -20,6 +20,9 @@ class LocalExecutor:
     def parallel(self, fn: Callable, items: list, resources: Resources, shared=None) -> list:
         return [fn(item, shared) for item in items]
 
+    def close(self) -> None:
+        pass  # nothing started
+
     def nodes(self) -> list[NodeCapacity]:
         from ..encoder.memory import available_memory_bytes
 

@@ -44,6 +44,7 @@ class RayExecutor:
         self.live_progress = None if progress_bars else False
         self.verbose = verbose
         self._gpu_line: str | None = None
+        self._embedded = False  # this executor started the Ray it uses
 
     @classmethod
     def of(cls, ray_config) -> "RayExecutor":
@@ -69,8 +70,18 @@ class RayExecutor:
                 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False"))
             ray.init(num_cpus=self.num_cpus, include_dashboard=False,
                      _node_ip_address="127.0.0.1", **kwargs)
+            self._embedded = True
         # the stages draw their own progress (progress.py), one bar or line for a stage
         ray.data.DataContext.get_current().enable_progress_bars = False
+
+    def close(self) -> None:
+        """Stop the embedded Ray this executor started: the raylet's late warnings (a count of
+        worker processes, say) would otherwise print after the caller's last line."""
+        if self._embedded:
+            import ray
+
+            ray.shutdown()
+            self._embedded = False
 
     # capacity ---------------------------------------------------------------------------
     def cluster_cpus(self) -> float:
