@@ -4,7 +4,6 @@ on every command, each flag naming the config key it sets and its default."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import re
 import shlex
@@ -236,17 +235,12 @@ def _run(args) -> int:
     return 0
 
 
-@contextlib.contextmanager
 def _executor(cfg):
-    """The executor of a command, closed at its end: an embedded Ray stops before the command's
-    last line, so nothing of it prints after."""
+    """The executor of a command, closed at its end (`with`): an embedded Ray stops before the
+    command's last line, so nothing of it prints after."""
     from .executors import RayExecutor
 
-    executor = RayExecutor.of(cfg.ray)
-    try:
-        yield executor
-    finally:
-        executor.close()
+    return RayExecutor.of(cfg.ray)
 
 
 def _evaluate(args) -> int:
@@ -313,7 +307,7 @@ def _errors(args) -> int:
 
     from .inspection import errors_csv, format_errors, read_errors, resolve_stages
 
-    types = [t for arg in args.type or [] for t in arg.split(",") if t.strip()] or None
+    types = [t for arg in args.type or [] for t in _comma_list(arg)] or None
     errors = read_errors(_inspect_target(args), resolve_stages(args.stage), types)
     limit = args.limit if args.limit is None or args.limit > 0 else None
     if args.json:

@@ -38,16 +38,13 @@ def run_demo(output: str, config: str | None = None, **overrides) -> None:
              len(list(DEMO_CORPUS.glob("*.wav"))), out)
     t0 = time.perf_counter()
     timings = {}
-    executor = RayExecutor.of(cfg.ray)
-    try:
+    with RayExecutor.of(cfg.ray) as executor:  # closed before the report's lines
         results = run_pipeline(cfg, executor,
                                on_stage_done=lambda name, secs: timings.__setitem__(name, secs))
         # all recordings: most speakers have one, so a held-out share would leave none to
         # compare
         log.info("==> evaluate")
         evaluation = run_evaluation(cfg, "speaker", utterances="all", executor=executor)
-    finally:
-        executor.close()
     total = time.perf_counter() - t0
     report = write_report(out, results, timings, evaluation)
     for line in ("", *summary_table(results, timings).splitlines(), "", f"total {total:.0f} s",

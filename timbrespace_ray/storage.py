@@ -33,7 +33,7 @@ S3_CLIENT_CONFIG = {"connect_timeout": 10, "read_timeout": 20,
                     "retries": {"mode": "standard", "max_attempts": 3}}
 
 SECRET_KEYS = ("key", "secret", "token", "password", "session_token", "aws_access_key_id",
-                "aws_secret_access_key", "aws_session_token", "access_key", "secret_key")
+               "aws_secret_access_key", "aws_session_token", "access_key", "secret_key")
 
 
 @dataclass(frozen=True)

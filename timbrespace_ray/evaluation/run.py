@@ -170,9 +170,9 @@ def default_labels(cfg: PipelineConfig) -> list[str]:
     out = output_of(cfg)
     carried = carried_columns(read_schema(out.child("embeddings", _embeddings_parts(out)[0])))
     speaker = find_speaker_column(carried, cfg.profile.speaker_column).name
-    profiled = RunLayout(out).completed("profile") is not None
-    labels = [*([speaker] if speaker else []), *(c for c in DEFAULT_CARRIED_LABELS if c in carried),
-              *(DEFAULT_PROFILE_LABELS if profiled else ())]
+    available = _labels_available(out, carried)
+    labels = [*([speaker] if speaker else []),
+              *(c for c in (*DEFAULT_CARRIED_LABELS, *DEFAULT_PROFILE_LABELS) if c in available)]
     if not labels:
         raise ConfigError(f"no label to evaluate in {out.uri}: no speaker column found and no "
                           "profile levels; name a carried column with --label")
@@ -207,8 +207,8 @@ def _gather(executor: Executor, parts: list[str], spec: PartsSpec,
     if len(labels) < 2:
         hint = (" (held-out utterances only; --utterances all evaluates every one)"
                 if which == "heldout" else "")
-        raise TooFewLabelsError(f"fewer than 2 distinct {spec.label!r} labels among the {chosen} "
-                          f"labelled utterances{hint}: nothing to tell apart")
+        raise TooFewLabelsError(f"fewer than 2 distinct {spec.label!r} labels among the "
+                                f"{chosen} labelled utterances{hint}: nothing to tell apart")
     log.info("evaluate: %d utterances, %d labels; computing their vectors", chosen, len(labels))
     items = [(p, last) for p, f in zip(parts, found) if len(f.positions) and f.positions[0] <= last]
     return found, last, executor.parallel(part_vectors, items, PART_RESOURCES, spec)

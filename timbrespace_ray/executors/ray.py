@@ -83,6 +83,12 @@ class RayExecutor:
             ray.shutdown()
             self._embedded = False
 
+    def __enter__(self) -> "RayExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # capacity ---------------------------------------------------------------------------
     def cluster_cpus(self) -> float:
         import ray

@@ -53,7 +53,8 @@ class EncoderCheckpoint:
 
     Each save writes a new `step-<n>-<id>/` folder (config, weights, optimizer and scheduler,
     the best validation's weights where kept) and then `state.json`, one atomic write naming
-    that folder: a kill at any moment leaves the previous checkpoint whole and referenced. Folders no longer named are removed after a save.
+    that folder: a kill at any moment leaves the previous checkpoint whole and referenced.
+    Folders no longer named are removed after a save.
     """
 
     def __init__(self, folder: Location):
@@ -81,9 +82,14 @@ class EncoderCheckpoint:
             if old.startswith("step-") and old != name:
                 self.folder.child(old).remove()
 
+    def state(self) -> dict:
+        """The latest checkpoint's state.json: step, epoch, metrics, early stopping's state,
+        and the folder holding its files."""
+        return self.folder.child(STATE).read_json()
+
     def load(self) -> tuple[ProsodicSequenceEncoder, dict, dict]:
         """The model, {optimizer, scheduler[, best]} state dicts, and the state.json."""
-        state = self.folder.child(STATE).read_json()
+        state = self.state()
         folder = self.folder.child(state.pop("folder"))
         with tempfile.TemporaryDirectory() as tmp:
             folder.download(["config.json", "model.pt", TRAINING_STATE], tmp)
@@ -96,7 +102,7 @@ class EncoderCheckpoint:
 
     def latest(self) -> Location:
         """The folder of the latest checkpoint (its config, weights and normalisation)."""
-        return self.folder.child(self.folder.child(STATE).read_json()["folder"])
+        return self.folder.child(self.state()["folder"])
 
 
 class StepReporter:
@@ -344,8 +350,8 @@ class TrainStage(Stage):
             num_workers=tc.num_workers, use_gpu=use_gpu, cpus_per_worker=tc.cpus_per_worker,
             memory_bytes=need, storage_path=self.layout.state(self.name).child("ray").path,
             total_steps=total_steps,
-            first_step=ckpt.folder.child(STATE).read_json()["step"] if ckpt.exists() else 0))
-        _, _, state = ckpt.load()
+            first_step=ckpt.state()["step"] if ckpt.exists() else 0))
+        state = ckpt.state()  # what the run recorded: its weights are exported, not loaded
         names = _export(ckpt.latest(), self.folder)
         metrics = state.pop("metrics", [])
         self.folder.child("metrics.jsonl").write_atomic(
