@@ -179,8 +179,8 @@ A tiny sample: {len(ids)} recordings, {evaluation['labels']['with_one_utterance'
 {evaluation['labels']['count']} speakers with a single one, so only the LibriVox reader's
 recordings make same-speaker pairs and 1-NN queries; and the encoder was trained on (nearly) all
 of them. On this sample, {ranking(evaluation)}. The table shows that the evaluation runs end to
-end, not how well the method works: docs/embeddings.md has a larger evaluation (7 voices, 524
-held-out utterances).
+end, not how well the method works: docs/embeddings.md has larger evaluations (held-out
+utterances of 7 voices, and the evaluation suite's 11 held-out voices, never seen in training).
 
 ![ROC and DET](evaluation/speaker/roc_det.png)
 
