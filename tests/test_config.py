@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from timbrespace_ray.config import PipelineConfig, load_config
+from timbrespace_ray.config import ORIGINAL_RECIPE, PipelineConfig, load_config
 from timbrespace_ray.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_every_key_has_a_default():
     cfg = load_config()
     assert cfg == PipelineConfig()
-    assert cfg.features.hop_ms == 16 and cfg.kmeans.n_clusters == 120 and cfg.train.resolved(use_gpu=True).hidden_dim == 768
+    assert cfg.features.hop_ms == 16 and cfg.kmeans.n_clusters == 120 and cfg.train.resolved(use_gpu=True).hidden_dim == 128
 
 
 @pytest.mark.parametrize("yaml_text,key", [
@@ -75,10 +75,13 @@ def test_cli_rejects_a_bad_config_before_running(tmp_path):
 def test_unset_recipe_keys_follow_the_cluster():
     cfg = load_config().train
     gpu, cpu = cfg.resolved(use_gpu=True), cfg.resolved(use_gpu=False)
-    assert (gpu.hidden_dim, gpu.num_layers, gpu.max_len, gpu.contrastive_weight) == (768, 8, 2000, 0.0)
-    assert (gpu.max_steps, gpu.epochs, gpu.max_epochs, gpu.step_cap) == (None, None, 1.0, None)
-    assert (cpu.hidden_dim, cpu.num_layers, cpu.contrastive_weight) == (128, 2, 1.0)
+    # one recipe, the measured one, on GPUs as on CPUs; only the worker's CPUs differ
+    assert (cpu.hidden_dim, cpu.num_layers, cpu.contrastive_weight, cpu.init) == (128, 2, 1.0, "pretrained")
     assert (cpu.max_steps, cpu.epochs, cpu.step_cap) == (None, None, 1500)  # epochs, capped
+    assert gpu.model_copy(update={"cpus_per_worker": cpu.cpus_per_worker}) == cpu
+    # the original's recipe is there to set
+    original = load_config(**{f"train.{k}": v for k, v in ORIGINAL_RECIPE.items()}).train.resolved(use_gpu=True)
+    assert (original.hidden_dim, original.num_layers, original.contrastive_weight) == (768, 8, 0.0)
     # what the user sets wins
     mine = load_config(**{"train.hidden_dim": 64, "train.epochs": 3}).train.resolved(use_gpu=False)
     assert (mine.hidden_dim, mine.epochs, mine.max_steps, mine.num_layers) == (64, 3.0, None, 2)
@@ -95,8 +98,9 @@ def test_the_step_budget_follows_the_corpus_size():
                          "train.step_cap": 40}).train.resolved(use_gpu=False)
     assert two.planned_steps(320) == 25  # 2.5 epochs of 320 / (16 x 2) steps
     assert two.planned_steps(3200) == 40
-    # the GPU recipe: one epoch, however long
-    assert load_config().train.resolved(use_gpu=True).planned_steps(160_000) == 10_000
+    # the original's: one epoch, however long
+    original = load_config(**{"train.max_epochs": 1.0}).train.resolved(use_gpu=True)
+    assert original.model_copy(update={"step_cap": None}).planned_steps(160_000) == 10_000
     # explicit budgets: max_steps over epochs over max_epochs
     epochs = load_config(**{"train.epochs": 3}).train.resolved(use_gpu=False)
     assert epochs.planned_steps(100_000) == 3 * 6250  # not capped

@@ -7,7 +7,7 @@ recordings (tests/data/vectors), repeated and cut to utterance lengths drawn uni
 (`--tokens DIR`). Embedding goes through the product's `embed_windows` (length-sorted batches,
 windows of at most pos_max_len); training through its `train_step`.
 
-For each model (the GPU recipe's 58 M encoder and the CPU recipe's small one, random weights
+For each model (the original's 58 M encoder and the recipe's small one, random weights
 unless `--model` names a saved encoder for the 58 M slot), in one process, alternating:
   - embedding tokens/s per CPU thread in float32 and under bf16 autocast, their ratio, and the
     cosine similarity of bf16 to float32 utterance vectors;
@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.data import is_real_speech, load_vector, vector_names  # noqa: E402
-from timbrespace_ray.config import CPU_RECIPE, GPU_RECIPE  # noqa: E402
+from timbrespace_ray.config import ORIGINAL_RECIPE, RECIPE  # noqa: E402
 from timbrespace_ray.encoder import (ProsodicSequenceEncoder, collate, embed_windows,  # noqa: E402
                                      length_buckets, load_model, make_optimizer, pool_windows,
                                      random_crop)
@@ -148,8 +148,8 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     big = load_model(args.model) if args.model else ProsodicSequenceEncoder(
-        **{k: GPU_RECIPE[k] for k in ("hidden_dim", "num_layers", "nhead")})
-    small = ProsodicSequenceEncoder(**{k: CPU_RECIPE[k] for k in ("hidden_dim", "num_layers",
+        **{k: ORIGINAL_RECIPE[k] for k in ("hidden_dim", "num_layers", "nhead")})
+    small = ProsodicSequenceEncoder(**{k: RECIPE[k] for k in ("hidden_dim", "num_layers",
                                                                    "nhead")})
     source = real_sequences(args.tokens, big.vocab_size)
     seqs = utterances(source, args.utterances, args.min_s, args.max_s, rng)
@@ -161,8 +161,8 @@ def main() -> None:
           f"{sorted_padding(lengths, args.batch_size):.0%} (unsorted batches: "
           f"{unsorted_padding(lengths, args.batch_size, rng):.0%})")
     label = {False: "float32", True: "bf16 " + ("native" if native else "emulated")}
-    for name, model, recipe in (("58 M (GPU recipe)", big, GPU_RECIPE),
-                                ("small (CPU recipe)", small, CPU_RECIPE)):
+    for name, model, recipe in (("58 M (the original's)", big, ORIGINAL_RECIPE),
+                                ("small (the recipe)", small, RECIPE)):
         model.to(device)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"\n{name}: {params:.1f} M parameters")
@@ -207,7 +207,7 @@ def main() -> None:
         for bf16 in (False, True):
             torch.manual_seed(args.seed)
             model = ProsodicSequenceEncoder(
-                **{k: CPU_RECIPE[k] for k in ("hidden_dim", "num_layers", "nhead")}).to(device)
+                **{k: RECIPE[k] for k in ("hidden_dim", "num_layers", "nhead")}).to(device)
             curves[bf16] = train_run(model, seqs, args.curve_steps, 8, 256, bf16, device,
                                      args.seed)[2]
         every = max(1, args.curve_steps // 6)

@@ -5,8 +5,8 @@ Corpus: the bundled recordings copied under many names (`bench_feature_stage.bui
 to --hours of audio, read through a manifest CSV that gives every copy its recording's real
 `speaker` (and `corpus`, `language`) from `timbrespace_ray/demo_corpus/manifest.csv`, so the
 profile stage also writes its speakers table. Then `run_pipeline` with the product's defaults
-(as `timbrespace-ray run` has them: k-means k = --n-clusters, the CPU training recipe
-`config.CPU_RECIPE` on a CPU-only machine) on an embedded local Ray of --cpus CPUs, Ray started
+(as `timbrespace-ray run` has them: k-means k = --n-clusters, the training recipe
+`config.RECIPE`) on an embedded local Ray of --cpus CPUs, Ray started
 before the first stage and its start-up reported apart. Each stage is timed by `on_stage_done`;
 rows and audio come from its `_run/<stage>/summary.json`, worker time from its units' markers.
 
@@ -50,7 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_feature_stage import build_corpus  # noqa: E402
 
-from timbrespace_ray.config import CPU_RECIPE, GPU_RECIPE, load_config  # noqa: E402
+from timbrespace_ray.config import RECIPE, load_config  # noqa: E402
 from timbrespace_ray.pipeline import run_pipeline  # noqa: E402
 from timbrespace_ray.stages.registry import NAMES as STAGES  # noqa: E402
 from timbrespace_ray.executors import RayExecutor  # noqa: E402
@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the embedded Ray")
     ap.add_argument("--train-steps", type=int, default=300,
                     help="training steps of this run (the product's CPU default is at most "
-                         f"{CPU_RECIPE['step_cap']}: ~20 min on 2 CPUs); projected to that")
+                         f"{RECIPE['step_cap']}: ~20 min on 2 CPUs); projected to that")
     ap.add_argument("--n-clusters", type=int, default=120, help="kmeans.n_clusters")
     ap.add_argument("--keep", metavar="DIR", help="build the corpus and write the output under "
                     "DIR (new or empty) and keep them")
@@ -257,7 +257,7 @@ def report(args, mach, cpus, gpus, cfg, out: Path, walls, starts, log, timing) -
     on_gpu = {"kmeans": km.get("device") == "cuda", "tokens": gpus > 0 and cfg.tokens.use_gpu is not False,
               "train": gpus > 0 and cfg.train.use_gpu is not False,
               "embed": gpus > 0 and cfg.embed.use_gpu is not False}
-    recipe = GPU_RECIPE if on_gpu["train"] else CPU_RECIPE
+    recipe = RECIPE
 
     rows_of = {
         "features": f"{summaries['features'].get('rows')} utterances, {frames} frames",

@@ -3,7 +3,7 @@
 1. The Asterisk voice-prompt corpus (`asterisk_corpus.py`: 7 professional voices, 7 languages,
    about 2.2 h, fetched from Debian's archive at benchmark time, never bundled).
 2. features, kmeans, tokens on an embedded local Ray (--cpus, default 2), then the train stage
-   with the defaults `run` uses on a CPU-only cluster (`config.CPU_RECIPE`) and a validation
+   with the defaults `run` uses (`config.RECIPE`) and a validation
    split of --heldout of the utterances (by a hash of utt_id), then embed.
 3. `timbrespace-ray evaluate --label speaker` over the held-out utterances: AUC, EER and 1-NN
    for the embeddings as written and normalised, feature statistics, a bag of tokens and an
@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from asterisk_corpus import build_corpus  # noqa: E402
 
-from timbrespace_ray.config import CPU_RECIPE, load_config  # noqa: E402
+from timbrespace_ray.config import RECIPE, load_config  # noqa: E402
 from timbrespace_ray.evaluation.run import run_evaluation  # noqa: E402
 from timbrespace_ray.pipeline import run_stage  # noqa: E402
 from timbrespace_ray.executors import RayExecutor  # noqa: E402
@@ -92,7 +92,7 @@ def main() -> int:
         print(f"{stage}: {walls[stage]:.0f} s", flush=True)
     doc = run_evaluation(cfg, "speaker", "heldout", executor=executor)
     summary = json.loads((out / "encoder" / "training.json").read_text())
-    recipe = {**CPU_RECIPE, **{k.split(".", 1)[1]: v for k, v in overrides.items()
+    recipe = {**RECIPE, **{k.split(".", 1)[1]: v for k, v in overrides.items()
                                if k.startswith("train.")}}
     ok, lines = verdict(doc, walls["train"], args.budget_min * 60)
     print(f"\nrecipe: {json.dumps(recipe)}\nencoder: {summary['step']} steps, "

@@ -23,13 +23,13 @@ What runs, all in this process (no Ray: the GPU machine has none), through the p
            `--kmeans-model`. Then its CUDA kernel `assign_on_gpu` alone on the k-means sample,
            and its agreement with the CPU path (`KMeansModel.assign`, numba).
   train    what the train stage's Ray Train loop does on a GPU worker, without Ray Train:
-           `TrainStageConfig().resolved(use_gpu=True)` (the GPU recipe, `config.GPU_RECIPE`: the
-           58 M model, batch 16, max_len 2000, bf16), `plan_training_memory` against the GPU's
+           `TrainStageConfig(**config.ORIGINAL_RECIPE).resolved(use_gpu=True)` (the original's
+           58 M model, batch 16, max_len 2000, bf16: the largest step a user may set), `plan_training_memory` against the GPU's
            free memory, `make_optimizer`, `training_batches` over pools of the tokens stage's
            output (validation utterances held out by `is_validation`), `train_step`.
            `--train-warmup` untimed steps, then `--train-steps` timed ones.
   embed    `EmbedStage(use_gpu=True)` (its defaults: batch 32 windows, bf16) by `run_map_stage`
-           on the trained 58 M encoder and on the CPU recipe's small one (`config.CPU_RECIPE`,
+           on the trained 58 M encoder and on the recipe's small one (`config.RECIPE`,
            random weights), each after a warm-up run; then `embed_windows` alone (bf16) on the
            same token sequences.
 Every timing on CUDA is bracketed by `torch.cuda.synchronize()`. Printed per step: the work,
@@ -60,7 +60,7 @@ the packages above (`pip download --no-deps --only-binary=:all:`).
 
 Elsewhere: `make gpu-check` (the venv, any CUDA machine). The CPU path, what CI runs
 (tests/benchmarks/test_gpu_check.py; --tiny: 0.03 h of the recordings of at most 10 s, k = 16, a 32 x 1
-encoder in the GPU recipe's slot, 3 training steps), takes seconds:
+encoder in the original's slot, 3 training steps), takes seconds:
 
     .venv/bin/python tests/benchmarks/gpu_check.py --device cpu --tiny --features vectors
 """
@@ -95,8 +95,8 @@ import torch  # noqa: E402
 
 from timbrespace_ray.clustering.fit import fit_kmeans, select_backend  # noqa: E402
 from timbrespace_ray.clustering.model import KMeansModel  # noqa: E402
-from timbrespace_ray.config import (EmbedStageConfig, KMeansStageConfig,  # noqa: E402
-                                    TrainStageConfig)
+from timbrespace_ray.config import (ORIGINAL_RECIPE, EmbedStageConfig,  # noqa: E402
+                                    KMeansStageConfig, TrainStageConfig)
 from timbrespace_ray.encoder import (ProsodicSequenceEncoder, embed_windows,  # noqa: E402
                                      load_encoder, make_optimizer, save_encoder)
 from timbrespace_ray.encoder.loop import (paired_batches, train_step,  # noqa: E402
@@ -538,7 +538,7 @@ def step_train(main: Path, device: torch.device, overrides: dict, warmup: int, s
                scratch: Path, report: Report) -> Path | None:
     section("train")
     ids, seqs, n_clusters = token_sequences(main)
-    tc = TrainStageConfig(**overrides).resolved(use_gpu=True)
+    tc = TrainStageConfig(**{**ORIGINAL_RECIPE, **overrides}).resolved(use_gpu=True)
     tc = tc.model_copy(update={"max_len": min(tc.max_len, tc.pos_max_len)})
     train = [s for u, s in zip(ids, seqs) if not is_validation(u, tc.validation_fraction, tc.seed)]
     model_kwargs = tc.model_kwargs(n_clusters)
@@ -557,7 +557,7 @@ def step_train(main: Path, device: torch.device, overrides: dict, warmup: int, s
                                           min(tc.warmup_steps, total // 10), total)
     params = sum(p.numel() for p in model.parameters())
     dtype = compute_dtype(device, tc.bf16)
-    say(f"GPU recipe{' (--tiny shapes)' if overrides else ''}: {params / 1e6:.1f} M parameters "
+    say(f"the original's model{' (--tiny shapes)' if overrides else ''}: {params / 1e6:.1f} M parameters "
         f"({tc.hidden_dim} x {tc.num_layers} layers, {tc.nhead} heads), batch {tc.batch_size} x "
         f"max_len {tc.max_len}, lr {tc.lr:g}, {dtype} on {device}; {len(train):,} training "
         f"sequences ({len(seqs) - len(train):,} held out); activation checkpointing "
@@ -589,22 +589,22 @@ def step_train(main: Path, device: torch.device, overrides: dict, warmup: int, s
         f"padding {np.mean([s['padding_fraction'] for s in timed]):.1%}; "
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, accuracy {timed[-1]['accuracy']:.3f}")
     say(f"  train_step's own tokens/s figure (what the stage logs): {own:,.0f}")
-    report.add("train (GPU recipe)", f"{steps} steps, {tokens:,} tokens, {params / 1e6:.1f} M",
+    report.add("train (original's 58 M)", f"{steps} steps, {tokens:,} tokens, {params / 1e6:.1f} M",
                m.seconds, tokens, "tokens", tokens / FRAMES_PER_SECOND, m,
                params=params, dtype=dtype, activation_checkpointing=checkpointing,
                memory_estimate_gib=need / GIB, loss_first=losses[0], loss_last=losses[-1],
                step_reported_tokens_per_s=own, ms_per_step=1000 * m.seconds / steps)
     report.check(all(math.isfinite(v) for v in losses), f"non-finite training loss: {losses}")
-    folder = scratch / "encoder_gpu_recipe"
+    folder = scratch / "encoder_original"
     save_encoder(folder, model)
     return folder
 
 
 def small_encoder(n_clusters: int, scratch: Path) -> Path:
-    """The CPU recipe's encoder (random weights, seeded), saved as the train stage saves."""
+    """The recipe's encoder (random weights, seeded), saved as the train stage saves."""
     tc = TrainStageConfig().resolved(use_gpu=False)
     torch.manual_seed(tc.seed)
-    folder = scratch / "encoder_cpu_recipe"
+    folder = scratch / "encoder_recipe"
     save_encoder(folder, ProsodicSequenceEncoder(**tc.model_kwargs(n_clusters)))
     return folder
 
@@ -792,15 +792,16 @@ def main(argv: list[str] | None = None) -> int:
         section("embed")
         _, _, n_clusters = token_sequences(warm)
         if trained is None:
-            say("(training failed: the GPU recipe's encoder with random weights)")
-            tc = TrainStageConfig(**(TINY["train"] if args.tiny else {})).resolved(use_gpu=True)
-            trained = scratch / "encoder_gpu_recipe"
+            say("(training failed: the original's encoder with random weights)")
+            tc = TrainStageConfig(**{**ORIGINAL_RECIPE, **(TINY["train"] if args.tiny else {})}
+                                  ).resolved(use_gpu=True)
+            trained = scratch / "encoder_original"
             save_encoder(trained, ProsodicSequenceEncoder(**tc.model_kwargs(n_clusters)))
-        label = "GPU recipe (tiny)" if args.tiny else "GPU recipe 58 M"
+        label = "original's (tiny)" if args.tiny else "original's 58 M"
         with guarded(report, f"embed {label}"):
             step_embed(label, trained, warm, main_root, device, report)
-        with guarded(report, "embed CPU recipe"):
-            step_embed("CPU recipe small", small_encoder(n_clusters, scratch), warm, main_root,
+        with guarded(report, "embed recipe"):
+            step_embed("recipe small", small_encoder(n_clusters, scratch), warm, main_root,
                        device, report)
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc(file=sys.stdout)

@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "benchmarks" / "gpu_check.py"
 SECTIONS = ("machine", "input", "kmeans", "tokens", "train", "embed", "summary")
 STEPS = ["kmeans (scikit-learn, seed 0)", "kmeans (scikit-learn, seed 1)", "tokens stage",
-         "train (GPU recipe)", "embed stage, GPU recipe (tiny)",
-         "embed_windows, GPU recipe (tiny)", "embed stage, CPU recipe small",
-         "embed_windows, CPU recipe small"]
+         "train (original's 58 M)", "embed stage, original's (tiny)",
+         "embed_windows, original's (tiny)", "embed stage, recipe small",
+         "embed_windows, recipe small"]
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
@@ -68,13 +68,13 @@ def test_figures_are_sane_and_add_up(tiny_run):
     assert tokens["amount"] == corpus["frames"] and tokens["rows"] == corpus["utterances"]
     # x real time of a stage is the corpus's audio over its units' busy time
     assert tokens["x_real_time"] == pytest.approx(corpus["audio_seconds"] / tokens["seconds"])
-    for label in ("GPU recipe (tiny)", "CPU recipe small"):
+    for label in ("original's (tiny)", "recipe small"):
         assert rows[f"embed stage, {label}"]["amount"] == corpus["frames"]
         assert rows[f"embed stage, {label}"]["rows"] == corpus["utterances"]
         assert rows[f"embed_windows, {label}"]["amount"] == corpus["frames"]
-    # the CPU recipe's encoder: 128 x 2 layers
-    assert 0.3e6 < rows["embed_windows, CPU recipe small"]["params"] < 1e6
-    train = rows["train (GPU recipe)"]
+    # the recipe's encoder: 128 x 2 layers
+    assert 0.3e6 < rows["embed_windows, recipe small"]["params"] < 1e6
+    train = rows["train (original's 58 M)"]
     assert train["rate_unit"] == "tokens/s"
     # tokens of audio: 62.5 per second (16 ms hop)
     assert train["x_real_time"] == pytest.approx(train["rate"] / 62.5)

@@ -4,13 +4,20 @@ import shutil
 
 import duckdb
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from helpers.data import DEMO_CORPUS, N120_MODEL
 from helpers.token_corpus import EARLY_STOPPING, unseen_tokens_corpus
+from timbrespace_ray.clustering.model import KMeansModel
 from timbrespace_ray.config import load_config
-from timbrespace_ray.encoder import EmbeddingNormalization, ProsodicSequenceEncoder, load_encoder
+from timbrespace_ray.encoder import (EmbeddingNormalization, ProsodicSequenceEncoder,
+                                     embed_utterances, load_encoder)
+from timbrespace_ray.encoder.codebook import (PRETRAINED, token_map, translate_tokens,
+                                              translated_state)
+from timbrespace_ray.errors import ConfigError
 from timbrespace_ray.encoder.split import is_validation
 from timbrespace_ray.executors import LocalExecutor, RayExecutor
 from timbrespace_ray.stages.embed import EmbedStage
@@ -19,6 +26,7 @@ from timbrespace_ray.stages.tokens import TokensStage
 from timbrespace_ray.stages import train as train_stage
 from timbrespace_ray.stages.train import TrainStage
 from timbrespace_ray.storage import Location
+from timbrespace_ray.tables import settings_of
 
 quiet = lambda s: None  # noqa: E731
 ALL_IDS = sorted(p.name for p in DEMO_CORPUS.glob("*.wav"))
@@ -184,3 +192,65 @@ def test_workers_stop_early_together_on_ray_train(ray_executor, tmp_path):
         30, 15, "early stopping")
     assert (detail["best_step"], detail["encoder_step"]) == (5, 5)
     assert [m["step"] for m in _metrics(tmp_path) if m["kind"] == "validation"] == [5, 10, 15]
+
+
+def _tokens_only(tokens_out, target):
+    """A copy of the tokens run without anything the train and embed stages wrote."""
+    shutil.copytree(tokens_out, target, ignore=lambda d, names: {
+        n for n in names if n in ("encoder", "embeddings", "evaluation")
+        or (d.endswith("_run") and n in ("train", "embed"))})
+    return Location.of(str(target))
+
+
+def _published_in_pretrained_ids():
+    return token_map(KMeansModel.load(str(N120_MODEL)).feature_space_centers(),
+                     KMeansModel.load(str(PRETRAINED)).feature_space_centers())
+
+
+def test_training_starts_from_the_pretrained_encoder_in_this_runs_codebook(tokens_out, tmp_path):
+    # the recipe's shape is the shipped encoder's; a step at a negligible learning rate leaves
+    # the weights where training started
+    still = {"train.max_len": 64, "train.batch_size": 4, "train.max_steps": 1,
+             "train.lr": 1e-9, "train.warmup_steps": 0, "train.validation_fraction": 0.3,
+             "train.early_stopping_patience": 0, "train.cpus_per_worker": 1.0}
+    expected = translated_state(load_encoder(PRETRAINED), _published_in_pretrained_ids(), 122)
+    rows = "token_embedding.embedding.weight"
+    for init in ("pretrained", "scratch"):
+        out = tmp_path / init
+        loc = _tokens_only(tokens_out, out)
+        detail = TrainStage(loc, load_config(**still, **{"train.init": init}).train).run(
+            LocalExecutor()).detail
+        assert detail["init"] == init
+        state = load_encoder(out / "encoder").state_dict()
+        close = all(torch.allclose(state[k], expected[k], atol=1e-4) for k in expected)
+        assert close == (init == "pretrained"), init
+        assert not torch.allclose(state[rows], load_encoder(PRETRAINED).state_dict()[rows],
+                                  atol=1e-4)  # the rows were reordered, not copied as they were
+        # the encoder keeps the codebook its ids are ids of: the run's
+        assert (out / "encoder" / "kmeans_model.json").read_bytes() == (
+            N120_MODEL / "kmeans_model.json").read_bytes()
+    # an encoder of another shape named as the start is refused; the default falls back
+    with pytest.raises(ConfigError, match="train.init .*shape"):
+        TrainStage(_tokens_only(tokens_out, tmp_path / "mismatch"), load_config(**SMALL, **{
+            "train.init": str(tmp_path / "pretrained" / "encoder")}).train).run(LocalExecutor())
+
+
+def test_embed_without_an_encoder_uses_the_pretrained_one(tokens_out, tmp_path):
+    loc = _tokens_only(tokens_out, tmp_path / "run")
+    EmbedStage(loc, load_config().embed).run(LocalExecutor())
+    table = pq.read_table(tmp_path / "run" / "embeddings")
+    settings = settings_of(table.schema)
+    assert settings["checkpoint"] == str(PRETRAINED) and settings["tokens_translated"]
+    tokens = pq.read_table(tmp_path / "run" / "tokens", columns=["utt_id", "tokens"]).to_pydict()
+    model = load_encoder(PRETRAINED)
+    mapping = _published_in_pretrained_ids()
+    short = [i for i, t in enumerate(tokens["tokens"]) if len(t) <= model.pos_max_len][0]
+    expected = embed_utterances(model, translate_tokens([np.asarray(tokens["tokens"][short])],
+                                                        mapping), 1)[0]
+    row = table.filter(pc.equal(table["utt_id"], tokens["utt_id"][short]))
+    got = np.asarray(row["embedding"][0].as_py())
+    assert got.shape == (model.hidden_dim,)
+    assert np.dot(got, expected) / np.linalg.norm(got) / np.linalg.norm(expected) > 0.999
+    # without the translation the same tokens embed elsewhere
+    untranslated = embed_utterances(model, [np.asarray(tokens["tokens"][short])], 1)[0]
+    assert np.dot(got, untranslated) / np.linalg.norm(got) / np.linalg.norm(untranslated) < 0.99
