@@ -149,6 +149,44 @@ def run_set(name: str, manifest: Path, work: Path, overrides: dict, executor, re
     return out
 
 
+# the model card's rows: (its name, the variant, the representations whose best AUC it takes)
+CARD_ROWS = (("embeddings, fine-tuned from the shipped encoder", "fine-tuned", OURS),
+             ("embeddings, trained from scratch", "scratch", OURS),
+             ("embeddings, the shipped encoder alone", "pretrained", OURS),
+             ("feature statistics", None, ("feature statistics",)),
+             ("bag of tokens", None, ("bag of tokens",)),
+             ("untrained encoder", None, ("untrained encoder", "untrained encoder, centred")))
+
+
+def model_card(results: dict) -> dict:
+    """The speaker figures of every set, per `CARD_ROWS` row: the AUC and its standard error
+    of the better of its representations. The demo's report shows them."""
+    from bench_inputs import machine
+
+    sets = {}
+    for name, result in results.items():
+        variants = result["variants"]
+        speaker = {v: r["labels"]["speaker"] for v, r in variants.items()
+                   if "speaker" in r["labels"]}
+        if not speaker:
+            continue
+        any_variant = next(iter(speaker.values()))
+        rows = {}
+        for row, variant, reps in CARD_ROWS:
+            figures = speaker.get(variant or next(iter(speaker)))
+            if figures is None:
+                continue
+            best = max(reps, key=lambda r: figures["representations"][r]["auc"])
+            r = figures["representations"][best]
+            rows[row] = {"auc": r["auc"], "auc_stderr": r["auc_stderr"], "eer": r["eer"]}
+        sets[name] = {"voices": any_variant["values"], "utterances": any_variant["utterances"],
+                      "speaker": rows}
+    m = machine()
+    return {"measured_by": "tests/benchmarks/bench_embeddings.py (make bench-embeddings)",
+            "machine": f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB",
+            "date": time.strftime("%Y-%m-%d"), "sets": sets}
+
+
 def verdict(result: dict, margin: float) -> tuple[bool, str]:
     """On the speaker label of one variant's result."""
     speaker = result["labels"].get("speaker")
@@ -175,6 +213,9 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key for both runs, e.g. train.max_steps=300")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--card", type=Path, default=None,
+                        help="write the speaker figures of every set here as JSON (the shipped "
+                        "encoder's: timbrespace_ray/encoder/pretrained/evaluation.json)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="which encoders: scratch (trained on the set's train speakers "
                         "alone), pretrained (the shipped one, untouched), fine-tuned (trained "
@@ -223,6 +264,8 @@ def main() -> int:
     print("\n" + "\n".join(lines))
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "bench_embeddings.json").write_text(json.dumps(results, indent=1))
+    if args.card:
+        args.card.write_text(json.dumps(model_card(results), indent=1) + "\n")
     return 0
 
 

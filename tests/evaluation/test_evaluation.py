@@ -16,7 +16,7 @@ from timbrespace_ray.encoder.batching import collate
 from timbrespace_ray.encoder.split import is_validation, split_position
 from timbrespace_ray.errors import ConfigError, ModelFormatError
 from timbrespace_ray.errors import InconsistentPartsError
-from timbrespace_ray.evaluation.report import DESCRIPTIONS
+from timbrespace_ray.evaluation.report import DESCRIPTIONS, card_section
 from timbrespace_ray.evaluation.representations import (compared, encoder_vectors,
                                                         feature_statistics, standardised,
                                                         token_frequencies, untrained_encoder)
@@ -377,3 +377,25 @@ def test_an_encoder_trained_on_another_run_never_saw_these_utterances(output, tm
     doc, _ = evaluate(tmp_path / "out")
     held = [i for i, s in enumerate(SPEAKERS) if s and is_validation(f"utt{i:02d}", 0.5, 3)]
     assert doc["utterances"]["which"] == "heldout" and doc["utterances"]["evaluated"] == len(held)
+
+
+def test_the_card_says_where_the_default_embeddings_stand():
+    def row(auc):
+        return {"auc": auc, "auc_stderr": 0.01, "eer": 0.3}
+
+    card = {"measured_by": "bench", "machine": "a CPU", "date": "2026-12-06", "sets": {
+        "a": {"voices": 3, "utterances": 600, "speaker": {
+            "embeddings, fine-tuned from the shipped encoder": row(0.70),
+            "feature statistics": row(0.60), "bag of tokens": row(0.65)}},
+        "b": {"voices": 5, "utterances": 300, "speaker": {
+            "embeddings, fine-tuned from the shipped encoder": row(0.60),
+            "feature statistics": row(0.62), "bag of tokens": row(0.75)}}}}
+    text = card_section(card)
+    assert "lead the best baseline on 1 of 2 sets" in text
+    assert "a +0.050 against bag of tokens; b -0.150 against bag of tokens" in text
+    assert "| b   | 5               | 300" in text and "0.600 ± 0.010" in text
+    assert "better than these embeddings in every set" not in text
+    card["sets"]["a"]["speaker"]["feature statistics"] = row(0.80)
+    assert "on 0 of 2 sets" in card_section(card)
+    assert "better than these embeddings in every set" in card_section(card)
+    assert card_section(None) == "No evaluation on voices never heard ships with this package."

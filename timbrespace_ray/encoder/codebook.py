@@ -7,6 +7,7 @@ tokens, and training can start from an encoder trained elsewhere, its token rows
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,13 +16,21 @@ import torch
 
 from .model import ProsodicSequenceEncoder
 
-# The encoder shipped with the package (its folder also holds its codebook, `kmeans_model.json`).
+# The encoder shipped with the package (its folder also holds its codebook, `kmeans_model.json`,
+# and its figures on voices never heard, `evaluation.json`).
 PRETRAINED = Path(__file__).parent / "pretrained"
 PRETRAINED_NAME = "pretrained"
+CARD_FILE = "evaluation.json"
 # the state-dict entries with one row per token id
 EMBEDDING_ROWS = "token_embedding.embedding.weight"
 HEAD_ROWS = ("prediction_head.3.weight", "prediction_head.3.bias")
 SHAPE_KEYS = ("hidden_dim", "num_layers", "nhead", "pos_max_len")
+
+
+def shipped_card() -> dict | None:
+    """The shipped encoder's figures on the evaluation suite (None: none shipped)."""
+    path = PRETRAINED / CARD_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def token_map(source: np.ndarray, target: np.ndarray) -> np.ndarray | None:
