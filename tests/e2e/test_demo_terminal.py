@@ -60,3 +60,14 @@ def test_the_report_agrees_with_its_tables(demo):
     said = re.search(r"On this sample, (by AUC, (.+?) comes first|the (embeddings) come first)",
                      " ".join(report.split()))
     assert said and best == (said.group(2) or said.group(3)), (best, said)
+    # figures from a set large enough to mean something: the shipped encoder's, said in words
+    from timbrespace_ray.encoder.codebook import shipped_card
+
+    sets = shipped_card()["sets"]
+    ahead = sum(d["speaker"]["embeddings, fine-tuned from the shipped encoder"]["auc"] > max(
+        d["speaker"][b]["auc"] for b in ("feature statistics", "bag of tokens", "untrained encoder"))
+        for d in sets.values())
+    section = report[report.index("## On voices never heard"):]
+    assert f"lead the best baseline on {ahead} of {len(sets)} sets" in " ".join(section.split())
+    for name, d in sets.items():
+        assert f"| {name}" in section and f"{d['speaker']['bag of tokens']['auc']:.3f}" in section

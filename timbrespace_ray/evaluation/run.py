@@ -75,8 +75,9 @@ def run_evaluation(cfg: PipelineConfig, label: str | None = None, utterances: st
         raise ConfigError(f"no label column {label!r} in {out.uri}: the labels there are "
                           f"{', '.join(available) or 'none'}")
     # the encoder that made the embeddings, as their table records it
-    encoder_uri = read_settings(first).get("checkpoint") or embedding_encoder(
-        cfg.embed.checkpoint, out)
+    encoder_uri = read_settings(first).get("checkpoint") or (
+        embedding_encoder(cfg.embed.checkpoint, out) if cfg.embed.checkpoint
+        else out.child("encoder").uri)
     record = _training_record(encoder_uri, opts)
     # an encoder trained on another run's tokens never saw these utterances (unless the two
     # corpora share recordings): all of them are held out, whatever its own split
