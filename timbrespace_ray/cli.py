@@ -158,8 +158,9 @@ STAGE_FLAGS: dict[str, tuple[Flag, ...]] = {
              default_text="default: OUTPUT/kmeans"),
     ),
     "embed": (
-        Flag("--checkpoint", "embed.checkpoint", "the encoder folder or an original .ckpt",
-             metavar="URI", default_text="default: OUTPUT/encoder"),
+        Flag("--checkpoint", "embed.checkpoint", "the encoder folder, an original .ckpt, or "
+             "'pretrained' (the encoder shipped with the package)", metavar="URI",
+             default_text="default: OUTPUT/encoder, else the shipped one"),
     ),
 }
 
