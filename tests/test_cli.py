@@ -103,3 +103,47 @@ def test_inspection_reaches_the_output_with_storage_options(tmp_path):
 def test_bad_settings_are_named(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_dry_run_plans_sums_up_and_processes_nothing(tmp_path, capsys):
+    import shutil
+
+    import soundfile as sf
+
+    from helpers.data import DEMO_CORPUS
+    from timbrespace_ray.dry_run import CPU_SECONDS_PER_AUDIO_HOUR
+
+    # a manifest of segments (their bounds are the audio) and whole files with a duration
+    wav = sorted(DEMO_CORPUS.glob("*.wav"))
+    rows = ["path,start,end,speaker"] + [f"{wav[0]},{s},{s + 1.5},a" for s in (0.0, 2.0, 4.0)]
+    (tmp_path / "segments.csv").write_text("\n".join(rows) + "\n")
+    # --address http:// would submit a job: a dry run plans here instead
+    assert main(["run", "--input", str(tmp_path / "segments.csv"), "--output",
+                 str(tmp_path / "a"), "--dry-run", "--address", "http://127.0.0.1:9"]) == 0
+    text = capsys.readouterr().out
+    assert "3 utterances in 1 items (1 manifest)" in text
+    assert "audio    4.5 s: 4.5 s from the plan's bounds" in text
+    cost = float(re.search(r"features\s+([\d.]+) s", text).group(1))  # CPU-seconds
+    assert cost == pytest.approx(CPU_SECONDS_PER_AUDIO_HOUR["features"] * 4.5 / 3600, rel=0.01)
+    assert re.search(r"train\s+[\d.]+ (s|min)", text) and re.search(r"all\s+[\d.]+", text)
+    assert (tmp_path / "a" / "_run" / "features" / "plan.parquet").exists()
+    assert not (tmp_path / "a" / "features").exists()  # no unit ran
+    # a folder: durations from the headers (three files: each one sampled, so exact)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for p in wav[:3]:
+        shutil.copy(p, folder / p.name)
+    hours = sum(sf.info(p).duration for p in wav[:3]) / 3600
+    assert main(["features", "--input", str(folder), "--output", str(tmp_path / "b"),
+                 "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "from 3 sampled headers" in text and "train" not in text
+    value, unit = re.search(r"audio    ~([\d.]+) (s|min)", text).groups()
+    assert float(value) * (60 if unit == "min" else 1) == pytest.approx(hours * 3600, rel=0.01)
+    cost = float(re.search(r"features\s+([\d.]+) s", text).group(1))
+    assert cost == pytest.approx(CPU_SECONDS_PER_AUDIO_HOUR["features"] * hours, rel=0.01)
+    # the real run then processes the units the dry run planned
+    plan = (tmp_path / "b" / "_run" / "features" / "plan.parquet").read_bytes()
+    assert main(["features", "--output", str(tmp_path / "b"), "--input", str(folder),
+                 "--dry-run"]) == 0
+    assert (tmp_path / "b" / "_run" / "features" / "plan.parquet").read_bytes() == plan

@@ -219,6 +219,8 @@ def _stage_command(name: str):
     def run(args) -> int:
         from .pipeline import run_stage
 
+        if getattr(args, "dry_run", False):
+            return _dry_run(args, (name,))
         cfg = _load(args)
         with _executor(cfg) as executor:
             run_stage(name, cfg, executor)
@@ -229,10 +231,30 @@ def _stage_command(name: str):
 
 def _run(args) -> int:
     from .pipeline import run_pipeline
+    from .stages.registry import NAMES
 
+    if args.dry_run:
+        return _dry_run(args, NAMES)
     cfg = _load(args)
     with _executor(cfg) as executor:
         run_pipeline(cfg, executor)
+    return 0
+
+
+def _dry_run(args, stages: tuple[str, ...]) -> int:
+    """Plan the features stage (the plan is kept) and print what the run would do."""
+    from .dry_run import report, summarise
+    from .pipeline import output_of
+    from .stages.features import FeaturesStage
+
+    cfg = _load(args)
+    stage = FeaturesStage.from_config(cfg, output_of(cfg), use_gpu=False)
+    summary = summarise(stage.plan(), cfg.storage.storage_options)
+    steps = None
+    if "train" in stages:
+        train = cfg.train.resolved(use_gpu=False)
+        steps = train.planned_steps(round(summary.inputs * (1 - train.validation_fraction)))
+    _emit(report(summary, stage.layout.plan(stage.name).uri, stages, steps, cfg.ray.num_cpus))
     return 0
 
 
@@ -344,6 +366,13 @@ def _pipeline_command(cmd, needs_input: bool, stage_flags) -> None:
         _flags(cmd, f"{name} stage", flags)
 
 
+def _dry_run_option(cmd, what: str) -> None:
+    cmd.add_argument("--dry-run", action="store_true",
+                     help=f"plan (the plan is kept for the run) and print the inputs, units, "
+                     f"bytes, hours of audio and the projected CPU time of {what}; process "
+                     "nothing, start no Ray (default: run)")
+
+
 def _inspect_options(cmd) -> None:
     cmd.add_argument("output_uri", nargs="?", metavar="OUTPUT",
                      help="the run's output folder, as --output (default: --output, or the "
@@ -375,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "s3://bucket/runs/one --n-clusters 64",
                     "timbrespace-ray run --config job.yaml --address auto"))
     _pipeline_command(run, True, STAGE_FLAGS.items())
+    _dry_run_option(run, "every stage")
     run.set_defaults(func=_run)
     for spec in STAGES:
         first = not spec.upstream
@@ -384,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--output out/",))
         _pipeline_command(cmd, first, [(spec.name, STAGE_FLAGS[spec.name])]
                           if spec.name in STAGE_FLAGS else [])
+        if first:
+            _dry_run_option(cmd, "the stage")
         cmd.set_defaults(func=_stage_command(spec.name))
     ev = _command(sub, "evaluate", "OUTPUT/embeddings -> OUTPUT/evaluation/LABEL/: retrieval "
                   "of a label by cosine, against baselines", "--output FOLDER [--label COLUMN] "
@@ -501,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                      bool(getattr(args, "verbose", None)))
     address = getattr(args, "address", None)
     try:
-        if address and address.startswith(("http://", "https://")):
+        if address and address.startswith(("http://", "https://")) \
+                and not getattr(args, "dry_run", False):  # a dry run plans here
             return _submit_as_job(address, argv)
         return args.func(args)
     except Exception as exc:
