@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from helpers.runs import BAD, FAILING_SHARE, INPUTS, failed_run_config
-from timbrespace_ray import inspection
+from timbrespace_ray import inspection, markers
 from timbrespace_ray.cli import main
 from timbrespace_ray.errors import StageFailedError
 from timbrespace_ray.pipeline import run_stage
@@ -375,10 +375,10 @@ def test_markers_of_a_large_stage_are_listed_by_prefix_on_s3(s3_server, s3_bucke
              f"{s3_bucket}/run/_run/features/done/sub/000009.json": b"{}"})
     done = inspection.open_output(f"s3://{s3_bucket}/run/_run/features/done",
                                   s3_server.storage_options)
-    assert inspection._sharded_listing(done, ["000"]) is not None  # s3fs lists by prefix
-    found = inspection._marker_listing(done, 3001)
+    assert markers.sharded_listing(done, ["000"]) is not None  # s3fs lists by prefix
+    found = markers.marker_listing(done, 3001)
     assert sorted(n for n in found if n.endswith(".json")) == [f"{u:06d}.json" for u in units]
     assert {k for k in found if k.endswith(".json")} == {
-        k for k in inspection._listing(done) if k.endswith(".json")}
+        k for k in markers.listing(done) if k.endswith(".json")}
     n, newest = inspection._markers(done, 3001)
     assert n == len(units) and -5 <= time.time() - newest <= 300

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from .errors import ConfigError, InspectionError, StageFailedError
 from .layout import ERRORS, STATE, RunLayout, check_layout
+from .markers import listing, marker_listing
 from .stages.failure import clip
 from .stages.registry import NAMES, STAGES, StageSpec, stage_spec
 from .storage import Location, storage_errors
@@ -176,23 +177,6 @@ def _mtime(entry: dict) -> float | None:
     return None
 
 
-def _listing(location: Location) -> dict[str, dict]:
-    """name -> entry for everything directly inside a folder ({} when it is not there): one
-    listing, which on an object store also carries every object's time."""
-    location.fs.invalidate_cache(location.path)
-    try:
-        with storage_errors("list", location.uri):
-            entries = location.fs.ls(location.path, detail=True)
-    except FileNotFoundError:
-        return {}
-    out = {}
-    for entry in entries:
-        name = posixpath.basename(str(entry.get("name", "")).rstrip("/"))
-        if name:
-            out[name] = entry
-    return out
-
-
 def _read_json(location: Location) -> Any | None:
     """A summary or state file, or None when it is not there."""
     try:
@@ -206,61 +190,9 @@ def _read_json(location: Location) -> Any | None:
                               "writes it whole or not at all, so something else wrote it") from None
 
 
-def _sharded_listing(location: Location, prefixes: list[str]) -> dict[str, dict] | None:
-    """The entries of a folder whose names start with any of `prefixes`, as concurrent listings
-    (an object store pages a listing 1,000 names at a time, one page after another: 100 pages
-    of markers are 5-30 s; 100 listings of one page each at once, about one); None where the
-    filesystem cannot list by prefix."""
-    import asyncio
-
-    from fsspec.asyn import sync
-
-    fs = location.fs
-    if not getattr(fs, "async_impl", False) or not hasattr(fs, "_find"):
-        return None
-
-    async def one(prefix: str):
-        try:
-            return await fs._find(location.path, prefix=prefix, detail=True)
-        except FileNotFoundError:
-            return {}
-
-    async def every():
-        return await asyncio.gather(*(one(p) for p in prefixes))
-
-    fs.invalidate_cache(location.path)
-    try:
-        with storage_errors("list", location.uri):
-            found = sync(fs.loop, every)
-    except TypeError:  # a _find without `prefix`
-        return None
-    out = {}
-    for entries in found:
-        for path, entry in entries.items():
-            # only the folder's own files (a prefix listing has no delimiter)
-            if posixpath.dirname(str(path).rstrip("/")) == location.path.rstrip("/"):
-                out[posixpath.basename(str(path).rstrip("/"))] = entry
-    return out
-
-
-SHARD = 1000  # marker names per prefix listing: one page of an S3 listing
-
-
-def _marker_listing(done: Location, total: int | None) -> dict[str, dict]:
-    """The markers of a stage of `total` units: `done/<unit:06d>.json`, listed by the prefix
-    of each thousand units at once on an object store, in one listing elsewhere."""
-    if total is not None and total > SHARD and not done.is_local:
-        # units s*1000 .. s*1000+999 share the name up to their last three digits
-        prefixes = sorted({f"{s * SHARD:06d}"[:-3] for s in range(-(-total // SHARD))})
-        found = _sharded_listing(done, prefixes)
-        if found is not None:
-            return found
-    return _listing(done)
-
-
 def _markers(done: Location, total: int | None = None) -> tuple[int, float | None]:
     """How many units a step's marker folder says are done, and when the last one was."""
-    entries = _marker_listing(done, total)
+    entries = marker_listing(done, total)
     done = [e for n, e in entries.items() if n.endswith(".json") and n[:-5].isdigit()]
     times = [t for t in (_mtime(e) for e in done) if t is not None]
     return len(done), (max(times) if times else None)
@@ -355,7 +287,7 @@ def _whole_stage(output: Location, spec: StageSpec) -> StageStatus:
     """An unfinished stage not made of units: started or not, and its last checkpoint."""
     status = StageStatus(spec.name, spec.folder, NOT_STARTED)
     state = RunLayout(output).state(spec.name)
-    entries = {**_listing(output.child(spec.folder)), **_listing(state)}
+    entries = {**listing(output.child(spec.folder)), **listing(state)}
     if not entries:
         return status
     status.state = INCOMPLETE
@@ -374,7 +306,7 @@ def _whole_stage(output: Location, spec: StageSpec) -> StageStatus:
 
 def run_status(output: Location) -> RunStatus:
     """Every stage's state, from summaries, markers and plan footers alone."""
-    top = _listing(output)
+    top = listing(output)
     if STATE not in top:
         if top:
             try:
@@ -390,7 +322,7 @@ def run_status(output: Location) -> RunStatus:
         raise InspectionError(
             f"no timbrespace-ray run at {output.uri}{hint or ': nothing is there'}")
     layout = RunLayout(output)
-    started = set(_listing(output.child(STATE)))  # the stages that wrote any state
+    started = set(listing(output.child(STATE)))  # the stages that wrote any state
     stages: list[StageStatus] = []
     totals: dict[str, int | None] = {}
     for spec in STAGES:
@@ -552,10 +484,10 @@ def read_errors(output: Location, stages: list[str] | None = None,
                 types: list[str] | None = None) -> ErrorRows:
     """The error rows of a run (of the given stages and error types), read from the error
     tables alone, with only the error columns."""
-    if not _listing(output):
+    if not listing(output):
         raise InspectionError(f"no timbrespace-ray run at {output.uri}: nothing is there")
     folder = output.child(ERRORS)
-    names = sorted(n for n in _listing(folder)
+    names = sorted(n for n in listing(folder)
                    if n.endswith(".parquet") and not n.startswith((".", "_")))
     # the stage names a table after itself (`features-000012.parquet`): skip other stages' files
     stage_names = None if stages is None else set(stages)

@@ -15,10 +15,10 @@ where units run.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import ClassVar
@@ -26,11 +26,14 @@ from typing import ClassVar
 from ..errors import StageFailedError
 from ..executors.base import Executor, Resources, UnitStats, WorkUnit
 from ..layout import RunLayout
+from ..markers import marker_listing, read_all
 from ..progress import StageProgress
 from ..storage import Location
 from .failure import LOGGED_CHARS, TYPES_LOGGED, commonest, failure
+from .totals import TOTALS, Totals
 
 log = logging.getLogger(__name__)
+TOTALS_EVERY_S = 30.0  # how often a running stage saves its totals
 
 
 @dataclass
@@ -158,9 +161,11 @@ class MapStage(Stage):
     def marker(self, unit: WorkUnit) -> Location:
         return self.layout.markers(self.name).child(f"{unit.name}.json")
 
-    def done_units(self) -> set[int]:
-        return {int(n.split(".")[0]) for n in self.layout.markers(self.name).list_names()
-                if n.endswith(".json") and n.split(".")[0].isdigit()}
+    def done_units(self, total: int | None = None) -> set[int]:
+        """The units whose marker is there: one listing (by prefix, concurrently, on an object
+        store when `total` units make several pages of it)."""
+        return {int(n[:-5]) for n in marker_listing(self.layout.markers(self.name), total)
+                if n.endswith(".json") and n[:-5].isdigit()}
 
     def run_unit(self, unit: WorkUnit) -> UnitStats:
         started, t0 = time.time(), time.perf_counter()
@@ -171,38 +176,48 @@ class MapStage(Stage):
         return stats
 
     def execute(self, executor: Executor) -> StageSummary:
-        """Run the units that are not done yet; totals over all of them."""
+        """Run the units that are not done yet; totals over all of them (`Totals`: the saved
+        ones, the markers of units they do not cover, and this run's units as they finish)."""
         units = self.plan()
-        done = self.done_units()
+        planned = {u.index for u in units}
+        done = self.done_units(len(units)) & planned
         pending = [u for u in units if u.index not in done]
         log.info("%s: %d units, %d already done, %d to run -> %s", self.name, len(units),
                  len(units) - len(pending), len(pending), self.folder.uri)
+        where = self.layout.state(self.name).child(TOTALS)
+        totals = Totals.load(where, done)
+        unread = sorted(done - totals.covered)
+        if unread:  # finished since the totals were saved (or none were)
+            names = [f"{u:06d}.json" for u in unread]
+            read = read_all(self.layout.markers(self.name), names)
+            for name in names:
+                totals.add(UnitStats(**json.loads(read[name])))
+            totals.save(where)
         ran: list[UnitStats] = []
         progress = UnitProgress(self.name, len(pending), executor.live_progress)
+        saved = time.monotonic()
 
         def on_result(stats: UnitStats) -> None:
+            nonlocal saved
             ran.append(stats)
+            totals.add(stats)
             progress(stats)
+            if time.monotonic() - saved > TOTALS_EVERY_S:
+                totals.save(where)
+                saved = time.monotonic()
 
         try:
             if pending:
                 executor.map(self, pending, on_result)
         finally:
             progress.bar.close()
-        markers = self.layout.markers(self.name)
-        every = [UnitStats(**markers.child(f"{u.name}.json").read_json()) for u in units]
-        errors: Counter = Counter()
-        examples: dict[str, list[str]] = {}
-        for s in every:
-            errors.update(s.errors)
-            for kind, example in s.error_examples.items():
-                examples.setdefault(kind, example)
+            if ran:
+                totals.save(where)
         return StageSummary(
             stage=self.name, units_total=len(units), units_run=len(ran),
-            inputs=sum(s.inputs for s in every), rows=sum(s.rows for s in every),
-            errors=dict(errors), error_examples=examples,
-            audio_hours=sum(s.audio_seconds for s in every) / 3600,
-            frames=sum(s.frames for s in every), busy_seconds=sum(s.busy_seconds for s in ran),
+            inputs=totals.inputs, rows=totals.rows, errors=dict(totals.errors),
+            error_examples=totals.error_examples, audio_hours=totals.audio_seconds / 3600,
+            frames=totals.frames, busy_seconds=sum(s.busy_seconds for s in ran),
             run_audio_hours=sum(s.audio_seconds for s in ran) / 3600)
 
 
