@@ -409,7 +409,7 @@ def plan_child(manifest: str, out: str) -> None:
     units = stage.plan()
     wall = time.perf_counter() - t0
     hwm = _status_kb("VmHWM")
-    plan_file = Path(out) / "_plan" / "features.parquet"
+    plan_file = Path(out) / "_run" / "features" / "plan.parquet"
     print(json.dumps({
         "plan_s": wall, "parts_s": parts, "units": len(units),
         "items": sum(len(u.items) for u in units),
