@@ -123,7 +123,8 @@ def _estimate(untimed: list[dict], storage_options: dict, samples: int
     for item in plain[::step][:samples]:
         try:
             loc = Location.of(item["source"], storage_options)
-            with loc.fs.open(loc.path, "rb") as fh:
+            # small blocks: a header is a few KB, an object store's default block is 5 MB
+            with loc.fs.open(loc.path, "rb", block_size=1 << 16) as fh:
                 durations.append(sf.info(fh).duration)
         except Exception as exc:  # noqa: BLE001 - any unreadable header: sample another
             log.debug("dry run: no header from %s: %s", item["source"], exc)
