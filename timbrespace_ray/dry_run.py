@@ -64,6 +64,7 @@ def summarise(units: list[WorkUnit], storage_options: dict | None = None,
     summary = PlanSummary(len(units), sum(i["count"] for i in items), len(items),
                           Counter(i["reader"] for i in items))
     untimed: list[dict] = []
+    untimed_inputs = 0
     for item in items:
         if item["size"] >= 0:
             summary.bytes_known += item["size"]
@@ -73,9 +74,10 @@ def summarise(units: list[WorkUnit], storage_options: dict | None = None,
         summary.inputs_timed += timed
         if timed < item["count"]:
             untimed.append(item)
+            untimed_inputs += item["count"] - timed
     if untimed:
         summary.estimated_seconds, summary.headers_sampled = _estimate(
-            untimed, storage_options or {}, samples)
+            untimed, untimed_inputs, storage_options or {}, samples)
     return summary
 
 
@@ -111,12 +113,12 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
-def _estimate(untimed: list[dict], storage_options: dict, samples: int
+def _estimate(untimed: list[dict], untimed_inputs: int, storage_options: dict, samples: int
               ) -> tuple[float | None, int]:
-    """Seconds of the inputs in `untimed` the plan does not time: the mean duration of the
-    recordings whose headers could be read among `samples` spread evenly over them, times
-    their number (None when no header could be read: tar shards, Parquet audio, a codec
-    soundfile cannot read)."""
+    """Seconds of the `untimed_inputs` inputs of the items `untimed` that the plan does not
+    time: the mean duration of the recordings whose headers could be read among `samples`
+    spread evenly over them, times that number (None when no header could be read: tar
+    shards, Parquet audio, a codec soundfile cannot read)."""
     plain = [i for i in untimed if "source" in i and i["reader"] in ("file", "manifest")]
     step = max(1, len(plain) // max(1, samples))
     durations = []
@@ -126,11 +128,10 @@ def _estimate(untimed: list[dict], storage_options: dict, samples: int
             # small blocks: a header is a few KB, an object store's default block is 5 MB
             with loc.fs.open(loc.path, "rb", block_size=1 << 16) as fh:
                 durations.append(sf.info(fh).duration)
-        except Exception as exc:  # noqa: BLE001 - any unreadable header: sample another
+        except Exception as exc:  # noqa: BLE001 - any unreadable header: left out of the mean
             log.debug("dry run: no header from %s: %s", item["source"], exc)
     if not durations:
         return None, 0
-    untimed_inputs = sum(i["count"] - _known_seconds(i)[1] for i in untimed)
     return untimed_inputs * sum(durations) / len(durations), len(durations)
 
 
@@ -192,12 +193,14 @@ def report(summary: PlanSummary, plan_uri: str, stages: tuple[str, ...],
     return "\n".join(lines)
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+def _bytes(n: float) -> str:
+    if n < 1000:
+        return f"{n:,.0f} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1000
-    return f"{n} TB"
+        if n < 1000:
+            return f"{n:,.1f} {unit}"
+    return f"{n / 1000:,.1f} TB"
 
 
 def _time(hours: float) -> str:

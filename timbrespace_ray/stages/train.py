@@ -389,7 +389,6 @@ class TrainStage(Stage):
         self.folder.child(TRAINING_RECORD).write_json(record)
         return StageSummary("train", detail={**record, "text": _account(record)})
 
-
     def _initial_weights(self, init: str, model_kwargs: dict, codebook: str | None
                          ) -> tuple[str, dict | None]:
         """(what training starts from, for training.json; the state dict, None: random)."""
