@@ -249,7 +249,7 @@ def _dry_run(args, stages: tuple[str, ...]) -> int:
 
     cfg = _load(args)
     stage = FeaturesStage.from_config(cfg, output_of(cfg), use_gpu=False)
-    summary = summarise(stage.plan(), cfg.storage.storage_options)
+    summary = summarise(stage.stored_plan(), cfg.storage.storage_options)
     steps = None
     if "train" in stages:
         train = cfg.train.resolved(use_gpu=False)

@@ -9,14 +9,13 @@ recordings, sampled evenly); and the CPU-hours of each stage at the per-CPU rate
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
 import soundfile as sf
 
-from .executors.base import WorkUnit
+from .stages.plan import Plan, known_seconds, unit_items
 from .storage import Location
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,6 @@ CPU_SECONDS_PER_AUDIO_HOUR = {"features": 18.0, "profile": 3.24, "tokens": 4.32,
                               "kmeans": 0.108}
 KMEANS_HOURS_CAP = 31.0  # k-means costs no more once its 7 M-frame sample is full
 TRAIN_CPU_SECONDS_PER_STEP = 3.56  # 1.78 s a step on 2 CPUs
-DURATION_COLUMNS = ("duration", "duration_s")
 HEADER_SAMPLES = 8
 
 
@@ -58,71 +56,40 @@ class PlanSummary:
         return self.inputs_timed == self.inputs or self.estimated_seconds is not None
 
 
-def summarise(units: list[WorkUnit], storage_options: dict | None = None,
+def summarise(plan: Plan, storage_options: dict | None = None,
               samples: int = HEADER_SAMPLES) -> PlanSummary:
-    items = [item for unit in units for item in unit.items]
-    summary = PlanSummary(len(units), sum(i["count"] for i in items), len(items),
-                          Counter(i["reader"] for i in items))
-    untimed: list[dict] = []
-    untimed_inputs = 0
-    for item in items:
-        if item["size"] >= 0:
-            summary.bytes_known += item["size"]
-            summary.items_sized += 1
-        seconds, timed = _known_seconds(item)
-        summary.known_seconds += seconds
-        summary.inputs_timed += timed
-        if timed < item["count"]:
-            untimed.append(item)
-            untimed_inputs += item["count"] - timed
-    if untimed:
+    """The plan summed up from its index alone, and hours estimated from the headers of a few
+    recordings of units spread evenly over those the plan does not time."""
+    summary = PlanSummary(plan.index.num_rows, plan.total("utterances"), plan.total("items"),
+                          Counter(plan.readers), plan.total("bytes_known"),
+                          plan.total("items_sized"), plan.total("seconds_known"),
+                          plan.total("utterances_timed"))
+    untimed_inputs = summary.inputs - summary.inputs_timed
+    if untimed_inputs:
         summary.estimated_seconds, summary.headers_sampled = _estimate(
-            untimed, untimed_inputs, storage_options or {}, samples)
+            plan, untimed_inputs, storage_options or {}, samples)
     return summary
 
 
-def _known_seconds(item: dict) -> tuple[float, int]:
-    """(seconds, inputs) that the plan item states: segment bounds, else a duration column."""
-    segments = item.get("segments")
-    if segments is None:
-        duration = _duration(item.get("metadata") or {})
-        return (duration, 1) if duration is not None and item["count"] == 1 else (0.0, 0)
-    columns = item.get("columns") or []
-    at = next((columns.index(c) for c in DURATION_COLUMNS if c in columns), None)
-    seconds, timed = 0.0, 0
-    for _, start, end, values in segments:
-        if start is not None and end is not None and not math.isnan(end - start):
-            seconds += max(0.0, end - start)
-            timed += 1
-        elif at is not None and _number(values[at]) is not None:
-            seconds += _number(values[at])
-            timed += 1
-    return seconds, timed
-
-
-def _duration(metadata: dict) -> float | None:
-    return next((_number(metadata[c]) for c in DURATION_COLUMNS if c in metadata
-                 and _number(metadata[c]) is not None), None)
-
-
-def _number(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-def _estimate(untimed: list[dict], untimed_inputs: int, storage_options: dict, samples: int
+def _estimate(plan: Plan, untimed_inputs: int, storage_options: dict, samples: int
               ) -> tuple[float | None, int]:
-    """Seconds of the `untimed_inputs` inputs of the items `untimed` that the plan does not
-    time: the mean duration of the recordings whose headers could be read among `samples`
-    spread evenly over them, times that number (None when no header could be read: tar
-    shards, Parquet audio, a codec soundfile cannot read)."""
-    plain = [i for i in untimed if "source" in i and i["reader"] in ("file", "manifest")]
-    step = max(1, len(plain) // max(1, samples))
+    """Seconds of the `untimed_inputs` inputs that the plan does not time: the mean duration
+    of the recordings whose headers could be read, one from each of `samples` units spread
+    evenly over the units with such inputs, times that number (None when no header could be
+    read: tar shards, Parquet audio, a codec soundfile cannot read)."""
+    index = plan.index
+    untimed = [u for u, n, t in zip(index.column("unit").to_pylist(),
+                                    index.column("utterances").to_pylist(),
+                                    index.column("utterances_timed").to_pylist()) if t < n]
+    units = {u.index: u for u in plan.units()}
+    step = max(1, len(untimed) // max(1, samples))
     durations = []
-    for item in plain[::step][:samples]:
+    for unit in untimed[::step][:samples]:
+        item = next((i for i in unit_items(plan.location, units[unit])
+                     if "source" in i and i["reader"] in ("file", "manifest")
+                     and known_seconds(i)[1] < i["count"]), None)
+        if item is None:
+            continue
         try:
             loc = Location.of(item["source"], storage_options)
             # small blocks: a header is a few KB, an object store's default block is 5 MB

@@ -11,10 +11,11 @@ Four figures, each measured in one run of this script:
       `start`/`end` columns, against the same utterances written as plain WAV files of their own
       (the very samples the stage decodes for each segment, 16 kHz, 16 bit: both sides analyse
       identical audio, which the benchmark checks by their frame counts).
-  (3) planning: `FeaturesStage(...).plan()` (discover + units + the plan file written) on a
-      Parquet segment manifest of --plan-rows rows with a `speaker` and a `text` column, over
-      --plan-recordings recordings that need not exist (planning opens no audio), in a fresh
-      subprocess: its time and the process's peak RSS (VmHWM), with the RSS after imports.
+  (3) planning: `FeaturesStage(...).stored_plan()` (the input planned, the plan written in
+      chunks) on a Parquet segment manifest of --plan-rows rows with a `speaker` and a `text`
+      column, over --plan-recordings recordings that need not exist (planning opens no audio),
+      then on a folder of --list-files empty audio files, each in a fresh subprocess: its time
+      and the process's peak RSS (VmHWM), with the RSS after imports.
   (4) long: one --long-hours recording (16 kHz, 16 bit) with --long-segments segments of 1-4 s
       spread over all of it, through the features stage in a fresh subprocess (one worker's
       work, LocalExecutor): its peak RSS against the memory the stage asks of Ray per worker
@@ -30,7 +31,7 @@ time over the candidate's (the same audio on both sides), >= 0.9 being the targe
 Run: .venv/bin/python tests/benchmarks/bench_inputs.py [--minutes 1200] [--figures
      dataset,segments,planning] [--json out.json]   (or `make bench-inputs`)
 Smoke test: .venv/bin/python tests/benchmarks/bench_inputs.py --minutes 3 --rounds 1 \
-     --plan-rows 20000 --plan-recordings 100
+     --plan-rows 20000 --plan-recordings 100 --list-files 20000
 The figures go to stdout; Ray's log and the stage's per-unit progress to stderr (2>/dev/null).
 A full run builds ~8 GB of corpora under --tmp, one figure at a time; each stage run of 20 h takes
 ~40 s on docs/performance.md's 2-core Xeon, ~2 min on a 2-core EPYC VM at a third of its speed.
@@ -379,45 +380,63 @@ def _status_kb(key: str) -> int:
     return -1
 
 
-def plan_child(manifest: str, out: str) -> None:
-    """In a fresh process: plan() on the manifest; one JSON line with time and memory."""
+def build_listing(root: Path, files: int, per_folder: int = 1000) -> dict:
+    """`files` empty .wav files in folders of `per_folder` (planning lists them, opens none)."""
+    t0 = time.perf_counter()
+    for d in range(-(-files // per_folder)):
+        folder = root / f"spk{d:05d}"
+        folder.mkdir(parents=True)
+        for i in range(min(per_folder, files - d * per_folder)):
+            os.close(os.open(folder / f"utt{i:04d}.wav", os.O_CREAT | os.O_WRONLY, 0o644))
+    return {"files": files, "folders": -(-files // per_folder), "built_s": time.perf_counter() - t0}
+
+
+def plan_child(input_uri: str, out: str) -> None:
+    """In a fresh process: the features stage's plan of the input; one JSON line with time,
+    memory and what the plan holds."""
     import resource
 
     import pyarrow.parquet  # noqa: F401  (what planning imports, in the baseline)
 
     from timbrespace_ray.config import load_config
-    from timbrespace_ray.stages import features as features_mod
+    from timbrespace_ray.stages.features import FeaturesStage
     from timbrespace_ray.storage import Location
 
-    parts: dict[str, float] = {}
-
-    def timed(name, fn):
-        def wrapper(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                parts[name] = parts.get(name, 0.0) + time.perf_counter() - t0
-        return wrapper
-
-    # plan() looks these up in its module when called: time each part of it
-    for name in ("discover", "group_units", "_write_plan"):
-        setattr(features_mod, name, timed(name, getattr(features_mod, name)))
-    stage = features_mod.FeaturesStage(Location.of(out), manifest, load_config().features)
+    stage = FeaturesStage(Location.of(out), input_uri, load_config().features)
     rss0, hwm0 = _status_kb("VmRSS"), _status_kb("VmHWM")
     t0 = time.perf_counter()
-    units = stage.plan()
+    plan = stage.stored_plan()
     wall = time.perf_counter() - t0
     hwm = _status_kb("VmHWM")
-    plan_file = Path(out) / "_run" / "features" / "plan.parquet"
+    state = Path(out) / "_run" / "features"
     print(json.dumps({
-        "plan_s": wall, "parts_s": parts, "units": len(units),
-        "items": sum(len(u.items) for u in units),
-        "segments": sum(i["count"] for u in units for i in u.items),
-        "metadata": stage.metadata, "plan_file_bytes": plan_file.stat().st_size,
+        "plan_s": wall, "units": plan.index.num_rows, "items": plan.total("items"),
+        "segments": plan.total("utterances"), "metadata": stage.metadata,
+        "index_bytes": (state / "plan.parquet").stat().st_size,
+        "chunks": len(list((state / "plan").iterdir())),
+        "chunk_bytes": sum(p.stat().st_size for p in (state / "plan").iterdir()),
         "rss_after_imports_mb": rss0 / 1024, "hwm_before_plan_mb": hwm0 / 1024,
         "peak_rss_mb": hwm / 1024,
         "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _plan_in_child(input_uri: str, out: Path, echo) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--plan-child", input_uri, str(out)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the planning subprocess failed:\n{proc.stderr}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    echo(f"  plan {res['plan_s']:6.1f} s; {res['units']:,} units, {res['items']:,} items, "
+         f"{res['segments']:,} utterances, metadata {res['metadata']}; index "
+         f"{res['index_bytes'] / 1e6:.1f} MB, {res['chunks']:,} chunks of "
+         f"{res['chunk_bytes'] / 1e6:.0f} MB")
+    echo(f"  RSS after imports {res['rss_after_imports_mb']:.0f} MB, peak while planning "
+         f"{res['peak_rss_mb']:.0f} MB (VmHWM of the planning process, the only one: planning "
+         "starts no Ray)")
+    met = res["plan_s"] < 300 and res["peak_rss_mb"] < 2048
+    echo(f"  under 5 min and under 2 GiB: {'yes' if met else 'NO'}")
+    shutil.rmtree(out, ignore_errors=True)
+    return res
 
 
 def figure_planning(args, tmp: Path, echo) -> dict:
@@ -428,29 +447,19 @@ def figure_planning(args, tmp: Path, echo) -> dict:
     echo(f"\n(3) Planning a segment manifest of {info['rows']:,} rows (Parquet, "
          f"{info['manifest_bytes'] / 1e6:.0f} MB: path, start, end, speaker, text of 12 words) "
          f"over {info['recordings']:,} recordings (not opened: planning reads the manifest only; "
-         f"built in {built:.0f} s)")
+         f"built in {built:.0f} s), then a folder of {args.list_files:,} audio files")
     echo(f"  {machine_line(args.machine)}")
-    echo("  FeaturesStage(...).plan() = discover + group_units + plan file written, in a fresh "
-         "Python process (nothing else running in it)")
-    out = tmp / "plan_out"
-    proc = subprocess.run([sys.executable, __file__, "--plan-child", str(manifest), str(out)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the planning subprocess failed:\n{proc.stderr}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res.update(info)
-    parts = ", ".join(f"{k.strip('_')} {v:.1f} s" for k, v in res["parts_s"].items())
-    echo(f"  plan() {res['plan_s']:6.1f} s  ({parts}); {res['units']:,} units, {res['items']:,} "
-         f"items, {res['segments']:,} segments, metadata {res['metadata']}; plan file "
-         f"{res['plan_file_bytes'] / 1e6:.0f} MB")
-    echo(f"  RSS after imports {res['rss_after_imports_mb']:.0f} MB, peak during plan() "
-         f"{res['peak_rss_mb']:.0f} MB (VmHWM; ru_maxrss says {res['ru_maxrss_mb']:.0f} MB, "
-         "but Linux counts in it the pages the process had before exec: this forking "
-         "parent's)")
-    met = res["plan_s"] < 60 and res["peak_rss_mb"] < 2048
-    echo(f"  targets: under 60 s and under 2 GB peak RSS: {'MET' if met else 'NOT MET'}")
-    shutil.rmtree(out, ignore_errors=True)
+    echo("  FeaturesStage(...).stored_plan(): the input planned and the plan written, in a "
+         "fresh Python process (nothing else running in it)")
+    res = {"manifest": {**info, **_plan_in_child(str(manifest), tmp / "plan_out", echo)}}
     manifest.unlink()
+    if args.list_files:
+        folder = tmp / "listing"
+        listing = build_listing(folder, args.list_files)
+        echo(f"  a folder of {listing['files']:,} empty .wav files in {listing['folders']:,} "
+             f"folders (built in {listing['built_s']:.0f} s):")
+        res["listing"] = {**listing, **_plan_in_child(str(folder), tmp / "list_out", echo)}
+        shutil.rmtree(folder, ignore_errors=True)
     return res
 
 
@@ -545,6 +554,8 @@ def main() -> None:
                     help="length of each long recording of figure 2 (at most half of --minutes)")
     ap.add_argument("--plan-rows", type=int, default=1_000_000)
     ap.add_argument("--plan-recordings", type=int, default=2000)
+    ap.add_argument("--list-files", type=int, default=1_000_000,
+                    help="files of the folder planned in figure 3 (0: none)")
     ap.add_argument("--long-hours", type=float, default=10.0)
     ap.add_argument("--long-segments", type=int, default=5000)
     ap.add_argument("--figures", default=",".join(FIGURES),

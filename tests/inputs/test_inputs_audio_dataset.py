@@ -237,8 +237,14 @@ def test_a_split_shard_is_several_units_and_every_row_once(tmp_path):
     shard = write_dataset(tmp_path / "big.parquet", columns)
     out = tmp_path / "out"
     summary = run(shard, out, files_per_unit=2, bytes_per_unit=1 << 20)
-    plan = pq.read_table(out / "_run" / "features" / "plan.parquet").to_pylist()
-    units = [json.loads(u["items"]) for u in plan]
+    chunks = sorted((out / "_run" / "features" / "plan").glob("chunk-*.parquet"))
+    by_unit: dict[int, list] = {}
+    for chunk in chunks:
+        for row in pq.read_table(chunk).to_pylist():
+            by_unit.setdefault(row["unit"], []).append(json.loads(row["item"]))
+    units = [by_unit[u] for u in sorted(by_unit)]
+    index = pq.read_table(out / "_run" / "features" / "plan.parquet")
+    assert index.column("unit").to_pylist() == sorted(by_unit)
     slices = [(i["row_group"], i["first"], i["rows"]) for u in units for i in u]
     assert len(units) == len(slices) >= 3  # a slice each, cut by the 1 MiB bound
     assert [first for _, first, _ in slices] == [0] + list(np.cumsum([r for *_, r in slices[:-1]]))

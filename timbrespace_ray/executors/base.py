@@ -32,6 +32,9 @@ class Resources:
 class WorkUnit:
     index: int
     items: tuple[dict[str, Any], ...]
+    # where a unit whose items are not carried reads them: (chunk, row group) of its stage's
+    # plan (a planned corpus of millions of items is not held by the driver)
+    plan_ref: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -364,7 +364,7 @@ class AudioDatasetReader(Reader):
                 and audio_column(read_schema(loc), options.audio_column, loc.uri) is not None)
 
     @classmethod
-    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+    def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
         return Corpus(*plan_shards([f.loc for f in files], root, options))
 
     @classmethod

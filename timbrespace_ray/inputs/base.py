@@ -15,10 +15,11 @@ A `Reader` is one input form, with both halves in one class:
   (AudioFolder's `metadata.csv` gives the audio files their columns), and comes to its plan
   with them.
 - driver, planning: `plan(files, root, options)` turns the recognised files (one named alone,
-  or all a reader claimed in a folder, in listing order) into a `Corpus`: plan items (JSON-able
-  dicts small enough to hold a million of them: a file, a tar shard, a recording with its
-  segments, a slice of a Parquet shard's rows) and the metadata columns. A folder's items come
-  by reader priority, then in listing order of their `source`.
+  or all a reader claimed in a folder, in listing order: an iterable that may be iterated more
+  than once, of millions of files) into a `Corpus`: plan items (JSON-able dicts: a file, a tar
+  shard, a recording with its segments, a slice of a Parquet shard's rows), produced one at a
+  time where the input may be large, and the metadata columns. A folder's items come by reader
+  priority, then in listing order of their `source`, which each reader keeps.
 - worker, reading: `read(item, ctx)` turns one plan item back into `Recording`s: where the
   audio is, which channels count, and the segments (utterances) to analyse in it, each with its
   time range and its metadata. The item names its reader (`name`, the registry's key), so a
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
@@ -102,14 +103,18 @@ class InputFile:
 
     def name_in(self, root: Location) -> str:
         """The file's path relative to `root`: the id of what it holds."""
+        folder = root.path.rstrip("/") + "/"
+        if self.loc.path.startswith(folder):  # a folder's file: the common case, made quick
+            return self.loc.path[len(folder):]
         return posixpath.relpath(self.loc.path, root.path)
 
 
 @dataclass
 class Corpus:
-    """A planned input: its items in a deterministic order and its metadata columns."""
+    """A planned input: its items in a deterministic order (any iterable: a reader of a large
+    input produces them as it plans) and its metadata columns."""
 
-    items: list[dict]
+    items: Iterable[dict]
     metadata: dict[str, str] = field(default_factory=dict)  # column -> plain type
 
 
@@ -149,7 +154,7 @@ class Reader(ABC):
 
     @classmethod
     @abstractmethod
-    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+    def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
         """The plan items of the recognised `files` (in a folder, paths relative to `root`
         name them; a file named alone has its own folder as root) and their metadata."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+from collections.abc import Iterable
 
 import pyarrow as pa
 
@@ -59,11 +60,11 @@ class CommonVoiceReader(ManifestReader):
     extensions = (".tsv",)
 
     @classmethod
-    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+    def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
         (table,) = files
         loc = table.loc
         clips = Location(loc.fs, posixpath.join(posixpath.dirname(loc.path), CLIPS))
         if not clips.exists():
             raise InputError(f"{loc.uri} has no {CLIPS}/ folder beside it, where a Common Voice "
                              "release keeps the clips its table names")
-        return plan_manifest(loc, read_release_table(loc), options, base=clips)
+        return plan_manifest(loc, [read_release_table(loc)], options, base=clips)

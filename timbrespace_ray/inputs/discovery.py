@@ -6,16 +6,30 @@ plans the files it claimed. Nothing here knows any one form (base.py has the con
 """
 from __future__ import annotations
 
+import heapq
 import posixpath
+from collections.abc import Iterable, Iterator
 
 from ..errors import InputError
 from ..storage import Location, redact_uri, storage_errors
 from .base import Corpus, InputFile, InputOptions, Reader
+from .listing import FileList, files_under
+from .spill import UniqueIds
 
 
 def discover(input_uri: str, storage_options: dict | None = None,
              options: InputOptions | None = None) -> Corpus:
-    """Every utterance under `input_uri`, as plan items; an error when there is none."""
+    """Every utterance under `input_uri`, as a list of plan items; an error when there is none
+    (`stream` gives them one at a time)."""
+    corpus = stream(input_uri, storage_options, options)
+    return Corpus(list(corpus.items), corpus.metadata)
+
+
+def stream(input_uri: str, storage_options: dict | None = None,
+           options: InputOptions | None = None) -> Corpus:
+    """Every utterance under `input_uri`, as plan items produced as they are planned, so that a
+    corpus of tens of millions of them is never held whole; the checks over all of them (an
+    utt_id given twice, no input at all) raise when the last item has been taken."""
     options = options or InputOptions()
     root = Location.of(input_uri, storage_options)
     if not root.exists():
@@ -25,11 +39,26 @@ def discover(input_uri: str, storage_options: dict | None = None,
             corpus = _from_listing(root, options)
         else:
             corpus = _from_file(root, options)
-    if not corpus.items:
+    return Corpus(_checked(corpus.items, input_uri, root), corpus.metadata)
+
+
+def _checked(items: Iterable[dict], input_uri: str, root: Location) -> Iterator[dict]:
+    unique = UniqueIds()
+    count = 0
+    with storage_errors("read the input", input_uri):
+        for item in items:
+            count += 1
+            ids = ([s[0] for s in item["segments"]] if "segments" in item
+                   else [item.get("utt_id")])
+            for utt_id in ids:
+                if utt_id is not None:
+                    unique.add(utt_id, item["source"])
+            yield item
+    if not count:
         raise InputError(f"{redact_uri(input_uri)} holds no input: looked for "
                          f"{_described(readers())}")
-    _check_unique(corpus.items)
-    return corpus
+    # two inputs with one utt_id would be two rows nobody can tell apart
+    unique.check()
 
 
 def readers() -> list[type[Reader]]:
@@ -52,50 +81,39 @@ def _from_file(loc: Location, options: InputOptions) -> Corpus:
 
 
 def _from_listing(root: Location, options: InputOptions) -> Corpus:
-    found = root.fs.find(root.path, detail=True, withdirs=False)
     in_folders = [r for r in readers() if r.in_folders]
-    claimed: dict[type[Reader], list[InputFile]] = {r: [] for r in in_folders}
-    left: list[InputFile] = []
-    for path, info in sorted(found.items()):
-        if posixpath.basename(path).startswith("."):
+    claimed: dict[type[Reader], FileList] = {r: FileList(root.fs) for r in in_folders}
+    named_only = tuple(e for r in readers() if not r.in_folders for e in r.extensions)
+    left: list[str] = []  # a few files read only when named alone, for the message
+    for path, size in files_under(root):
+        if path[path.rfind("/") + 1:].startswith("."):
             continue
-        file = InputFile(Location(root.fs, path), int(info.get("size") or -1))
-        reader = (next((r for r in in_folders if r.recognises(file.loc, options)), None)
-                  or next((r for r in in_folders if r.accompanies(file.loc)), None))
-        (left if reader is None else claimed[reader]).append(file)
+        loc = Location(root.fs, path)
+        reader = (next((r for r in in_folders if r.recognises(loc, options)), None)
+                  or next((r for r in in_folders if r.accompanies(loc)), None))
+        if reader is not None:
+            claimed[reader].append(path, size)
+        elif len(left) < 4 and path.lower().endswith(named_only):
+            left.append(InputFile(loc, size).name_in(root))
     planned = [(reader, reader.plan(files, root, options))
                for reader, files in claimed.items() if files]
-    # by priority, then in listing order: an item's source is its file's URI, and readers of
-    # one priority claim different files
-    ranked = [(reader.priority, item) for reader, corpus in planned for item in corpus.items]
-    items = [item for _, item in sorted(ranked, key=lambda pair: (pair[0], pair[1]["source"]))]
-    if not items:
+    if not planned:
         _refuse_named_only(root, left)
+        return Corpus([], {})
     metadata = {name: kind for _, corpus in planned for name, kind in corpus.metadata.items()}
+    # by priority, then in listing order: an item's source is its file's URI, each reader's
+    # items come in that order, and readers of one priority claim different files
+    items = planned[0][1].items if len(planned) == 1 else heapq.merge(
+        *(iter(corpus.items) for _, corpus in planned),
+        key=lambda item: (Reader.registry[item["reader"]].priority, item["source"]))
     return Corpus(items, metadata)
 
 
-def _refuse_named_only(root: Location, left: list[InputFile]) -> None:
+def _refuse_named_only(root: Location, named: list[str]) -> None:
     """A folder whose only inputs are read when named alone (manifests): say how to read them."""
-    extensions = tuple(e for r in readers() if not r.in_folders for e in r.extensions)
-    named = [f.name_in(root) for f in left if f.loc.path.lower().endswith(extensions)]
     if named:
         looked_for = _described([r for r in readers() if r.in_folders])
         raise InputError(
             f"{redact_uri(root.uri)} holds no {looked_for}; it holds {', '.join(named[:3])}"
             f"{' ...' if len(named) > 3 else ''}: to read a manifest, pass the manifest file "
             "itself as the input")
-
-
-def _check_unique(items: list[dict]) -> None:
-    """Two inputs with one utt_id would be two rows nobody can tell apart: refuse them."""
-    seen: dict[str, str] = {}
-    for item in items:
-        ids = [s[0] for s in item["segments"]] if "segments" in item else [item.get("utt_id")]
-        for utt_id in ids:
-            if utt_id is None:
-                continue
-            if utt_id in seen:
-                raise InputError(f"two inputs share utt_id {utt_id!r}: {seen[utt_id]} and "
-                                 f"{item['source']}")
-            seen[utt_id] = item["source"]

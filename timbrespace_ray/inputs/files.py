@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import FileTooLargeError
@@ -68,25 +68,48 @@ class AudioFileReader(Reader):
                          **fields)
 
     @classmethod
-    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
-        # what it accompanies is told by name: no audio file is named as metadata
-        audio = [f for f in files if not named_as_metadata(f.loc)]
+    def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
+        # what it accompanies is told by name: no audio file is named as metadata; the files
+        # are streamed (a folder may hold millions), the metadata files are few
         described = [f for f in files if named_as_metadata(f.loc)]
+        audio = (f for f in files if not named_as_metadata(f.loc))
         if not described:
-            return Corpus([cls.item(f.name_in(root), f.loc.uri, f.size) for f in audio])
+            return Corpus(cls._items(audio, root))
         found = folder_metadata(described, options)
-        items = [cls.item(f.name_in(root), f.loc.uri, f.size, found.by_path.pop(f.loc.path, None))
-                 for f in audio]
-        matched = sum("metadata" in i for i in items)
-        # rows whose file is not among the audio files: each an error row when read
+        return Corpus(cls._described(audio, found, root, described), found.columns)
+
+    @classmethod
+    def _items(cls, audio: Iterable[InputFile], root: Location, found=None) -> Iterator[dict]:
+        # a folder's file is named by its path below the folder, and its URI is the folder's
+        # and that: asking the filesystem for each of millions of URIs takes longer
+        folder, uri = root.path.rstrip("/") + "/", root.uri.rstrip("/") + "/"
+        for f in audio:
+            path = f.loc.path
+            if path.startswith(folder):
+                name, source = path[len(folder):], uri + path[len(folder):]
+            else:
+                name, source = f.name_in(root), f.loc.uri
+            values = None if found is None else found.by_path.pop(path, None)
+            yield cls.item(name, source, f.size, values)
+
+    @classmethod
+    def _described(cls, audio: Iterator[InputFile], found, root: Location,
+                   described: list[InputFile]) -> Iterator[dict]:
+        """The items of the audio files with their metadata rows, then (in path order among
+        them) the rows whose file is not among the audio files: each an error row when read."""
+        total = matched = 0
+        for item in cls._items(audio, root, found):
+            total += 1
+            matched += "metadata" in item
+            yield item
         unmatched = sorted(found.by_path.items())
-        items += [cls.item(posixpath.relpath(path, root.path), root.fs.unstrip_protocol(path), -1,
-                           values) for path, values in unmatched]
-        log.info("audio folder: metadata for %d of %d audio files from %s%s", matched,
-                 len(audio), ", ".join(f.name_in(root) for f in described),
+        log.info("audio folder: metadata for %d of %d audio files from %s%s", matched, total,
+                 ", ".join(f.name_in(root) for f in described),
                  f"; {len(unmatched)} of its rows name no audio file of the folder (error rows)"
                  if unmatched else "")
-        return Corpus(items, found.columns)
+        for path, values in unmatched:
+            yield cls.item(posixpath.relpath(path, root.path), root.fs.unstrip_protocol(path), -1,
+                           values)
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:

@@ -10,11 +10,13 @@ whole file's length, carried as metadata.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..errors import InputError
 from ..storage import Location
 from .base import Corpus, InputFile, InputOptions
 from .manifest import LISTED, ManifestReader, path_column, plan_manifest
-from .tabular import first_record, read_json_lines
+from .tabular import first_record, json_line_blocks
 
 
 class JsonLinesManifestReader(ManifestReader):
@@ -27,7 +29,7 @@ class JsonLinesManifestReader(ManifestReader):
     extensions = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 
     @classmethod
-    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+    def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
         (manifest,) = files
         loc = manifest.loc
         first = first_record(loc)
@@ -40,4 +42,4 @@ class JsonLinesManifestReader(ManifestReader):
             raise InputError(
                 f"{loc.uri} is not an input: {found}. A JSON lines manifest (NeMo's) is one JSON "
                 f"object per line with {wanted}; a lhotse manifest holds cuts or recordings")
-        return plan_manifest(loc, read_json_lines(loc, first), options)
+        return plan_manifest(loc, json_line_blocks(loc, first), options)

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import InputError, UnsupportedInputError
@@ -464,7 +464,7 @@ class LhotseReader(Reader):
         return super().recognises(loc, options) and is_lhotse(first_record(loc))
 
     @classmethod
-    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+    def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
         (manifest,) = files
         return Corpus(*plan_manifest(manifest.loc, options))
 

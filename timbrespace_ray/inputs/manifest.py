@@ -15,10 +15,11 @@ The rows of one recording are planned together so that it is decoded once for al
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -28,7 +29,9 @@ from ..storage import Location
 from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
 from .metadata import plain_type, select_columns, table_values
-from .tabular import read_table
+from .spill import Buckets, bucket_of, held
+from .tabular import conformed, table_blocks, unified_schema
+from ..tables import read_schema
 from .tar import TarShardReader, is_shard
 
 log = logging.getLogger(__name__)
@@ -115,51 +118,116 @@ def _segment_bounds(start: float | None, end: float | None, duration: float | No
     return (math.nan if start is None else start), (math.nan if end is None else end)
 
 
-def plan_manifest(manifest: Location, table: pa.Table, options: InputOptions,
+ROW = "__timbrespace_row"  # each row's number in the manifest, for messages after spilling
+
+
+def plan_manifest(manifest: Location, blocks: Iterable[pa.Table], options: InputOptions,
                   base: Location | None = None) -> Corpus:
     """Plan items (one per recording, with all its rows) and the metadata columns; relative
-    paths are relative to `base` (default: the manifest's folder)."""
+    paths are relative to `base` (default: the manifest's folder). `blocks` are the manifest's
+    rows in order. A manifest of up to SPILL_ROWS rows is planned in memory, its recordings in
+    order of first appearance; a larger one is spilled to local disk in buckets by audio path
+    (spill.py) and each bucket planned alone, so that the driver holds one bucket at a time.
+    The items are produced as they are read (Corpus.items is an iterator)."""
     where = f"manifest {manifest.uri}"
-    names = table.column_names
+    numbered = _numbered(blocks)
+    head, ended = held(numbered)
+    if not head:
+        return Corpus([], {})
+    first = head[0].column_names
+    path = path_column(first, options.path_column)
+    if path is None:
+        raise missing_path_column(where, [n for n in first if n != ROW], options.path_column)
+    spill = None
+    schemas = [b.schema for b in head]
+    if not ended:
+        spill = Buckets()
+        for block in itertools.chain(head, numbered):
+            schemas.append(block.schema)
+            spill.add(block, bucket_of([str(p or "") for p in block.column(path).to_pylist()]))
+        head = []
+    schema = unified_schema(schemas, where)
+    names = [n for n in schema.names if n != ROW]
     columns = _Columns.of(names, options, where)
     consumed = columns.consumed()
-    metadata = select_columns({n: plain_type(table.schema.field(n).type) for n in names
+    metadata = select_columns({n: plain_type(schema.field(n).type) for n in names
                                if n not in consumed}, options.metadata_columns, where)
-    base = base or Location(manifest.fs, posixpath.dirname(manifest.path))
-    paths = table.column(columns.path).to_pylist()
-    ids = table.column("utt_id").to_pylist() if "utt_id" in names else [None] * len(paths)
-    starts, ends, durations = (_seconds(table, n)
-                               for n in (columns.start, columns.end, columns.duration))
-    # NeMo reads a row without an offset from the file's start
-    default_start = 0.0 if columns.start == "offset" else None
-    meta = table_values(table, metadata)
-    meta_names = list(metadata)
-    by_source: dict[str, list] = {}
-    shards: list[dict] = []
-    # a segment manifest names each recording on many rows: resolve each path once
-    resolved: dict[str, tuple[str, str, bool]] = {}  # path -> (uri, default id, is a shard)
-    for row, path in enumerate(paths):
-        if not path:
-            raise InputError(f"{where} row {row} has an empty {columns.path!r}")
-        known = resolved.get(path)
-        if known is None:
-            known = resolved[path] = (*relative_uri(base, str(path)), is_shard(str(path)))
-        uri, default_id, shard = known
-        start_s, end_s = _segment_bounds(starts[row], ends[row], durations[row], default_start)
-        if shard:
-            if start_s is not None:
-                raise InputError(f"{where} row {row}: a tar shard cannot have a start or an end")
-            shards.append(TarShardReader.item(str(ids[row] or default_id), uri, -1))
-            continue
-        utt_id = ids[row]
-        if not utt_id:
-            utt_id = default_id if start_s is None else f"{default_id}@{start_s:.3f}-{end_s:.3f}"
-        by_source.setdefault(uri, []).append(
-            [str(utt_id), start_s, end_s, [meta[n][row] for n in meta_names]])
-    # sizes are not fetched here: a manifest of millions of rows must plan without a HEAD each
-    items = [segmented_item(ManifestReader, uri, meta_names, segs)
-             for uri, segs in by_source.items()]
-    return Corpus(items + shards, metadata)
+    planner = _RowPlanner(where, columns, metadata,
+                          base or Location(manifest.fs, posixpath.dirname(manifest.path)))
+
+    def items() -> Iterator[dict]:
+        if spill is None:
+            yield from planner.items(pa.concat_tables([conformed(b, schema) for b in head]))
+            return
+        try:
+            for bucket in range(spill.buckets):
+                pieces = spill.tables(bucket)
+                if pieces:
+                    yield from planner.items(pa.concat_tables(
+                        [conformed(p, schema) for p in pieces]))
+        finally:
+            spill.close()
+
+    return Corpus(items(), metadata)
+
+
+def _numbered(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    offset = 0
+    for block in blocks:
+        yield block.append_column(ROW, pa.array(range(offset, offset + block.num_rows),
+                                                pa.int64()))
+        offset += block.num_rows
+
+
+@dataclass
+class _RowPlanner:
+    """The plan items of a table of manifest rows (all the rows of each recording in it)."""
+
+    where: str
+    columns: _Columns
+    metadata: dict[str, str]
+    base: Location
+
+    def items(self, table: pa.Table) -> Iterator[dict]:
+        columns = self.columns
+        names = table.column_names
+        paths = table.column(columns.path).to_pylist()
+        rows = table.column(ROW).to_pylist()
+        ids = table.column("utt_id").to_pylist() if "utt_id" in names else [None] * len(paths)
+        starts, ends, durations = (_seconds(table, n)
+                                   for n in (columns.start, columns.end, columns.duration))
+        # NeMo reads a row without an offset from the file's start
+        default_start = 0.0 if columns.start == "offset" else None
+        meta = table_values(table, self.metadata)
+        meta_names = list(self.metadata)
+        by_source: dict[str, list] = {}
+        shards: list[dict] = []
+        # a segment manifest names each recording on many rows: resolve each path once
+        resolved: dict[str, tuple[str, str, bool]] = {}  # path -> (uri, default id, is a shard)
+        for i, path in enumerate(paths):
+            if not path:
+                raise InputError(f"{self.where} row {rows[i]} has an empty {columns.path!r}")
+            known = resolved.get(path)
+            if known is None:
+                known = resolved[path] = (*relative_uri(self.base, str(path)), is_shard(str(path)))
+            uri, default_id, shard = known
+            start_s, end_s = _segment_bounds(starts[i], ends[i], durations[i], default_start)
+            if shard:
+                if start_s is not None:
+                    raise InputError(f"{self.where} row {rows[i]}: a tar shard cannot have a "
+                                     "start or an end")
+                shards.append(TarShardReader.item(str(ids[i] or default_id), uri, -1))
+                continue
+            utt_id = ids[i]
+            if not utt_id:
+                utt_id = (default_id if start_s is None
+                          else f"{default_id}@{start_s:.3f}-{end_s:.3f}")
+            by_source.setdefault(uri, []).append(
+                [str(utt_id), start_s, end_s, [meta[n][i] for n in meta_names]])
+        # sizes are not fetched here: a manifest of millions of rows must plan without a HEAD each
+        for uri in list(by_source):
+            yield segmented_item(ManifestReader, uri, meta_names, by_source.pop(uri))
+        yield from shards
 
 
 class ManifestReader(Reader):
@@ -171,17 +239,17 @@ class ManifestReader(Reader):
     in_folders = False  # it names files that its folder may hold too
 
     @classmethod
-    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+    def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
         (manifest,) = files
-        table = read_table(manifest.loc)
-        if (manifest.loc.path.lower().endswith(".parquet")
-                and path_column(table.column_names, options.path_column) is None):
-            raise InputError(
-                f"{manifest.loc.uri} is neither a manifest (no audio path column: looked for "
-                f"{LISTED}; --path-column names another) nor a Parquet audio dataset (no "
-                "struct<bytes, path> column; --audio-column names it); its columns: "
-                f"{', '.join(table.column_names)}")
-        return plan_manifest(manifest.loc, table, options)
+        if manifest.loc.path.lower().endswith(".parquet"):
+            names = read_schema(manifest.loc).names
+            if path_column(names, options.path_column) is None:
+                raise InputError(
+                    f"{manifest.loc.uri} is neither a manifest (no audio path column: looked "
+                    f"for {LISTED}; --path-column names another) nor a Parquet audio dataset "
+                    "(no struct<bytes, path> column; --audio-column names it); its columns: "
+                    f"{', '.join(names)}")
+        return plan_manifest(manifest.loc, table_blocks(manifest.loc), options)
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import FileTooLargeError, TarShardError
@@ -162,11 +162,11 @@ class TarShardReader(Reader):
                          utt_id=utt_id)
 
     @classmethod
-    def plan(cls, files: list[InputFile], root: Location, options: InputOptions) -> Corpus:
+    def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
         # the columns come from the first shard alone: finding them in every shard would
         # stream the whole corpus when planning
-        return Corpus([cls.item(f.name_in(root), f.loc.uri, f.size) for f in files],
-                      sniff_metadata(files[0].loc))
+        return Corpus((cls.item(f.name_in(root), f.loc.uri, f.size) for f in files),
+                      sniff_metadata(next(iter(files)).loc))
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:

@@ -95,6 +95,7 @@ class Stage(ABC):
     # the share of its inputs that may fail before the stage fails, set by its config key
     # `<name>.max_error_share`; None: only a stage in which every input failed fails
     max_error_share: float | None = None
+    fits: ClassVar[str | None] = None  # the model a stage fits, reused when its input grows
 
     def __init__(self, output: Location):
         self.output = output
@@ -108,9 +109,35 @@ class Stage(ABC):
     def execute(self, executor: Executor) -> StageSummary:
         """The stage's work, to the end; its summary (wall time and finish time are run's)."""
 
+    def upstream_steps(self) -> tuple[str, ...]:
+        """The steps whose output this stage reads (the registry's declaration)."""
+        from .registry import SPECS
+
+        spec = SPECS.get(self.name)
+        return spec.upstream if spec else ()
+
+    def newer_upstream(self, done: dict) -> list[str]:
+        """The steps this stage reads from that finished after it did (a grown input's)."""
+        return [step for step in self.upstream_steps()
+                if (self.layout.completed(step) or {}).get("finished_at", "") > done["finished_at"]]
+
+    def behind(self, done: dict) -> bool:
+        """Whether a finished stage has work again: a step it reads from finished after it (a
+        grown input's new parts). A stage that fits a model reuses it instead."""
+        newer = self.newer_upstream(done)
+        if newer and self.fits:
+            log.info("%s: %s grew since the %s was fitted; it is reused as it is (%s). To fit "
+                     "it on the whole corpus, run into a new output folder", self.name,
+                     " and ".join(newer), self.fits, StageSummary.of(done).brief())
+            return False
+        if newer:
+            log.info("%s: %s finished after this stage did: processing what is new", self.name,
+                     " and ".join(newer))
+        return bool(newer)
+
     def run(self, executor: Executor) -> StageSummary:
         done = self.layout.completed(self.name)
-        if done is not None:
+        if done is not None and not self.behind(done):
             summary = StageSummary.of(done)
             log.info("%s: already complete (%s); nothing to do", self.name, summary.brief())
             return summary

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -17,17 +18,17 @@ from ..errors import AudioTooLongError, ConfigError, EmptyAudioError, StorageErr
 from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
 from ..features.levels import LEVEL_COLUMNS, speech_levels
 from ..features.pitch import PITCH_COLUMN, SAMPLE_RATE as PITCH_RATE, pitch_track
-from ..inputs import (END_TOLERANCE_S, InputError, ReadContext, Recording, Segment, SegmentRangeError,
-                      discover, read_item)
+from ..inputs import (END_TOLERANCE_S, ReadContext, Recording, Segment, SegmentRangeError,
+                      read_item)
+from ..inputs.discovery import stream
 from ..inputs.metadata import TYPES, arrow_columns
 from ..inputs.prefetch import prefetched
 from ..storage import Location, redact_uri, unreachable_errors
 from ..executors.base import Resources, UnitStats, WorkUnit
-from ..tables import (carried_metadata, error_row, errors_table, provenance, read_part,
-                      write_table)
+from ..tables import carried_metadata, error_row, errors_table, provenance, write_table
 from .base import MapStage
-
-MIN_UNITS = 16  # small corpora are still split so that every worker gets work
+from .growth import Changes, compare
+from .plan import Plan, PlanWriter, unit_batches, unit_items, write_plan
 
 BASE_FIELDS = [("utt_id", pa.string()), ("source", pa.string()), ("start_s", pa.float64()),
                ("end_s", pa.float64()), ("duration_s", pa.float64()),
@@ -46,35 +47,14 @@ def features_schema(metadata: dict[str, str]) -> pa.Schema:
                      + FEATURE_FIELDS)
 
 
-def group_units(items: list[dict], per_unit_max: int, bytes_per_unit: int) -> list[WorkUnit]:
-    """Deterministic units of plan items: `alone` items (tar shards) each in a unit of their
-    own, the others in runs bounded by utterance count and bytes. An item is never split, so
-    the segments of one recording stay in one unit and it is decoded once."""
-    total = sum(i["count"] for i in items)
-    per_unit = max(1, min(per_unit_max, math.ceil(total / MIN_UNITS)))
-    units: list[WorkUnit] = []
-    batch: list[dict] = []
-    count = size = 0
+def group_units(items, per_unit_max: int, bytes_per_unit: int) -> list[WorkUnit]:
+    """The units of plan items, held (for a small corpus: the stage streams them, plan.py)."""
+    return [WorkUnit(i, tuple(batch))
+            for i, batch in enumerate(unit_batches(items, per_unit_max, bytes_per_unit))]
 
-    def flush():
-        nonlocal batch, count, size
-        if batch:
-            units.append(WorkUnit(len(units), tuple(batch)))
-        batch, count, size = [], 0, 0
 
-    for item in items:
-        if item["alone"]:
-            flush()
-            batch = [item]
-            flush()
-            continue
-        if batch and (count + item["count"] > per_unit or size + max(item["size"], 0) > bytes_per_unit):
-            flush()
-        batch.append(item)
-        count += item["count"]
-        size += max(item["size"], 0)
-    flush()
-    return units
+log = logging.getLogger(__name__)
+CHANGES = "changes.json"  # what the last rerun found new, changed or gone in the input
 
 
 class FeaturesStage(MapStage):
@@ -105,16 +85,67 @@ class FeaturesStage(MapStage):
 
     # planning -----------------------------------------------------------------------------
     def plan(self) -> list[WorkUnit]:
-        """The stored plan when there is one (reruns see exactly the same units), else a new one."""
-        plan_file = self.layout.plan(self.name)
-        if plan_file.exists():
-            units, self.metadata = _read_plan(plan_file)
-            return units
-        corpus = discover(self.input_uri, self.storage_options, self.config.input_options())
-        units = group_units(corpus.items, self.config.files_per_unit, self.config.bytes_per_unit)
-        self.metadata = corpus.metadata
-        _write_plan(plan_file, units, self.metadata)
-        return units
+        """The stored plan's units when there is one (reruns see exactly the same units), else
+        a new plan's, written in chunks as the input is planned (plan.py). The units carry no
+        items: each worker reads its own."""
+        return self.stored_plan().units()
+
+    def behind(self, done: dict) -> bool:
+        """A finished stage has work again when its input has grown: the input is planned
+        again and what is new added to the plan as new units (growth.py); or when such units
+        were added by a rerun that did not finish."""
+        where = self.layout.plan(self.name)
+        if not where.exists():
+            return True
+        plan = Plan.read(where)
+        if plan.index.num_rows > done["units_total"]:
+            log.info("features: %d units were added to the plan and not all run: running them",
+                     plan.index.num_rows - done["units_total"])
+            return True
+        return self.grow(plan) > 0
+
+    def grow(self, plan: Plan) -> int:
+        """Plan the input again and add what is new to `plan` as new units (written beside the
+        old ones); the changed and gone inputs are logged and kept in `_run/features/
+        changes.json`. The number of units added."""
+        corpus = stream(self.input_uri, self.storage_options, self.config.input_options())
+        changes = Changes()
+        writer = PlanWriter(plan.location, previous=plan)
+        before = writer.units
+        for batch in unit_batches(compare(plan.items(), corpus.items, changes),
+                                  self.config.files_per_unit, self.config.bytes_per_unit):
+            writer.add(batch)
+        added = writer.units - before
+        if added:
+            writer.close(plan.metadata)  # the columns stay those of the first plan
+        if corpus.metadata != plan.metadata:
+            log.warning("features: the input's metadata columns are now %s; the new parts keep "
+                        "the columns first planned, %s", corpus.metadata, plan.metadata)
+        self.layout.state(self.name).child(CHANGES).write_json(
+            {"checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "units_added": added, **asdict(changes)})
+        log.info("features: the input holds %d new utterances (%d new units)%s", changes.new,
+                 added, "" if added else "; nothing to do")
+        for kind, verb in (("changed", "changed since they were processed"),
+                           ("gone", "no longer in the input")):
+            count = getattr(changes, kind)
+            if count:
+                log.warning("features: %d inputs %s (%s%s): their rows stay as they were "
+                            "processed; run into a new output folder to process the input as it "
+                            "is now (%s)", count, verb, ", ".join(changes.examples[kind]),
+                            " ..." if count > len(changes.examples[kind]) else "",
+                            self.layout.state(self.name).child(CHANGES).uri)
+        return added
+
+    def stored_plan(self) -> Plan:
+        where = self.layout.plan(self.name)
+        if not where.exists():
+            corpus = stream(self.input_uri, self.storage_options, self.config.input_options())
+            write_plan(where, corpus.items, self.config.files_per_unit,
+                       self.config.bytes_per_unit, lambda: corpus.metadata)
+        plan = Plan.read(where)
+        self.metadata = plan.metadata
+        return plan
 
     # work -----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -136,11 +167,12 @@ class FeaturesStage(MapStage):
         errors: list[dict] = []
         ctx = ReadContext(self.storage_options, self.config.max_file_bytes)
         # the next items are read (and their audio fetched) while this one is analysed
-        streams = prefetched(unit.items, lambda item: read_item(item, ctx),
+        items = unit.items or unit_items(self.layout.plan(self.name), unit)
+        streams = prefetched(items, lambda item: read_item(item, ctx),
                              threads=self.config.prefetch_items,
                              max_bytes=self.config.prefetch_bytes)
         with contextlib.closing(streams):
-            for item, recordings in zip(unit.items, streams):
+            for item, recordings in zip(items, streams):
                 for source, segment, result in self._analyse_item(item, recordings):
                     stats.inputs += 1
                     if isinstance(result, BaseException):
@@ -302,25 +334,3 @@ def _features_table(rows: list[dict], metadata: dict[str, str]) -> pa.Table:
         values = np.concatenate([r[name] for r in rows]) if rows else np.zeros(0, np.float32)
         columns[name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()))
     return pa.table(columns, schema=schema)
-
-
-PLAN_METADATA_KEY = b"timbrespace_ray.metadata"
-
-
-def _write_plan(location: Location, units: list[WorkUnit], metadata: dict[str, str]) -> None:
-    table = pa.table({"unit": pa.array([u.index for u in units], pa.int32()),
-                      "items": pa.array([json.dumps(u.items) for u in units], pa.large_string())})
-    write_table(location, table, {
-        b"timbrespace_ray.plan_created": time.strftime("%Y-%m-%dT%H:%M:%SZ").encode(),
-        PLAN_METADATA_KEY: json.dumps(metadata).encode()})
-
-
-def _read_plan(location: Location) -> tuple[list[WorkUnit], dict[str, str]]:
-    table = read_part(location)
-    if "items" not in table.column_names:
-        raise InputError(f"{location.uri} is a plan written by an older version of timbrespace_ray; "
-                         "run into a new output folder (or delete this one)")
-    metadata = json.loads((table.schema.metadata or {}).get(PLAN_METADATA_KEY, b"{}"))
-    units = [WorkUnit(int(i), tuple(json.loads(items)))
-             for i, items in zip(table.column("unit").to_pylist(), table.column("items").to_pylist())]
-    return units, metadata

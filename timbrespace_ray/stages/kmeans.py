@@ -57,6 +57,7 @@ def _fit(seed: int, shared) -> tuple[FitResult, str | None]:
 
 class KMeansStage(Stage):
     name = "kmeans"
+    fits = "k-means model"
 
     def __init__(self, output: Location, config: KMeansStageConfig,
                  storage_options: dict | None = None, use_gpu: bool = False):

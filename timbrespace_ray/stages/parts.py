@@ -34,6 +34,9 @@ class PartsStage(MapStage):
 
     upstream: str  # the step whose parts are the units
 
+    def upstream_steps(self) -> tuple[str, ...]:
+        return (*super().upstream_steps(), self.upstream)
+
     def upstream_folder(self) -> Location:
         return self.output.child(self.upstream)
 

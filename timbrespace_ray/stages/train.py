@@ -286,6 +286,7 @@ def _split_rows(table, key: str, fraction: float, seed: int, part: str, sample: 
 
 class TrainStage(Stage):
     name = "train"
+    fits = "encoder"
 
     def __init__(self, output: Location, config: TrainStageConfig,
                  storage_options: dict | None = None, use_gpu: bool = False):
