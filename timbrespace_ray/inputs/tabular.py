@@ -89,8 +89,9 @@ BLOCK_BYTES = 32 << 20
 
 def table_blocks(loc: Location) -> Iterator[pa.Table]:
     """The rows of a Parquet or CSV file in blocks, streamed. A CSV column is typed from the
-    first block: one that turns out otherwise later is read again as float64 (integers that
-    become decimals) or string, from the start."""
+    first block: when a later block disagrees, the file is read again with that column as
+    float64 (integers that become decimals) or string, from the first row not yet given (the
+    blocks given keep their types: `unified_schema` reconciles them)."""
     import pyarrow.parquet as pq
 
     if loc.path.lower().endswith(".parquet"):
@@ -102,9 +103,17 @@ def table_blocks(loc: Location) -> Iterator[pa.Table]:
                 raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
         return
     forced: dict[str, pa.DataType] = {}
+    given = 0
     while True:
+        skip = given
         try:
-            yield from _csv_blocks(loc, forced)
+            for block in _csv_blocks(loc, forced):
+                if skip >= block.num_rows:
+                    skip -= block.num_rows
+                    continue
+                block, skip = block.slice(skip), 0
+                given += block.num_rows
+                yield block
             return
         except _Retyped as retyped:
             forced[retyped.column] = retyped.type
@@ -164,10 +173,35 @@ def json_line_blocks(loc: Location, first: dict) -> Iterator[pa.Table]:
             try:
                 yield arrow_json.read_json(io.BytesIO(b"".join(block)), parse_options=options)
             except pa.ArrowInvalid as exc:
-                raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
+                if "changed from" not in str(exc):
+                    raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
+                yield _mixed_block(block, seconds)
             block, size = [], 0
         if line is None:
             return
+
+
+def _mixed_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
+    """A block of JSON lines in which a column holds values of different kinds (a speaker
+    written as a number on some lines, as text on others): such a column as text."""
+    records = [json.loads(line) for line in lines]
+    kinds: dict[str, set] = {}
+    for record in records:
+        for name, value in record.items():
+            if value is not None:
+                kinds.setdefault(name, set()).add(type(value) if not isinstance(value, bool)
+                                                  else bool)
+    numbers = {int, float}
+    mixed = [n for n, k in kinds.items() if len(k) > 1 and not k <= numbers
+             and n not in seconds.names]
+    for record in records:
+        for name in mixed:
+            if record.get(name) is not None:
+                record[name] = str(record[name])
+    table = pa.Table.from_pylist(records)
+    return pa.table({name: (table.column(name).cast(pa.float64()) if name in seconds.names
+                            or kinds.get(name, set()) == numbers else table.column(name))
+                     for name in table.column_names})
 
 
 def unified_schema(schemas: list[pa.Schema], where: str) -> pa.Schema:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -52,6 +53,8 @@ class StageSummary:
     x_real_time: float = 0.0  # audio of the units run now / wall time
     run_audio_hours: float = 0.0  # audio of the units run now
     finished_at: str = ""
+    run_id: str = ""  # this summary's own id: what the stages after it record having read
+    upstream_runs: dict = field(default_factory=dict)  # step -> run_id of the summary it read
     # what a stage that is not made of units says of itself (k-means: k, inertia; train: steps,
     # loss); `text` is its one-line account
     detail: dict = field(default_factory=dict)
@@ -116,10 +119,16 @@ class Stage(ABC):
         spec = SPECS.get(self.name)
         return spec.upstream if spec else ()
 
+    def upstream_runs(self) -> dict[str, str]:
+        """step -> the run_id of its summary, for the steps this stage reads from."""
+        return {step: (self.layout.completed(step) or {}).get("run_id", "")
+                for step in self.upstream_steps()}
+
     def newer_upstream(self, done: dict) -> list[str]:
-        """The steps this stage reads from that finished after it did (a grown input's)."""
-        return [step for step in self.upstream_steps()
-                if (self.layout.completed(step) or {}).get("finished_at", "") > done["finished_at"]]
+        """The steps this stage reads from that finished again since it read them (a grown
+        input's)."""
+        read = done.get("upstream_runs") or {}
+        return [step for step, run in self.upstream_runs().items() if run and run != read.get(step)]
 
     def behind(self, done: dict) -> bool:
         """Whether a finished stage has work again: a step it reads from finished after it (a
@@ -131,7 +140,7 @@ class Stage(ABC):
                      " and ".join(newer), self.fits, StageSummary.of(done).brief())
             return False
         if newer:
-            log.info("%s: %s finished after this stage did: processing what is new", self.name,
+            log.info("%s: %s ran again since this stage did: processing what is new", self.name,
                      " and ".join(newer))
         return bool(newer)
 
@@ -143,8 +152,10 @@ class Stage(ABC):
             return summary
         self.check()
         self.layout.prepare()
+        upstream = self.upstream_runs()
         t0 = time.perf_counter()
         summary = self.execute(executor)
+        summary.run_id, summary.upstream_runs = uuid.uuid4().hex, upstream
         summary.wall_seconds = time.perf_counter() - t0
         if summary.wall_seconds > 0:
             summary.x_real_time = summary.run_audio_hours * 3600 / summary.wall_seconds
