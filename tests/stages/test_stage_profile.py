@@ -335,3 +335,34 @@ def test_real_recordings_median_pitch_agrees_with_praat(tmp_path):
           for u, r in rows(out, "features").items()}
     f0_ratios = np.array([f0[u] / hz for u, hz in PRAAT_MEDIAN_HZ.items()])
     assert np.mean(np.abs(f0_ratios - 1)) > 2 * np.mean(np.abs(ratios - 1))
+
+
+def test_speakers_in_shares_and_edges_from_a_sample_as_a_large_corpus_gets_them(
+        corpus, tmp_path, monkeypatch, caplog):
+    """A corpus past BUCKET_UTTERANCES has its speakers (and pitch edges per speaker) found by
+    tasks that each read a share of the speakers, past SAMPLE_UTTERANCES its edges fitted on a
+    sample: here with one utterance a share, and a sample of three quarters."""
+    from timbrespace_ray.stages import profile as profile_stage
+
+    keys = {"profile.min_group_size": 2, "profile.pitch_group_by": "speaker"}
+    whole = tmp_path / "whole"
+    profile_run(corpus, whole, **keys)
+    monkeypatch.setattr(profile_stage, "BUCKET_UTTERANCES", 1)
+    shares = tmp_path / "shares"
+    profile_run(corpus, shares, **keys)
+    speakers = [pq.read_table(out / "speakers").to_pylist() for out in (whole, shares)]
+    assert speakers[0] == speakers[1] and [r["speaker"] for r in speakers[0]] == ["A", "B"]
+    bins = [json.loads((out / "_run" / "profile" / "bins.json").read_text())
+            for out in (whole, shares)]
+    assert bins[0]["attributes"] == bins[1]["attributes"]
+    assert sorted(bins[1]["attributes"]["pitch"]["groups"]) == ["A", "B"]
+
+    monkeypatch.setattr(profile_stage, "SAMPLE_UTTERANCES", 3)  # 3 of 4: a1, a2 (by utt_id)
+    caplog.set_level("INFO", logger="timbrespace_ray")
+    sampled = tmp_path / "sampled"
+    profile_run(corpus, sampled, **keys)
+    doc = json.loads((sampled / "_run" / "profile" / "bins.json").read_text())
+    assert doc["fitted"]["utterances"] == 2  # a1 and a2 fall in the sample, b1 and b2 not
+    assert "of 4 utterances (a uniform sample)" in caplog.text
+    # the speakers still come from every utterance
+    assert pq.read_table(sampled / "speakers").to_pylist()[0]["utterances"] == 2

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -146,6 +146,15 @@ class Bins:
                                              min_group_size)
             attributes[attribute] = AttributeBins(measure, edges, count, groups, counts)
         return cls(attributes, q, pitch_group_by, min_group_size, n_rows, __version__)
+
+    def with_pitch_groups(self, group_by: str, edges: Mapping[str, tuple[float, ...] | None],
+                          counts: Mapping[str, int]) -> "Bins":
+        """These bins with pitch grouped by `group_by`, with the given groups' edges (fitted
+        apart, `fit_pitch_groups`: the groups of a corpus too large to fit at once)."""
+        pitch = self.attributes["pitch"]
+        attributes = {**self.attributes, "pitch": replace(pitch, group_edges=dict(edges),
+                                                           group_counts=dict(counts))}
+        return replace(self, attributes=attributes, pitch_group_by=group_by)
 
     def levels(self, attribute: str, values: np.ndarray,
                groups: np.ndarray | None = None) -> np.ndarray:
@@ -275,6 +284,17 @@ def _fit_one(values: np.ndarray, q: tuple[float, ...]) -> tuple[tuple[float, ...
     if present.size == 0:
         return None, 0
     return tuple(float(x) for x in np.quantile(present, q)), int(present.size)
+
+
+def fit_pitch_groups(columns: Mapping[str, Any], group_by: str,
+                     quantiles: Sequence[float] = SEVENTHS,
+                     min_group_size: int = DEFAULT_MIN_GROUP_SIZE
+                     ) -> tuple[dict[str, tuple[float, ...] | None], dict[str, int]]:
+    """The pitch edges and counts of each group of `group_by` in `columns`, as `Bins.fit`
+    finds them: every group's rows must be there (groups are independent of each other)."""
+    values = np.asarray(columns[MEASURE_OF["pitch"]], np.float64)
+    return _fit_groups(values, group_keys(columns[group_by]), tuple(float(x) for x in quantiles),
+                       min_group_size)
 
 
 def _fit_groups(values: np.ndarray, keys: np.ndarray, q: tuple[float, ...],

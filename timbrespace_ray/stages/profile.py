@@ -6,15 +6,16 @@ Levels are quantiles of the whole corpus, so the stage runs in three resumable s
      `_run/profile/measures/parts/part-N.parquet`: every number of the profile (reading the
      features table is nearly all of the stage's cost);
   2. the bins: read from `profile.bins` (another run's `_run/profile/bins.json`: one scale for
-     both), or fitted on the headline measures of every utterance; written to
-     `_run/profile/bins.json` once, so a resumed run levels its remaining parts on the same
-     edges as the finished ones. With a speaker column carried, `speakers/part-000000.parquet`
-     is written from the same read;
+     both), or fitted on the headline measures of the utterances (a uniform sample of at most
+     SAMPLE_UTTERANCES of them); written to `_run/profile/bins.json` once, so a resumed run
+     levels its remaining parts on the same edges as the finished ones. With a speaker column
+     carried, `speakers/part-000000.parquet` is written by tasks that each read every row of a
+     share of the speakers (and fit pitch edges per speaker when pitch is grouped by speaker);
   3. levels, one unit per measures part -> `profiles/part-N.parquet`: the measures plus the four
      `*_level` words and the `description`.
 
-Steps 2's read holds the speaker, group and summarised columns of every utterance on the driver
-(about 150 bytes each: 10 million utterances are 1.5 GB).
+The driver holds the sample (at most SAMPLE_UTTERANCES rows of about 150 bytes) and one row per
+speaker, whatever the corpus's size.
 """
 from __future__ import annotations
 
@@ -32,18 +33,26 @@ from ..features.pitch import PITCH_COLUMN
 from ..profiles import (ATTRIBUTES, MEASURE_COLUMNS, SUMMARISED, Bins, describe,
                         find_speaker_column, hop_seconds, level_column, level_names,
                         speaker_table, utterance_measures)
+from ..profiles.bins import fit_pitch_groups
 from ..profiles.measures import FEATURES_READ
+from ..inputs.spill import bucket_of
 from ..executors.base import Executor, Resources, UnitStats, WorkUnit
 from ..layout import RunLayout
 from ..storage import Location
 from ..tables import (carried_columns, carried_metadata, provenance, read_part, read_schema,
-                      settings_of, write_table)
+                      row_count, settings_of, write_table)
 from .base import Stage, StageSummary
 from .parts import PartsStage, complete_parts
 
 log = logging.getLogger(__name__)
 
 BINS_FILE = "bins.json"
+# the most utterances the level edges are fitted on (a uniform sample of a larger corpus: the
+# edges are quantiles, which 2 million values give to a few thousandths of a level)
+SAMPLE_UTTERANCES = 2_000_000
+SAMPLE_BUCKETS = 1 << 20  # the resolution of the sampled fraction
+BUCKET_UTTERANCES = 2_000_000  # the most utterances a speakers task reads (on average)
+READ_THREADS = 16
 MEASURES = "profile/measures"  # the step, and its parts in _run/profile/measures/parts/
 SPEAKERS = "speakers"
 IDENTITY = ("utt_id", "source", "start_s", "end_s", "n_frames")
@@ -195,21 +204,43 @@ class ProfileStage(Stage):
         known = bins or given
         if known and known.pitch_group_by in carried:
             group_by = known.pitch_group_by
-        columns = _gather(parts, executor, self.storage_options,
-                          [c for c in dict.fromkeys((speaker, group_by)) if c],
-                          Resources(num_cpus=self.config.cpus_per_worker))
-        if not bins:
-            bins = given or Bins.fit(columns, pitch_group_by=group_by,
-                                     min_group_size=self.config.min_group_size)
+        # bounded whatever the corpus: the corpus-wide edges from a uniform sample of at most
+        # SAMPLE_UTTERANCES utterances (all of a smaller corpus), the speakers (and pitch edges
+        # per speaker) from tasks that each read the rows of a share of the speakers
+        total = sum(executor.parallel(_count_rows, parts, self._read_resources(),
+                                      {"storage_options": self.storage_options}))
+        by_speaker = speaker is not None and group_by == speaker
+        fit = bins is None and given is None
+        if fit:
+            fraction = min(1.0, SAMPLE_UTTERANCES / total) if total else 1.0
+            sample = _gather(parts, executor, self.storage_options,
+                             [group_by] if group_by and not by_speaker else [],
+                             self._read_resources(), fraction)
+            bins = Bins.fit(sample, pitch_group_by=None if by_speaker else group_by,
+                            min_group_size=self.config.min_group_size)
+            log.info("profile: level edges fitted on %d of %d utterances%s", bins.utterances,
+                     total, "" if fraction == 1 else " (a uniform sample)")
+        speakers = None
+        if speaker is not None:
+            speakers, edges, counts = _by_speaker(
+                parts, executor, self.storage_options, speaker, group_by, bins or given,
+                fit_groups=by_speaker and fit, min_group_size=self.config.min_group_size,
+                buckets=max(1, -(-total // BUCKET_UTTERANCES)), resources=self._read_resources())
+            if by_speaker and fit:
+                bins = bins.with_pitch_groups(speaker, edges, counts)
+        if bins is None or fit:
+            bins = bins or given
             stored.write_atomic(bins.to_json().encode())
             how = f"from {self.config.bins}" if given else f"fitted on {bins.utterances} utterances"
             log.info("profile: bins %s -> %s", how, stored.uri)
-        if speaker is not None:
-            table = speaker_table(columns, bins, speaker_column=speaker)
+        if speakers is not None:
             target = self.output.child(SPEAKERS, "part-000000.parquet")
-            write_table(target, _table(table), provenance("profile", {"speaker_column": speaker}))
-            log.info("profile: %d speakers -> %s", len(table["speaker"]), target.uri)
+            write_table(target, _table(speakers), provenance("profile", {"speaker_column": speaker}))
+            log.info("profile: %d speakers -> %s", len(speakers["speaker"]), target.uri)
         return bins
+
+    def _read_resources(self) -> Resources:
+        return Resources(num_cpus=self.config.cpus_per_worker)
 
     def _pitch_group_by(self, carried: list[str], speaker: str | None) -> str | None:
         choice = self.config.pitch_group_by
@@ -276,18 +307,73 @@ def _carried(part: str, storage_options: dict) -> list[str]:
     return carried_columns(read_schema(Location.of(part, storage_options)))
 
 
+def _count_rows(part: str, shared: dict) -> int:
+    return row_count(Location.of(part, shared["storage_options"]))
+
+
 def _read_columns(part: str, shared: dict) -> pa.Table:
-    return read_part(Location.of(part, shared["storage_options"]), shared["columns"])
+    """The columns of a measures part, the rows a task keeps: a uniform sample by utt_id
+    (`fraction`) or those of its share of the speakers (`bucket` of `buckets`)."""
+    table = read_part(Location.of(part, shared["storage_options"]), ["utt_id", *shared["columns"]])
+    if shared.get("fraction", 1.0) < 1.0:
+        kept = bucket_of(table.column("utt_id").to_pylist(), SAMPLE_BUCKETS) < (
+            shared["fraction"] * SAMPLE_BUCKETS)
+        table = table.filter(pa.array(kept))
+    if shared.get("buckets", 1) > 1:
+        keys = [str(v) for v in table.column(shared["speaker"]).to_pylist()]
+        table = table.filter(pa.array(bucket_of(keys, shared["buckets"]) == shared["bucket"]))
+    return table.drop_columns(["utt_id"])
 
 
 def _gather(parts: list[str], executor, storage_options: dict, keys: list[str],
-            resources: Resources) -> dict:
-    """The key columns, durations and summarised measures of every utterance, read in parallel
-    tasks (thousands of small parts from an object store would take minutes one by one), with
-    the map steps' resources, so that the same Ray workers serve them."""
+            resources: Resources, fraction: float = 1.0) -> dict:
+    """The key columns, durations and summarised measures of every utterance (or of a uniform
+    `fraction` of them), read in parallel tasks (thousands of small parts from an object store
+    would take minutes one by one), with the map steps' resources, so that the same Ray workers
+    serve them."""
     columns = [*keys, "duration_s", "voiced_s", *SUMMARISED]
     tables = executor.parallel(_read_columns, parts, resources,
-                               {"storage_options": storage_options, "columns": columns})
+                               {"storage_options": storage_options, "columns": columns,
+                                "fraction": fraction})
     if not tables:
         return {name: np.zeros(0) for name in columns}
     return _numeric(pa.concat_tables(tables))
+
+
+def _speaker_share(bucket: int, shared: dict):
+    """One task's speakers: the rows of its share read from every part (threads: a store
+    answers many reads at once), then their table and, when pitch is grouped by speaker, their
+    pitch edges."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reading = {**shared, "bucket": bucket}
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        tables = list(pool.map(lambda part: _read_columns(part, reading), shared["parts"]))
+    columns = (_numeric(pa.concat_tables(tables)) if tables
+               else {name: np.zeros(0) for name in shared["columns"]})
+    speaker = shared["speaker"]
+    edges, counts = ({}, {}) if not shared["fit_groups"] else fit_pitch_groups(
+        columns, speaker, min_group_size=shared["min_group_size"])
+    table = speaker_table(columns, shared["bins"], speaker_column=speaker)
+    return table, edges, counts
+
+
+def _by_speaker(parts: list[str], executor, storage_options: dict, speaker: str,
+                group_by: str | None, bins: Bins, *, fit_groups: bool, min_group_size: int,
+                buckets: int, resources: Resources):
+    """The speakers table and the pitch edges per speaker (when `fit_groups`), from `buckets`
+    tasks, each with every row of its share of the speakers (all speakers in one task for a
+    corpus of up to BUCKET_UTTERANCES utterances): the driver holds a row per speaker."""
+    keys = [c for c in dict.fromkeys((speaker, group_by)) if c]
+    shared = {"storage_options": storage_options, "parts": parts, "speaker": speaker,
+              "columns": [*keys, "duration_s", "voiced_s", *SUMMARISED], "buckets": buckets,
+              "bins": bins, "fit_groups": fit_groups, "min_group_size": min_group_size}
+    found = executor.parallel(_speaker_share, list(range(buckets)), resources, shared)
+    edges = {k: v for _, e, _ in found for k, v in e.items()}
+    counts = {k: v for _, _, c in found for k, v in c.items()}
+    tables = [t for t, _, _ in found if len(t["speaker"])]
+    if not tables:
+        return found[0][0], edges, counts
+    merged = {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
+    order = np.argsort(merged["speaker"].astype(str), kind="stable")
+    return {name: values[order] for name, values in merged.items()}, edges, counts
