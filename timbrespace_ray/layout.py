@@ -7,7 +7,9 @@ pyarrow.dataset, Spark, Ray Data, Hugging Face `datasets`. Model folders (`kmean
 it got lives under `_run/`, which table readers never see (and which readers of the whole
 output folder skip, as they skip every name starting with `_`):
 
-    _run/<step>/plan.parquet      the units of a stage that plans its input (features)
+    _run/<step>/plan.parquet      the units of a stage that plans its input (features): an
+                                  index, one row per unit; their items in `plan/chunk-*.parquet`
+    _run/features/changes.json    what a rerun found new, changed or gone in the input
     _run/<step>/done/<unit>.json  a unit's statistics, written after its part: the unit is done
     _run/<step>/summary.json      the stage's summary (StageSummary), written when it finished
     _run/<step>/failed.json       its summary and why, when too many of its inputs failed: the

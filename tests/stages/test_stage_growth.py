@@ -101,6 +101,11 @@ def test_a_grown_folder_is_processed_incrementally_through_tokens(tmp_path, capl
     assert run_stage("tokens", cfg, LocalExecutor()).units_total == 5
     assert "tokens: already complete" in caplog.text
 
+    caplog.clear()  # the input gone: the finished stage stands, and that is said
+    shutil.rmtree(corpus)
+    assert run_stage("features", cfg, LocalExecutor()).rows == 5
+    assert "the input could not be planned again" in caplog.text and "input not found" in caplog.text
+
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_leftover_drivers")

@@ -14,7 +14,8 @@ import soxr
 
 from ..audio import decode_audio, decode_ranges
 from ..config import FeaturesStageConfig
-from ..errors import AudioTooLongError, ConfigError, EmptyAudioError, StorageError
+from ..errors import (AudioTooLongError, ConfigError, EmptyAudioError, InputError,
+                      StorageError)
 from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
 from ..features.levels import LEVEL_COLUMNS, speech_levels
 from ..features.pitch import PITCH_COLUMN, SAMPLE_RATE as PITCH_RATE, pitch_track
@@ -102,7 +103,12 @@ class FeaturesStage(MapStage):
             log.info("features: %d units were added to the plan and not all run: running them",
                      plan.index.num_rows - done["units_total"])
             return True
-        return self.grow(plan) > 0
+        try:
+            return self.grow(plan) > 0
+        except (InputError, StorageError) as exc:
+            log.warning("features: the input could not be planned again to look for new inputs "
+                        "(%s); the finished stage is kept as it is", exc)
+            return False
 
     def grow(self, plan: Plan) -> int:
         """Plan the input again and add what is new to `plan` as new units (written beside the

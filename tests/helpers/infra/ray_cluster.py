@@ -223,12 +223,15 @@ class RayCluster:
         attempts: int = 2,
         extra_env: dict[str, str] | None = None,
         worker_port_count: int = 200,
+        autoscaling: dict | None = None,
     ) -> "RayCluster":
+        """`autoscaling`: an autoscaler config (Ray's fake multi-node provider: its nodes are
+        raylets on this machine, in this cluster's session), given the head's GCS address."""
         errors: list[str] = []
         t0 = time.monotonic()
         for _attempt in range(attempts):
             remaining = max(10.0, timeout_s - (time.monotonic() - t0))
-            cluster = cls._launch(num_cpus, num_gpus, object_store_memory, extra_env,
+            cluster = cls._launch(num_cpus, num_gpus, object_store_memory, extra_env, autoscaling,
                                   worker_port_count, remaining)
             try:
                 cluster._wait_ready(max(10.0, timeout_s - (time.monotonic() - t0)))
@@ -250,7 +253,7 @@ class RayCluster:
         )
 
     @classmethod
-    def _launch(cls, num_cpus, num_gpus, object_store_memory, extra_env, n_worker_ports,
+    def _launch(cls, num_cpus, num_gpus, object_store_memory, extra_env, autoscaling, n_worker_ports,
                 start_timeout) -> "RayCluster":
         names = ["gcs", "dashboard", "client", "node_manager", "object_manager",
                  "agent_http", "agent_grpc", "runtime_env_agent", "metrics"]
@@ -299,6 +302,11 @@ class RayCluster:
         ]
         if num_gpus is not None:
             cmd += ["--num-gpus", str(num_gpus)]
+        if autoscaling is not None:
+            provider = {**autoscaling["provider"], "gcs_address": f"{LOCALHOST}:{ports['gcs']}"}
+            config = temp_dir / "autoscaling.json"
+            config.write_text(json.dumps({**autoscaling, "provider": provider}))
+            cmd += ["--autoscaling-config", str(config)]
         with open(cluster.start_log, "wb") as logf:
             proc = subprocess.Popen(
                 cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
