@@ -8,8 +8,9 @@ most --max-nodes of them, removed after --idle-s idle) runs --units light units 
 
   pool:  RayExecutor.map, the pool of actor_pool.py (what the stages run on);
   data:  Ray Data, `map_batches` with an autoscaling actor pool (ActorPoolStrategy) over a
-         dataset of the unit numbers, one unit per batch, the same stage's run_unit in each
-         actor, results consumed by the driver as they come.
+         dataset of the unit numbers in --data-blocks blocks (a block is one task of the pool),
+         one unit per batch, the same stage's run_unit in each actor, results consumed by the
+         driver as they come.
 
 In each, --kill worker nodes are killed (every process of the node, kill -9) once a third of
 the units are done. Printed for each: the time to drain, the driver's CPU time per unit
@@ -188,7 +189,8 @@ def run_variant(name: str, args, cluster: RayCluster, work: Path, echo) -> dict:
 
         RayExecutor(cluster.address).map(stage, units, on_result)
     else:
-        ds = ray.data.from_items([{"unit": u.index} for u in units], override_num_blocks=200)
+        ds = ray.data.from_items([{"unit": u.index} for u in units],
+                                 override_num_blocks=min(args.data_blocks, len(units)))
         ds = ds.map_batches(DataWorker, fn_constructor_args=(stage,), batch_size=1,
                             compute=ray.data.ActorPoolStrategy(
                                 min_size=1, max_size=args.max_nodes * args.node_cpus),
@@ -239,6 +241,9 @@ def main() -> None:
     ap.add_argument("--idle-s", type=float, default=15.0)
     ap.add_argument("--kill", type=int, default=2, help="worker nodes killed mid-stage")
     ap.add_argument("--variants", default="pool,data")
+    ap.add_argument("--data-blocks", type=int, default=200,
+                    help="blocks of Ray Data's dataset of units: a block is one task of its "
+                         "actor pool, redone whole when its node is lost")
     ap.add_argument("--tmp", default=None)
     ap.add_argument("--json", dest="json_path", default=None)
     args = ap.parse_args()
