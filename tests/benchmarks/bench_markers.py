@@ -38,7 +38,7 @@ from timbrespace_ray.executors import LocalExecutor  # noqa: E402
 from timbrespace_ray.executors.base import UnitStats, WorkUnit  # noqa: E402
 from timbrespace_ray.markers import listing  # noqa: E402
 from timbrespace_ray.stages.base import MapStage  # noqa: E402
-from timbrespace_ray.stages.features import _write_plan  # noqa: E402
+from timbrespace_ray.stages.plan import PlanWriter  # noqa: E402
 from timbrespace_ray.stages.totals import TOTALS, Totals  # noqa: E402
 from timbrespace_ray.storage import Location  # noqa: E402
 
@@ -64,7 +64,10 @@ def populate(output: Location, n: int) -> list[WorkUnit]:
     units = [WorkUnit(i, ({"reader": "file", "count": 1, "size": 1000, "alone": False,
                            "source": f"s3://corpus/{i}.wav", "utt_id": f"{i}.wav"},))
              for i in range(n)]
-    _write_plan(output.child("_run", "features", "plan.parquet"), units, {})
+    plan = PlanWriter(output.child("_run", "features", "plan.parquet"))
+    for unit in units:
+        plan.add(list(unit.items))
+    plan.close({})
     done = output.child("_run", "features", "done")
     stats = {f"{done.path}/{u.name}.json": json.dumps(asdict(marker_stats(u))).encode()
              for u in units}
