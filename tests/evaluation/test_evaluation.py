@@ -280,6 +280,33 @@ def test_a_sample_beyond_max_utterances(output, tmp_path):
     assert pairs["scored"] == 10 and pairs["total"] == 15 and pairs["sampled"]
 
 
+def test_parts_report_only_positions_below_a_bound_and_the_sample_is_the_same(
+        output, tmp_path, monkeypatch, caplog):
+    from timbrespace_ray.evaluation import parts as parts_mod, run as run_mod
+
+    reported = []
+    real = parts_mod.candidate_positions
+
+    def counted(part, spec):
+        found = real(part, spec)
+        reported.append((spec.position_bound, len(found.positions)))
+        return found
+
+    monkeypatch.setattr(run_mod, "candidate_positions", counted)
+    monkeypatch.setattr(run_mod, "SAMPLE_MARGIN", 1e9)  # no bound: every position reported
+    whole, _ = evaluate(tmp_path / "out", max_utterances=3, max_pairs=10)
+    assert {b for b, _ in reported} == {1.0}
+    every = sum(n for _, n in reported)
+    reported.clear()
+    monkeypatch.setattr(run_mod, "SAMPLE_MARGIN", 0.2)  # a bound too low at first: raised
+    bounded, _ = evaluate(tmp_path / "out", max_utterances=3, max_pairs=10)
+    bounds = sorted({b for b, _ in reported})
+    assert len(bounds) >= 2 and bounds[0] < 1.0
+    assert sum(n for b, n in reported if b == bounds[-1]) < every
+    assert bounded["utterances"] == whole["utterances"]
+    assert bounded["representations"] == whole["representations"]
+
+
 def test_errors_name_what_to_do(output, tmp_path):
     with pytest.raises(ConfigError, match="no label column 'accent'.*labels there are speaker, "
                        "gender$"):

@@ -39,6 +39,9 @@ class PartsSpec:
     max_utterances: int
     model_config: dict  # the trained encoder's constructor arguments
     batch_size: int
+    # a part reports only its candidates at sampling positions below this: the sample of a
+    # corpus of millions then costs the driver about max_utterances positions, not millions
+    position_bound: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,11 @@ class PartCandidates:
 
 def candidate_positions(part: str, spec: PartsSpec) -> PartCandidates:
     found = _candidates(_labelled_rows(part, spec), spec)
-    return PartCandidates(found.positions[:spec.max_utterances], found.counts(),
-                          found.first_of_each_label())
+    below = found.positions[:spec.max_utterances]
+    below = below[below < spec.position_bound]
+    return PartCandidates(below, found.counts(),
+                          {label: position for label, position in found.first_of_each_label().items()
+                           if position < spec.position_bound})
 
 
 def part_vectors(item: tuple[str, float], spec: PartsSpec) -> dict:

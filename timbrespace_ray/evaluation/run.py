@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..stages.embed import encoder_uri as embedding_encoder, load_normalization
 from ..stages.registry import SPECS
 from ..stages.train import TRAINING_RECORD
 from ..storage import Location, redact_uri
-from ..tables import carried_columns, read_schema, read_settings
+from ..tables import carried_columns, read_schema, read_settings, row_count
 from .metrics import DEFAULT_MAX_PAIRS, DEFAULT_MAX_QUERIES, retrieval_figures
 from .parts import PROFILE_LABELS, PartCandidates, PartsSpec, candidate_positions, part_vectors
 from .report import counts_line, labels_table, results_table, write_outputs
@@ -43,6 +43,7 @@ UTTERANCES = ("heldout", "all")
 DEFAULT_MAX_UTTERANCES = 20_000
 NOT_HELD_OUT = "not held out: the encoder saw these utterances"
 PART_RESOURCES = Resources(num_cpus=1.0)
+SAMPLE_MARGIN = 8  # the sampling positions read per utterance sampled, at first
 READS = ("features", "tokens", "embed")  # the stages whose tables evaluate reads
 SCORING_SEED = 0  # pair sample and 1-NN query sample
 # what the default labels add to the speaker column: carried columns, then profile levels
@@ -203,7 +204,17 @@ def _gather(executor: Executor, parts: list[str], spec: PartsSpec,
     """Both rounds over the parts: (every part's candidates, the sample's cutoff, the chosen
     utterances' vectors per part). Stops before the expensive round when fewer than 2 labels
     are among the chosen."""
-    found = executor.parallel(candidate_positions, parts, PART_RESOURCES, spec)
+    # positions are uniform in [0, 1): a part need report only those below a bound that leaves
+    # several times the sample among all parts (raised, and the parts read again, when the
+    # candidates are fewer: most held out of a small corpus's training, a label often null)
+    rows = sum(executor.parallel(_row_count, parts, PART_RESOURCES, spec))
+    bound = min(1.0, SAMPLE_MARGIN * spec.max_utterances / max(rows, 1))
+    while True:
+        spec = replace(spec, position_bound=bound)
+        found = executor.parallel(candidate_positions, parts, PART_RESOURCES, spec)
+        if bound >= 1.0 or sum(len(f.positions) for f in found) > spec.max_utterances:
+            break
+        bound = min(1.0, bound * 4)
     last = cutoff([f.positions for f in found], spec.max_utterances)
     chosen = sum(int(np.count_nonzero(f.positions <= last)) for f in found)
     labels = {lab for f in found for lab, position in f.first_of_label.items() if position <= last}
@@ -215,6 +226,10 @@ def _gather(executor: Executor, parts: list[str], spec: PartsSpec,
     log.info("evaluate: %d utterances, %d labels; computing their vectors", chosen, len(labels))
     items = [(p, last) for p, f in zip(parts, found) if len(f.positions) and f.positions[0] <= last]
     return found, last, executor.parallel(part_vectors, items, PART_RESOURCES, spec)
+
+
+def _row_count(part: str, spec: PartsSpec) -> int:
+    return row_count(spec.output.child("embeddings", part))
 
 
 def _embeddings_parts(out: Location) -> list[str]:
