@@ -241,7 +241,7 @@ def test_a_split_shard_is_several_units_and_every_row_once(tmp_path):
     by_unit: dict[int, list] = {}
     for chunk in chunks:
         for row in pq.read_table(chunk).to_pylist():
-            by_unit.setdefault(row["unit"], []).append(json.loads(row["item"]))
+            by_unit[row["unit"]] = json.loads(row["items"])
     units = [by_unit[u] for u in sorted(by_unit)]
     index = pq.read_table(out / "_run" / "features" / "plan.parquet")
     assert index.column("unit").to_pylist() == sorted(by_unit)

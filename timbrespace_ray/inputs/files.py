@@ -123,10 +123,10 @@ def segmented_item(reader: type[Reader], source: str, columns: list[str], segmen
     """The plan item of one recording read for its `segments` ([utt_id, start_s, end_s,
     metadata values], with `columns` naming the values), in the order they are read."""
     return plan_item(reader, count=len(segments), source=source, columns=columns,
-                     segments=sorted(segments, key=_order), **fields)
+                     segments=sorted(segments, key=segment_order), **fields)
 
 
-def _order(segment: list) -> tuple:
+def segment_order(segment: list) -> tuple:
     # whole-recording segments first, then by start (a start the row lacks, NaN, first),
     # then by id: a deterministic order whatever the order of the rows
     start = segment[1]

@@ -130,8 +130,11 @@ class FeaturesStage(MapStage):
         self.layout.state(self.name).child(CHANGES).write_json(
             {"checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "units_added": added, **asdict(changes)})
-        log.info("features: the input holds %d new utterances (%d new units)%s", changes.new,
-                 added, "" if added else "; nothing to do")
+        # said when there is something to say: a rerun of a finished run over the same input
+        # says only that its stages are complete
+        log.log(logging.INFO if added or changes.changed or changes.gone else logging.DEBUG,
+                "features: the input holds %d new utterances (%d new units)%s", changes.new,
+                added, "" if added else "; nothing to do")
         for kind, verb in (("changed", "changed since they were processed"),
                            ("gone", "no longer in the input")):
             count = getattr(changes, kind)

@@ -1,14 +1,16 @@
 """A rerun over an input that has changed since it was planned: what is new, changed or gone.
 
-Each planned input has a stable identity: a recording's segments by their utt_id (a manifest
-row's key), any other item (an audio file, a tar shard, a slice of a Parquet shard) by its
-source and place, each with a digest of what the plan says of it (a file's size, a segment's
-bounds and metadata). New inputs are planned as new units beside the old ones; changed and
-gone ones are counted and named, never processed again or dropped silently: their rows are
-those of the input as it was.
+Each planned input is known by the key of its row in the output (its utt_id; a slice of a
+Parquet shard without ids, by its shard and place), with a digest of what the plan says of it
+(where its audio is, a file's size, a segment's bounds and metadata). New keys are planned as
+new units beside the old ones (a recording's new segments as one item); changed and gone ones
+are counted and named, never processed again or dropped silently: their rows are those of the
+input as it was. An input whose audio moved keeps its key, so it is changed, never a second
+row.
 
-Both plans are spilled to local disk in buckets by source (inputs/spill.py), so a corpus of
-tens of millions of inputs is compared one bucket at a time.
+Both plans are spilled to local disk in buckets by key, and the new inputs in buckets by
+recording (inputs/spill.py), so a corpus of tens of millions of inputs is compared one bucket
+at a time.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from ..inputs.files import segment_order
 from ..inputs.spill import Buckets, bucket_of
 
 EXAMPLES = 10
@@ -42,91 +45,99 @@ def _digest(value) -> str:
     return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
-def identities(item: dict) -> Iterator[tuple[str, str, int]]:
-    """(input key, digest, utterances) of what a plan item holds: each segment of a recording
-    read for its segments, else the item as a whole."""
+def identities(item: dict) -> Iterator[tuple[str, str, list | None]]:
+    """(utt_id, digest, segment) of what a plan item holds: each segment of a recording read
+    for its segments (None for an item read whole), keyed as the output's rows are."""
     if "segments" in item:
-        for utt_id, start, end, values in item["segments"]:
-            yield utt_id, _digest([start, end, values]), 1
+        for segment in item["segments"]:
+            utt_id, start, end, values = segment
+            yield utt_id, _digest([item["source"], start, end, values]), segment
         return
-    key = json.dumps([item["reader"], item.get("utt_id"), item.get("row_group"), item.get("first")])
-    yield key, _digest({k: v for k, v in item.items() if k != "count"}), item["count"]
-
-
-def _named(key: str) -> str:
-    """The name of an input key for a message (a segment's utt_id, else the item's)."""
-    if key.startswith("["):
-        reader, utt_id, group, first = json.loads(key)
-        return utt_id or f"{reader} row group {group} from row {first}"
-    return key
+    key = item.get("utt_id") or json.dumps([item["source"], item.get("row_group"),
+                                            item.get("first")])
+    yield key, _digest({k: v for k, v in item.items() if k != "count"}), None
 
 
 class _Spill:
-    def __init__(self, names: tuple[str, ...]):
+    def __init__(self, names: tuple[str, ...], by: str):
         self.buckets = Buckets()
+        self.by = by
         self.rows: dict[str, list] = {n: [] for n in names}
 
     def add(self, **row) -> None:
         for name, value in row.items():
             self.rows[name].append(value)
-        if len(self.rows["source"]) >= BATCH:
+        if len(self.rows[self.by]) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
-        if self.rows["source"]:
-            self.buckets.add(pa.table(self.rows), bucket_of(self.rows["source"]))
+        if self.rows[self.by]:
+            self.buckets.add(pa.table(self.rows), bucket_of(self.rows[self.by]))
             self.rows = {n: [] for n in self.rows}
 
     def bucket(self, b: int) -> list[dict]:
         return [row for t in self.buckets.tables(b) for row in t.to_pylist()]
 
+    def close(self) -> None:
+        self.buckets.close()
+
 
 def compare(old: Iterable[dict], new: Iterable[dict], changes: Changes) -> Iterator[dict]:
-    """The plan items of what `new` holds and `old` does not (a recording's new segments as an
-    item of their own); `changes` counts them and the changed and gone inputs as it goes."""
-    before = _Spill(("source", "key", "digest"))
-    after = _Spill(("source", "item"))
+    """The plan items of what `new` holds and `old` does not: inputs are compared by the key of
+    their rows (utt_id), wherever their audio now is, and a recording's new segments become an
+    item of their own. `changes` counts them, and the changed and gone inputs."""
+    before = _Spill(("key", "digest"), by="key")
+    after = _Spill(("key", "digest", "template", "segment"), by="key")
+    fresh = _Spill(("source", "template", "segment"), by="source")
     try:
         for item in old:
             for key, digest, _ in identities(item):
-                before.add(source=item["source"], key=key, digest=digest)
+                before.add(key=key, digest=digest)
         for item in new:
-            after.add(source=item["source"], item=json.dumps(item))
+            template = json.dumps({k: v for k, v in item.items() if k != "segments"})
+            for key, digest, segment in identities(item):
+                after.add(key=key, digest=digest, template=template,
+                          segment=None if segment is None else json.dumps(segment))
         before.flush()
         after.flush()
         for b in range(before.buckets.buckets):
-            known: dict[str, str] = {row["key"]: row["digest"] for row in before.bucket(b)}
+            known = {row["key"]: row["digest"] for row in before.bucket(b)}
             for row in after.bucket(b):
-                found = _new_part(json.loads(row["item"]), known, changes)
-                if found is not None:
-                    yield found
+                was = known.pop(row["key"], None)
+                if was is None:
+                    source = json.loads(row["template"])["source"]
+                    fresh.add(source=source, template=row["template"], segment=row["segment"])
+                elif was != row["digest"]:
+                    changes.note("changed", _named(row["key"]))
             for key in known:
                 changes.note("gone", _named(key))
+        fresh.flush()
+        for b in range(fresh.buckets.buckets):
+            yield from _items(fresh.bucket(b), changes)
     finally:
-        before.buckets.close()
-        after.buckets.close()
+        for spill in (before, after, fresh):
+            spill.close()
 
 
-def _new_part(item: dict, known: dict[str, str], changes: Changes) -> dict | None:
-    """What of `item` is new (None: nothing), noting the changed; what it holds that was known
-    is taken out of `known`, so that what is left there is gone."""
-    if "segments" not in item:
-        ((key, digest, count),) = identities(item)
-        was = known.pop(key, None)
-        if was is None:
-            changes.new += count
-            return item
-        if was != digest:
-            changes.note("changed", _named(key))
-        return None
-    fresh = []
-    for segment, (key, digest, _) in zip(item["segments"], identities(item)):
-        was = known.pop(key, None)
-        if was is None:
-            fresh.append(segment)
-        elif was != digest:
-            changes.note("changed", key)
-    if not fresh:
-        return None
-    changes.new += len(fresh)
-    return {**item, "count": len(fresh), "segments": fresh}
+def _items(rows: list[dict], changes: Changes) -> Iterator[dict]:
+    """The new inputs of one bucket as plan items: an item read whole as it was, the new
+    segments of each recording together, in their plan order."""
+    segments: dict[str, tuple[dict, list]] = {}
+    for row in rows:
+        template = json.loads(row["template"])
+        if row["segment"] is None:
+            changes.new += template["count"]
+            yield template
+            continue
+        segments.setdefault(template["source"], (template, []))[1].append(json.loads(row["segment"]))
+    for template, found in segments.values():
+        changes.new += len(found)
+        yield {**template, "count": len(found), "segments": sorted(found, key=segment_order)}
+
+
+def _named(key: str) -> str:
+    """The name of an input key for a message."""
+    if key.startswith("["):
+        source, group, first = json.loads(key)
+        return f"{source} row group {group} from row {first}"
+    return key
