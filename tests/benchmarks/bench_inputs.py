@@ -345,9 +345,11 @@ WORDS = ("the of and to a in that is was he for it with as his on be at by had n
          "right used take three").split()
 
 
-def build_plan_manifest(path: Path, rows: int, recordings: int, seed: int = 0) -> dict:
+def build_plan_manifest(path: Path, rows: int, recordings: int, seed: int = 0,
+                        first_recording: int = 0) -> dict:
     """A Parquet segment manifest: `rows` segments of 3-15 s over `recordings` recordings
-    (audio/spkNNN/recNNNNN.wav, relative, not written), speaker and a 12-word text per row."""
+    (audio/spkNNN/recNNNNN.wav from `first_recording` on, relative, not written), speaker and
+    a 12-word text per row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -360,9 +362,9 @@ def build_plan_manifest(path: Path, rows: int, recordings: int, seed: int = 0) -
     offset = np.where(first > 0, ends[np.maximum(first - 1, 0)], 0.0)
     end = np.round(ends - offset, 3)
     start = np.round(end - dur, 3)
-    speakers = np.array([f"spk{r % 400:03d}" for r in range(recordings)], dtype=object)
-    paths = np.array([f"audio/spk{r % 400:03d}/rec{r:05d}.wav" for r in range(recordings)],
-                     dtype=object)
+    numbers = range(first_recording, first_recording + recordings)
+    speakers = np.array([f"spk{r % 400:03d}" for r in numbers], dtype=object)
+    paths = np.array([f"audio/spk{r % 400:03d}/rec{r:05d}.wav" for r in numbers], dtype=object)
     words = np.array(WORDS, dtype=object)
     text = [" ".join(w) for w in words[rng.integers(0, len(words), (rows, 12))]]
     table = pa.table({"path": pa.array(paths[rec], pa.string()), "start": start, "end": end,
@@ -403,13 +405,17 @@ def plan_child(input_uri: str, out: str) -> None:
     from timbrespace_ray.storage import Location
 
     stage = FeaturesStage(Location.of(out), input_uri, load_config().features)
+    state = Path(out) / "_run" / "features"
+    grown = (state / "plan.parquet").exists()  # planned before: the input has grown since
     rss0, hwm0 = _status_kb("VmRSS"), _status_kb("VmHWM")
     t0 = time.perf_counter()
+    added = stage.grow(stage.stored_plan()) if grown else 0
     plan = stage.stored_plan()
     wall = time.perf_counter() - t0
     hwm = _status_kb("VmHWM")
-    state = Path(out) / "_run" / "features"
     print(json.dumps({
+        "added_units": added, "changes": (json.loads((state / "changes.json").read_text())
+                                          if grown else None),
         "plan_s": wall, "units": plan.index.num_rows, "items": plan.total("items"),
         "segments": plan.total("utterances"), "metadata": stage.metadata,
         "index_bytes": (state / "plan.parquet").stat().st_size,
@@ -420,12 +426,17 @@ def plan_child(input_uri: str, out: str) -> None:
         "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def _plan_in_child(input_uri: str, out: Path, echo) -> dict:
+def _plan_in_child(input_uri: str, out: Path, echo, keep: bool = False) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--plan-child", input_uri, str(out)],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"the planning subprocess failed:\n{proc.stderr}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if res["changes"] is not None:
+        c = res["changes"]
+        echo(f"  the input planned again and compared with its plan: {c['new']:,} new "
+             f"utterances in {res['added_units']:,} new units, {c['changed']} changed, "
+             f"{c['gone']} gone")
     echo(f"  plan {res['plan_s']:6.1f} s; {res['units']:,} units, {res['items']:,} items, "
          f"{res['segments']:,} utterances, metadata {res['metadata']}; index "
          f"{res['index_bytes'] / 1e6:.1f} MB, {res['chunks']:,} chunks of "
@@ -435,7 +446,8 @@ def _plan_in_child(input_uri: str, out: Path, echo) -> dict:
          "starts no Ray)")
     met = res["plan_s"] < 300 and res["peak_rss_mb"] < 2048
     echo(f"  under 5 min and under 2 GiB: {'yes' if met else 'NO'}")
-    shutil.rmtree(out, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
     return res
 
 
@@ -451,7 +463,22 @@ def figure_planning(args, tmp: Path, echo) -> dict:
     echo(f"  {machine_line(args.machine)}")
     echo("  FeaturesStage(...).stored_plan(): the input planned and the plan written, in a "
          "fresh Python process (nothing else running in it)")
-    res = {"manifest": {**info, **_plan_in_child(str(manifest), tmp / "plan_out", echo)}}
+    res = {"manifest": {**info, **_plan_in_child(str(manifest), tmp / "plan_out", echo,
+                                                  keep=bool(args.grow_share))}}
+    if args.grow_share:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        extra = tmp / "plan_extra.parquet"
+        more = build_plan_manifest(extra, round(args.plan_rows * args.grow_share),
+                                   max(1, round(args.plan_recordings * args.grow_share)),
+                                   seed=1, first_recording=args.plan_recordings)
+        pq.write_table(pa.concat_tables([pq.read_table(manifest), pq.read_table(extra)]),
+                       str(manifest))
+        extra.unlink()
+        echo(f"  then {more['rows']:,} rows of {more['recordings']:,} new recordings added to the "
+             "manifest, and the stage's plan grown in a fresh process:")
+        res["grown"] = {**more, **_plan_in_child(str(manifest), tmp / "plan_out", echo)}
     manifest.unlink()
     if args.list_files:
         folder = tmp / "listing"
@@ -554,6 +581,9 @@ def main() -> None:
                     help="length of each long recording of figure 2 (at most half of --minutes)")
     ap.add_argument("--plan-rows", type=int, default=1_000_000)
     ap.add_argument("--plan-recordings", type=int, default=2000)
+    ap.add_argument("--grow-share", type=float, default=0.01,
+                    help="rows then added to the manifest, as a share of it, and planned as a "
+                         "rerun over the grown input does (0: not)")
     ap.add_argument("--list-files", type=int, default=1_000_000,
                     help="files of the folder planned in figure 3 (0: none)")
     ap.add_argument("--long-hours", type=float, default=10.0)
