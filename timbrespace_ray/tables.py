@@ -83,8 +83,11 @@ def error_row(stage: str, source: str, utt_id: str, exc: BaseException) -> dict[
 
 
 def read_part(location: Location, columns: list[str] | None = None) -> pa.Table:
-    """A part file, fetched whole (one request on an object store; parts are tens of MB)."""
-    return pq.read_table(io.BytesIO(location.read_bytes()), columns=columns)
+    """A part file, fetched whole (one request on an object store; parts are tens of MB),
+    decoded on this thread: a worker reads one part per CPU it holds, and pyarrow 26's
+    threaded read of an in-memory file can abort the process at its exit ("terminate called
+    without an active exception", exit 134) after the work is done."""
+    return pq.read_table(io.BytesIO(location.read_bytes()), columns=columns, use_threads=False)
 
 
 def footer(location: Location) -> pq.FileMetaData:

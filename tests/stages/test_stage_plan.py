@@ -41,3 +41,18 @@ def test_units_read_their_own_items_back_across_chunks_and_row_groups(tmp_path, 
     assert grown.index.num_rows == 21 and list(grown.items()) == items + [_item(100), _item(101)]
     assert [i for u in grown.units()[:20] for i in unit_items(index, u)] == items
     assert grown.readers == {"file": 42}
+
+
+def test_a_process_that_reads_a_plan_exits_cleanly(tmp_path):
+    """pyarrow 26's threaded read of an in-memory file aborted about one process in two at its
+    exit (exit 134) after the work was done: every part is read on the calling thread."""
+    import subprocess
+    import sys
+
+    index = Location.of(str(tmp_path / "plan.parquet"))
+    write_plan(index, iter([_item(i) for i in range(40)]), 2, 1 << 30, dict)
+    code = ("from timbrespace_ray.stages.plan import Plan; from timbrespace_ray.storage import "
+            f"Location; print(Plan.read(Location.of({str(index.path)!r})).index.num_rows)")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            for _ in range(6)]
+    assert [(r.returncode, r.stdout.strip()) for r in runs] == [(0, "20")] * 6, runs[0].stderr

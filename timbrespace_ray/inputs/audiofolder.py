@@ -33,7 +33,8 @@ FILE_COLUMN = "file_name"
 
 
 def named_as_metadata(loc: Location) -> bool:
-    return posixpath.basename(loc.path) in METADATA_FILES
+    # the suffix first: asked of every file of a folder of millions
+    return loc.path.endswith(METADATA_FILES) and posixpath.basename(loc.path) in METADATA_FILES
 
 
 def is_metadata_file(loc: Location) -> bool:

@@ -25,7 +25,7 @@ def read_table(loc: Location) -> pa.Table:
     data = loc.read_bytes()
     try:
         if loc.path.lower().endswith(".parquet"):
-            return pq.read_table(io.BytesIO(data))
+            return pq.read_table(io.BytesIO(data), use_threads=False)  # see tables.read_part
         return csv.read_csv(io.BytesIO(data))
     except pa.ArrowInvalid as exc:
         raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
@@ -97,7 +97,8 @@ def table_blocks(loc: Location) -> Iterator[pa.Table]:
     if loc.path.lower().endswith(".parquet"):
         with loc.fs.open(loc.path, "rb") as fh:
             try:
-                for batch in pq.ParquetFile(fh).iter_batches(batch_size=256 << 10):
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=256 << 10,
+                                                             use_threads=False):
                     yield pa.Table.from_batches([batch])
             except pa.ArrowInvalid as exc:
                 raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
