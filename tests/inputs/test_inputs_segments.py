@@ -20,7 +20,8 @@ from timbrespace_ray.config import load_config
 from timbrespace_ray.features import FEATURE_NAMES, ProsodicFeatureExtractor
 from timbrespace_ray.inputs import InputError, discover
 from timbrespace_ray.executors import LocalExecutor
-from timbrespace_ray.stages.features import FeaturesStage, group_units
+from timbrespace_ray.stages.features import FeaturesStage
+from timbrespace_ray.stages.plan import unit_batches
 from timbrespace_ray.stages.tokens import TokensStage
 from timbrespace_ray.storage import Location
 
@@ -131,8 +132,8 @@ def test_duration_column_whole_rows_and_one_decode_per_recording(long_recording,
     assert got.start_s.isna().tolist() == [True] + [False] * 5
     assert got.end_s.iloc[1:].tolist() == pytest.approx([12.5 + 3 * i for i in range(5)])
     assert got.lang.tolist() == ["fr"] + ["en"] * 5
-    units = group_units(discover(str(manifest)).items, 2, 1 << 30)
-    segmented = [u for u in units if any(i["source"].endswith("long.wav") for i in u.items)]
+    units = list(unit_batches(discover(str(manifest)).items, 2, 1 << 30))
+    segmented = [u for u in units if any(i["source"].endswith("long.wav") for i in u)]
     assert len(segmented) == 1  # all five segments of the recording in one unit
 
 

@@ -14,7 +14,8 @@ from timbrespace_ray.features import FEATURE_NAMES, FeatureConfig, ProsodicFeatu
 from timbrespace_ray.features.levels import speech_levels
 from timbrespace_ray.inputs import InputError, discover
 from timbrespace_ray.executors import LocalExecutor
-from timbrespace_ray.stages.features import FeaturesStage, group_units
+from timbrespace_ray.stages.features import FeaturesStage
+from timbrespace_ray.stages.plan import unit_batches
 from timbrespace_ray.storage import Location
 
 
@@ -163,11 +164,11 @@ def test_manifest_without_path_column_is_rejected(tmp_path):
 def test_units_are_deterministic_and_keep_shards_whole(corpus):
     root, _ = corpus
     items = discover(str(root)).items
-    a, b = group_units(items, 2, 1 << 30), group_units(discover(str(root)).items, 2, 1 << 30)
-    assert a == b
-    shard_units = [u for u in a if any(i["reader"] == "tar" for i in u.items)]
-    assert len(shard_units) == 1 and len(shard_units[0].items) == 1
-    assert sorted(i["utt_id"] for u in a for i in u.items) == sorted(i["utt_id"] for i in items)
+    a = list(unit_batches(items, 2, 1 << 30))
+    assert a == list(unit_batches(discover(str(root)).items, 2, 1 << 30))
+    shard_units = [u for u in a if any(i["reader"] == "tar" for i in u)]
+    assert len(shard_units) == 1 and len(shard_units[0]) == 1
+    assert sorted(i["utt_id"] for u in a for i in u) == sorted(i["utt_id"] for i in items)
 
 
 def test_too_long_recording_becomes_an_error_row(tmp_path):

@@ -63,43 +63,61 @@ class Buckets:
         self._dir.cleanup()
 
 
+class SpilledRows:
+    """Rows of named columns added one at a time, held until `every` of them, then spilled to
+    Buckets by the `by` column (nothing is written while fewer were ever added)."""
+
+    def __init__(self, names: tuple[str, ...], by: str, every: int = SPILL_ROWS):
+        self.by, self.every = by, every
+        self.rows: dict[str, list] = {n: [] for n in names}
+        self.buckets: Buckets | None = None
+
+    def add(self, **row) -> None:
+        for name, value in row.items():
+            self.rows[name].append(value)
+        if len(self.rows[self.by]) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows[self.by]:
+            if self.buckets is None:
+                self.buckets = Buckets()
+            self.buckets.add(pa.table(self.rows), bucket_of(self.rows[self.by]))
+            self.rows = {n: [] for n in self.rows}
+
+    def tables(self) -> Iterator[pa.Table]:
+        """Every row, a bucket at a time (all of them at once when none was spilled)."""
+        if self.buckets is None:
+            yield pa.table(self.rows)
+            return
+        self.flush()
+        for b in range(self.buckets.buckets):
+            pieces = self.buckets.tables(b)
+            if pieces:
+                yield pa.concat_tables(pieces)
+
+    def close(self) -> None:
+        if self.buckets is not None:
+            self.buckets.close()
+        self.rows, self.buckets = {n: [] for n in self.rows}, None
+
+
 class UniqueIds:
     """Refuses an utt_id given by two inputs (two rows nobody could tell apart), over any
     number of them: held in memory up to SPILL_ROWS, then spilled in buckets by id."""
 
     def __init__(self):
-        self._ids: list[str] = []
-        self._sources: list[str] = []
-        self._spill: Buckets | None = None
+        self._rows = SpilledRows(("utt_id", "source"), by="utt_id")
 
     def add(self, utt_id: str, source: str) -> None:
-        self._ids.append(utt_id)
-        self._sources.append(source)
-        if len(self._ids) >= SPILL_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._spill is None:
-            self._spill = Buckets()
-        self._spill.add(pa.table({"utt_id": self._ids, "source": self._sources}),
-                        bucket_of(self._ids))
-        self._ids, self._sources = [], []
+        self._rows.add(utt_id=utt_id, source=source)
 
     def check(self) -> None:
         try:
-            if self._spill is None:
-                _check(self._ids, self._sources)
-                return
-            self._flush()
-            for b in range(self._spill.buckets):
-                pieces = self._spill.tables(b)
-                if pieces:
-                    table = pa.concat_tables(pieces)
-                    _check(table.column("utt_id").to_pylist(), table.column("source").to_pylist())
+            for table in self._rows.tables():
+                _check(table.column("utt_id").to_pylist(), table.column("source").to_pylist())
         finally:
-            if self._spill is not None:
-                self._spill.close()
-            self._ids, self._sources, self._spill = [], [], None
+            self._rows.close()
 
 
 def _check(ids: list[str], sources: list[str]) -> None:

@@ -48,12 +48,6 @@ def features_schema(metadata: dict[str, str]) -> pa.Schema:
                      + FEATURE_FIELDS)
 
 
-def group_units(items, per_unit_max: int, bytes_per_unit: int) -> list[WorkUnit]:
-    """The units of plan items, held (for a small corpus: the stage streams them, plan.py)."""
-    return [WorkUnit(i, tuple(batch))
-            for i, batch in enumerate(unit_batches(items, per_unit_max, bytes_per_unit))]
-
-
 log = logging.getLogger(__name__)
 CHANGES = "changes.json"  # what the last rerun found new, changed or gone in the input
 

@@ -19,10 +19,8 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 from ..inputs.files import segment_order
-from ..inputs.spill import Buckets, bucket_of
+from ..inputs.spill import BUCKETS, SpilledRows
 
 EXAMPLES = 10
 BATCH = 100_000  # rows spilled at once
@@ -58,37 +56,13 @@ def identities(item: dict) -> Iterator[tuple[str, str, list | None]]:
     yield key, _digest({k: v for k, v in item.items() if k != "count"}), None
 
 
-class _Spill:
-    def __init__(self, names: tuple[str, ...], by: str):
-        self.buckets = Buckets()
-        self.by = by
-        self.rows: dict[str, list] = {n: [] for n in names}
-
-    def add(self, **row) -> None:
-        for name, value in row.items():
-            self.rows[name].append(value)
-        if len(self.rows[self.by]) >= BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows[self.by]:
-            self.buckets.add(pa.table(self.rows), bucket_of(self.rows[self.by]))
-            self.rows = {n: [] for n in self.rows}
-
-    def bucket(self, b: int) -> list[dict]:
-        return [row for t in self.buckets.tables(b) for row in t.to_pylist()]
-
-    def close(self) -> None:
-        self.buckets.close()
-
-
 def compare(old: Iterable[dict], new: Iterable[dict], changes: Changes) -> Iterator[dict]:
     """The plan items of what `new` holds and `old` does not: inputs are compared by the key of
     their rows (utt_id), wherever their audio now is, and a recording's new segments become an
     item of their own. `changes` counts them, and the changed and gone inputs."""
-    before = _Spill(("key", "digest"), by="key")
-    after = _Spill(("key", "digest", "template", "segment"), by="key")
-    fresh = _Spill(("source", "template", "segment"), by="source")
+    before = SpilledRows(("key", "digest"), by="key", every=BATCH)
+    after = SpilledRows(("key", "digest", "template", "segment"), by="key", every=BATCH)
+    fresh = SpilledRows(("source", "template", "segment"), by="source", every=BATCH)
     try:
         for item in old:
             for key, digest, _ in identities(item):
@@ -98,11 +72,13 @@ def compare(old: Iterable[dict], new: Iterable[dict], changes: Changes) -> Itera
             for key, digest, segment in identities(item):
                 after.add(key=key, digest=digest, template=template,
                           segment=None if segment is None else json.dumps(segment))
+        # both spilled by key into buckets of the same numbers: bucket b of each holds the
+        # same keys
         before.flush()
         after.flush()
-        for b in range(before.buckets.buckets):
-            known = {row["key"]: row["digest"] for row in before.bucket(b)}
-            for row in after.bucket(b):
+        for b in range(BUCKETS):
+            known = {row["key"]: row["digest"] for row in _rows(before, b)}
+            for row in _rows(after, b):
                 was = known.pop(row["key"], None)
                 if was is None:
                     source = json.loads(row["template"])["source"]
@@ -111,12 +87,17 @@ def compare(old: Iterable[dict], new: Iterable[dict], changes: Changes) -> Itera
                     changes.note("changed", _named(row["key"]))
             for key in known:
                 changes.note("gone", _named(key))
-        fresh.flush()
-        for b in range(fresh.buckets.buckets):
-            yield from _items(fresh.bucket(b), changes)
+        for table in fresh.tables():
+            yield from _items(table.to_pylist(), changes)
     finally:
         for spill in (before, after, fresh):
             spill.close()
+
+
+def _rows(spilled: SpilledRows, bucket: int) -> list[dict]:
+    if spilled.buckets is None:  # nothing was added
+        return []
+    return [row for t in spilled.buckets.tables(bucket) for row in t.to_pylist()]
 
 
 def _items(rows: list[dict], changes: Changes) -> Iterator[dict]:
