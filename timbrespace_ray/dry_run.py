@@ -77,15 +77,12 @@ def _estimate(plan: Plan, untimed_inputs: int, storage_options: dict, samples: i
     of the recordings whose headers could be read, one from each of `samples` units spread
     evenly over the units with such inputs, times that number (None when no header could be
     read: tar shards, Parquet audio, a codec soundfile cannot read)."""
-    index = plan.index
-    untimed = [u for u, n, t in zip(index.column("unit").to_pylist(),
-                                    index.column("utterances").to_pylist(),
-                                    index.column("utterances_timed").to_pylist()) if t < n]
-    units = {u.index: u for u in plan.units()}
+    untimed = [u for u, n, t in zip(plan.units(), plan.index.column("utterances").to_pylist(),
+                                    plan.index.column("utterances_timed").to_pylist()) if t < n]
     step = max(1, len(untimed) // max(1, samples))
     durations = []
     for unit in untimed[::step][:samples]:
-        item = next((i for i in unit_items(plan.location, units[unit])
+        item = next((i for i in unit_items(plan.location, unit)
                      if "source" in i and i["reader"] in ("file", "manifest")
                      and known_seconds(i)[1] < i["count"]), None)
         if item is None:
