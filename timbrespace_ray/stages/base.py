@@ -131,8 +131,8 @@ class Stage(ABC):
         return [step for step, run in self.upstream_runs().items() if run and run != read.get(step)]
 
     def behind(self, done: dict) -> bool:
-        """Whether a finished stage has work again: a step it reads from finished after it (a
-        grown input's new parts). A stage that fits a model reuses it instead."""
+        """Whether a finished stage has work again: a step it reads from ran again since it read
+        it (a grown input's new parts). A stage that fits a model reuses it instead."""
         newer = self.newer_upstream(done)
         if newer and self.fits:
             log.info("%s: %s grew since the %s was fitted; it is reused as it is (%s). To fit "
