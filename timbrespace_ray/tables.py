@@ -83,11 +83,20 @@ def error_row(stage: str, source: str, utt_id: str, exc: BaseException) -> dict[
 
 
 def read_part(location: Location, columns: list[str] | None = None) -> pa.Table:
-    """A part file, fetched whole (one request on an object store; parts are tens of MB),
-    decoded on this thread: a worker reads one part per CPU it holds, and pyarrow 26's
-    threaded read of an in-memory file can abort the process at its exit ("terminate called
-    without an active exception", exit 134) after the work is done."""
-    return pq.read_table(io.BytesIO(location.read_bytes()), columns=columns, use_threads=False)
+    """A part file, fetched whole (one request on an object store; parts are tens of MB) and
+    decoded on this thread (a worker reads one part per CPU it holds)."""
+    return parquet_from_bytes(location.read_bytes(), columns)
+
+
+def parquet_from_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file held in memory, decoded synchronously on the calling thread.
+
+    Not `pq.read_table`: even unthreaded it runs its reads as tasks of pyarrow's thread pool,
+    and when such a task drops the last reference to the reader of a Python buffer at
+    interpreter exit, its destructor waits for the GIL, the thread is unwound and the process
+    aborts ("terminate called without an active exception", exit 134) after its work is done.
+    """
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
 
 
 def footer(location: Location) -> pq.FileMetaData:

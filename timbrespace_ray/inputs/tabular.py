@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..storage import Location
+from ..tables import parquet_from_bytes
 
 # columns of seconds (a segment's bounds, a file's length): floats in a JSON lines file
 SECONDS_COLUMNS = ("start", "offset", "end", "duration")
@@ -19,13 +20,12 @@ SECONDS_COLUMNS = ("start", "offset", "end", "duration")
 
 def read_table(loc: Location) -> pa.Table:
     """The rows of a Parquet or CSV file."""
-    import pyarrow.parquet as pq
     from pyarrow import csv
 
     data = loc.read_bytes()
     try:
         if loc.path.lower().endswith(".parquet"):
-            return pq.read_table(io.BytesIO(data), use_threads=False)  # see tables.read_part
+            return parquet_from_bytes(data)
         return csv.read_csv(io.BytesIO(data))
     except pa.ArrowInvalid as exc:
         raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
