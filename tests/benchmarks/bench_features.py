@@ -2,6 +2,7 @@
 
 Prints x-real-time (audio seconds per wall second, one core, one thread) of:
   - timbrespace_ray's extractor on the bundled real speech, with its agreement to the reference;
+  - the extractor plus the pitch track (what the features stage computes per recording);
   - librosa's pYIN and Praat's pitch tracker (praat-parselmouth) on the same audio;
 and the peak memory of decoding + extracting a one-hour recording (in a child process).
 
@@ -29,6 +30,7 @@ from helpers.data import expected_features, is_real_speech, load_vector, vector_
 
 from timbrespace_ray.features import FeatureConfig, analyse  # noqa: E402
 from timbrespace_ray.features.agreement import agreement  # noqa: E402
+from timbrespace_ray.features.pitch import pitch_track  # noqa: E402
 
 SR = 16000
 
@@ -64,6 +66,21 @@ def bench_ours(corpus, minutes: float) -> tuple[float, float, str]:
     analyse(waves[0], cfg)  # compile/warm caches
     secs = best_of(lambda: [analyse(w, cfg) for _ in range(reps) for w in waves])
     return reps * total / secs, reps * total, fidelity
+
+
+def bench_with_pitch(corpus, minutes: float) -> float:
+    """x real time of what the features stage computes per recording: the six features and the
+    pitch track beside them."""
+    cfg = FeatureConfig()
+    waves = [w for _, w, _ in corpus]
+    total = sum(len(w) for w in waves) / SR
+    reps = max(1, int(np.ceil(minutes * 60 / total)))
+
+    def both(w):
+        pitch_track(w, len(analyse(w, cfg)["f0"]), None, cfg)
+
+    both(waves[0])
+    return reps * total / best_of(lambda: [both(w) for _ in range(reps) for w in waves])
 
 
 def bench_pyin(audio: np.ndarray) -> float:
@@ -131,6 +148,7 @@ def main():
 
     corpus = real_speech()
     xrt, audio_s, fidelity = bench_ours(corpus, args.minutes)
+    both = bench_with_pitch(corpus, args.minutes)
     sample = np.concatenate([w for _, w, _ in corpus])[: int(args.baseline_seconds * SR)]
     pyin = bench_pyin(sample)
     praat = bench_praat(sample)
@@ -143,6 +161,9 @@ def main():
         print(f"{'Praat pitch (parselmouth)':<34}{'not installed (pip install .[bench])':>22}")
     else:
         print(f"{'Praat pitch (f0 only)':<34}{praat:>12.0f}{praat / xrt:>10.3f}")
+    print(f"{'timbrespace_ray (6 features + pitch)':<34}{both:>12.0f}{both / xrt:>10.2f}")
+    if praat is not None:
+        print(f"6 features + pitch track against Praat's pitch tracker: {both / praat:.2f}x")
     print(f"timed on {audio_s / 60:.1f} min of audio; fidelity: {fidelity}")
     print(f"target >= 1000x real time: {'MET' if xrt >= 1000 else 'NOT MET'}")
     if not args.skip_memory:
