@@ -259,9 +259,14 @@ class ProsodicSequenceEncoder(nn.Module):
         return torch.where(real, x, self.pad_id), real
 
     def _encode(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        key_padding = ~real
-        # a row with no real token would attend to nothing (NaN); let it see its first slot
-        key_padding[:, 0] &= real.any(dim=1)
+        if bool(real.all()):
+            # no padding (a batch of equal lengths): the attention kernels run without a mask,
+            # faster (up to 2x for float32 attention on CPU) and to the same numbers
+            key_padding = None
+        else:
+            key_padding = ~real
+            # a row with no real token would attend to nothing (NaN); let it see its first slot
+            key_padding[:, 0] &= real.any(dim=1)
         h = self.pos_encoder(self.token_embedding(tokens))
         h = self.transformer_encoder(h, src_key_padding_mask=key_padding)
         return self.final_norm(h)
