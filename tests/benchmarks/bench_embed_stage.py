@@ -29,7 +29,7 @@ For each model, in one process:
     cProfile, one thread, in the stage's precision.
 
 Run: .venv/bin/python tests/benchmarks/bench_embed_stage.py [--run OUTPUT] [--hours 1]
-     [--cpus N] [--big-parts 2] [--bare-tokens N]
+     [--cpus N] [--models small,58M] [--big-parts 2] [--bare-tokens N] [--big-bare-tokens N]
 """
 from __future__ import annotations
 
@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument("--run", help="an output folder with a finished tokens stage")
     ap.add_argument("--hours", type=float, default=1.0, help="corpus to build without --run")
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the embedded Ray")
+    ap.add_argument("--models", default="small,58M", help="which: small, 58M or both")
     ap.add_argument("--big-parts", type=int, default=2, help="parts the 58 M model embeds")
     ap.add_argument("--bare-tokens", type=int, default=200_000,
                     help="tokens of the small model's bare forward (a sample of the windows)")
@@ -201,6 +202,7 @@ def main() -> None:
             **{k: ORIGINAL_RECIPE[k] for k in ("hidden_dim", "num_layers", "nhead")}))
         models = [("small (the recipe's, pretrained)", str(PRETRAINED), None, args.bare_tokens),
                   ("58 M (the original's shape)", str(big), args.big_parts, args.big_bare_tokens)]
+        models = [m for m, key in zip(models, ("small", "58M")) if key in args.models.split(",")]
         precisions = (False, True) if native else (False,)
         for i, (name, encoder, n_parts, bare_tokens) in enumerate(models):
             own = subset_run(run, root / f"run-{i}", n_parts)

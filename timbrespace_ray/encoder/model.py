@@ -260,8 +260,9 @@ class ProsodicSequenceEncoder(nn.Module):
 
     def _encode(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         if bool(real.all()):
-            # no padding (a batch of equal lengths): the attention kernels run without a mask,
-            # faster (up to 2x for float32 attention on CPU) and to the same numbers
+            # no padding (one window, or windows of one length): attention runs without a
+            # mask, to the same numbers, and faster (PyTorch's CPU flash kernel reads a mask
+            # block for every block of scores)
             key_padding = None
         else:
             key_padding = ~real
