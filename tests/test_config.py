@@ -23,7 +23,7 @@ def test_every_key_has_a_default():
     ("train:\n  lr: -1\n", "train.lr"),
     ("features:\n  smoothing_level: extreme\n", "features.smoothing_level"),
     ("features:\n  sample_rate: 8000\n", "features.sample_rate"),
-    ("embed:\n  batch_size: many\n", "embed.batch_size"),
+    ("embed:\n  batch_tokens: many\n", "embed.batch_tokens"),
     ("trian:\n  lr: 0.1\n", "trian: unknown key"),
     ("storage:\n  storage_options: 3\n", "storage.storage_options"),
 ])

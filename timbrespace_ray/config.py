@@ -265,7 +265,9 @@ class EmbedStageConfig(_Section):
     checkpoint: str | None = Field(
         None, description="our encoder folder, an original .ckpt, or 'pretrained' (the encoder "
         "shipped with the package); default OUTPUT/encoder, else the pretrained one")
-    batch_size: int = Field(32, ge=1, description="windows per forward pass")
+    batch_tokens: int = Field(
+        4096, ge=1, description="padded tokens per forward pass: windows sorted by length fill "
+        "a batch up to windows x the longest one's tokens (a longer window alone)")
     use_gpu: bool | None = Field(None, description="None: when the cluster has GPUs or its "
                                   "autoscaler can add them")
     cpus_per_worker: float = Field(1.0, gt=0)

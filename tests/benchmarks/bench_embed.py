@@ -4,13 +4,15 @@ embeddings: what the embed and train stages get from `bf16: true` on this machin
 Token windows come from real speech: the original toolkit's token sequences of the bundled
 recordings (tests/data/vectors), repeated and cut to utterance lengths drawn uniformly from
 `--min-s`..`--max-s` seconds (62.5 tokens per second, 16 ms hop), or a tokens stage's output
-(`--tokens DIR`). Embedding goes through the product's `embed_windows` (length-sorted batches,
-windows of at most pos_max_len); training through its `train_step`.
+(`--tokens DIR`). Embedding goes through the product's `embed_windows` (windows of at most
+pos_max_len in length-sorted batches of at most `--batch-tokens` padded tokens); training
+through its `train_step`.
 
 For each model (the original's 58 M encoder and the recipe's small one, random weights
 unless `--model` names a saved encoder for the 58 M slot), in one process, alternating:
-  - embedding tokens/s per CPU thread in float32 and under bf16 autocast, their ratio, and the
-    cosine similarity of bf16 to float32 utterance vectors;
+  - embedding tokens/s per CPU thread in float32, in bf16 weights (`inference_model`: what the
+    embed stage runs) and under bf16 autocast (what the evaluation's untrained encoder runs),
+    their ratios to float32, and the cosine similarity of bf16 to float32 utterance vectors;
   - training tokens/s (forward + backward + AdamW) in both, and the masked-token loss after
     `--train-steps` steps of the small model from the same start in both.
 Where the device lacks native bf16 (`compute_dtype`: the stages then run float32), bf16 is
@@ -32,10 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.data import is_real_speech, load_vector, vector_names  # noqa: E402
-from timbrespace_ray.config import ORIGINAL_RECIPE, RECIPE  # noqa: E402
+from timbrespace_ray.config import ORIGINAL_RECIPE, RECIPE, EmbedStageConfig  # noqa: E402
 from timbrespace_ray.encoder import (ProsodicSequenceEncoder, collate, embed_windows,  # noqa: E402
-                                     length_buckets, load_model, make_optimizer, pool_windows,
-                                     random_crop)
+                                     inference_model, length_buckets, load_model, make_optimizer,
+                                     pool_windows, random_crop, token_batches)
 from timbrespace_ray.encoder import precision  # noqa: E402
 from timbrespace_ray.encoder.loop import train_step  # noqa: E402
 
@@ -48,9 +50,9 @@ def unsorted_padding(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     return 1.0 - lengths.sum() / cells
 
 
-def sorted_padding(lengths: np.ndarray, batch_size: int) -> float:
-    """Padding of the embed stage's batches (windows shorter than pos_max_len: one each)."""
-    cells = sum(len(b) * lengths[b].max() for b in length_buckets(lengths, batch_size))
+def batch_padding(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
+    """Padding of these batches (windows shorter than pos_max_len: one each)."""
+    cells = sum(len(b) * lengths[b].max() for b in batches)
     return 1.0 - lengths.sum() / cells
 
 
@@ -80,10 +82,12 @@ def forced(bf16: bool):
     precision.native_bf16 = lambda device: bf16
 
 
-def embed_run(model, seqs, batch_size, bf16: bool) -> tuple[float, np.ndarray]:
+def embed_run(model, seqs, batch_tokens, bf16: bool) -> tuple[float, np.ndarray]:
+    """Seconds and pooled vectors of `embed_windows` on `model` as it is (float32 weights:
+    autocast where `bf16`)."""
     forced(bf16)
     start = time.perf_counter()
-    windows, vectors = embed_windows(model, seqs, batch_size, bf16)
+    windows, vectors = embed_windows(model, seqs, batch_tokens, bf16)
     if next(model.parameters()).is_cuda:
         torch.cuda.synchronize()
     secs = time.perf_counter() - start
@@ -121,10 +125,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--utterances", type=int, default=48, help="per model and precision")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="windows per forward pass (the stage's default is 32 windows of "
-                        "a unit's hundreds of utterances: its length-sorted batches pad about "
-                        "as little as 8 of these 48 do)")
+    parser.add_argument("--batch-tokens", type=int, default=EmbedStageConfig().batch_tokens,
+                        help="padded tokens per forward pass (the embed stage's default)")
     parser.add_argument("--min-s", type=float, default=2.0)
     parser.add_argument("--max-s", type=float, default=20.0)
     parser.add_argument("--tokens", default=None, help="a tokens stage output folder")
@@ -155,36 +157,43 @@ def main() -> None:
     seqs = utterances(source, args.utterances, args.min_s, args.max_s, rng)
     n_tokens = sum(len(s) for s in seqs)
     lengths = np.array([len(s) for s in seqs])
+    batches = token_batches(lengths, args.batch_tokens)
     print(f"{len(seqs)} utterances of {lengths.min()}-{lengths.max()} tokens "
           f"({args.min_s:g}-{args.max_s:g} s, real token sequences), {n_tokens:,} tokens; "
-          f"embed batches of {args.batch_size} windows, length-sorted: padding "
-          f"{sorted_padding(lengths, args.batch_size):.0%} (unsorted batches: "
-          f"{unsorted_padding(lengths, args.batch_size, rng):.0%})")
-    label = {False: "float32", True: "bf16 " + ("native" if native else "emulated")}
+          f"embed batches of at most {args.batch_tokens} padded tokens, length-sorted: "
+          f"{len(batches)} batches, padding {batch_padding(lengths, batches):.0%} (8 windows a "
+          f"batch: {batch_padding(lengths, length_buckets(lengths, 8)):.0%} sorted, "
+          f"{unsorted_padding(lengths, 8, rng):.0%} unsorted)")
+    label = {False: "float32", True: "bf16 weights " + ("native" if native else "emulated"),
+             "autocast": "bf16 autocast"}
     for name, model, recipe in (("58 M (the original's)", big, ORIGINAL_RECIPE),
                                 ("small (the recipe)", small, RECIPE)):
         model.to(device)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"\n{name}: {params:.1f} M parameters")
-        embed_run(model, seqs[:2], args.batch_size, False)  # warm-up
+        embed_run(model, seqs[:2], args.batch_tokens, False)  # warm-up
         # emulated bf16 is only for its numbers: timed where native, else a few utterances
         low_seqs = seqs if native else seqs[:args.emulated_utterances]
+        forced(True)
+        low_model = inference_model(model, True)  # bf16 weights, as the embed stage runs
         times = {False: []}
         for _ in range(2 if native else 1):  # alternating where both are timed
-            secs, reference = embed_run(model, seqs, args.batch_size, False)
+            secs, reference = embed_run(model, seqs, args.batch_tokens, False)
             times[False].append(secs)
             if native:
-                secs, low = embed_run(model, seqs, args.batch_size, True)
+                secs, low = embed_run(low_model, seqs, args.batch_tokens, True)
                 times.setdefault(True, []).append(secs)
+                secs, _ = embed_run(model, seqs, args.batch_tokens, True)
+                times.setdefault("autocast", []).append(secs)
         if not native:
-            _, low = embed_run(model, low_seqs, args.batch_size, True)
+            _, low = embed_run(low_model, low_seqs, args.batch_tokens, True)
+        del low_model
         rates = {b: n_tokens / min(t) / threads for b, t in times.items()}
         cos = cosines(low, reference[:len(low_seqs)])
         for b, rate in rates.items():
-            print(f"  embed {label[b]:>14}: {rate:9,.0f} tokens/s per thread "
-                  f"({rate / TOKENS_PER_SECOND:,.0f}x real time)")
-        if native:
-            print(f"  embed bf16 / float32: {rates[True] / rates[False]:.2f}x")
+            print(f"  embed {label[b]:>19}: {rate:9,.0f} tokens/s per thread "
+                  f"({rate / TOKENS_PER_SECOND:,.0f}x real time)"
+                  + (f": {rate / rates[False]:.2f}x float32" if b is not False else ""))
         print(f"  embed cosine of {label[True]} to float32 ({len(low_seqs)} utterances): "
               f"min {cos.min():.6f}, median {np.median(cos):.6f}")
         train_len = min(512, recipe["max_len"])
@@ -195,7 +204,7 @@ def main() -> None:
             secs, tokens, _ = train_run(model, seqs, args.train_steps, 4, train_len, bf16,
                                         device, args.seed)
             train_rates[bf16] = tokens / secs / threads
-            print(f"  train {label[bf16]:>14}: {train_rates[bf16]:9,.0f} tokens/s per thread "
+            print(f"  train {'bf16 autocast' if bf16 else 'float32':>19}: {train_rates[bf16]:9,.0f} tokens/s per thread "
                   f"(batch 4 x {train_len})")
         if native:
             print(f"  train bf16 / float32: {train_rates[True] / train_rates[False]:.2f}x")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from timbrespace_ray.encoder import (collate, length_buckets, padding_fraction, random_crop,
-                                     split_windows)
+                                     split_windows, token_batches)
 
 
 def test_random_crop_short_sequences_are_untouched():
@@ -62,6 +62,32 @@ def test_bucket_edge_cases():
     assert length_buckets([], 4) == []
     with pytest.raises(ValueError):
         length_buckets([1, 2], 0)
+
+
+def test_token_batches_fill_a_token_budget_in_length_order():
+    lengths = np.array([300, 100, 100, 2000, 120, 100, 290, 310])
+    batches = token_batches(lengths, 1000)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(8))
+    # sorted; 100 x 3 + 120 fits 4 x 120 <= 1000 but 290 would pad 4 x 170 of 5 x 290 cells;
+    # three windows of about 300 fit 3 x 310; 2000 goes alone
+    assert [lengths[b].tolist() for b in batches] == [[100, 100, 100, 120], [290, 300, 310],
+                                                      [2000]]
+    assert all(len(b) * lengths[b].max() <= 1000 for b in batches[:-1])
+
+
+def test_token_batches_pad_little_where_window_counts_padded_much():
+    # the bundled recordings' windows: a few of 30 s among many of 3-7 s
+    lengths = np.tile([172, 184, 191, 203, 247, 329, 375, 441, 1872, 1872], 7)
+    by_tokens = token_batches(lengths, 4096)
+    by_count = length_buckets(lengths, 32)
+
+    def padded_share(batches):
+        return 1 - lengths.sum() / sum(len(b) * lengths[b].max() for b in batches)
+
+    assert padded_share(by_tokens) < 0.05 < 0.4 < padded_share(by_count)
+    assert token_batches([], 16) == []
+    with pytest.raises(ValueError):
+        token_batches([1, 2], 0)
 
 
 def test_collate_pads_with_minus_100():

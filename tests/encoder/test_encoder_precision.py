@@ -12,7 +12,7 @@ import torch
 
 from helpers.data import is_real_speech, load_vector, vector_names
 from timbrespace_ray.encoder import (ProsodicSequenceEncoder, collate, embed_utterances,
-                                     make_optimizer)
+                                     inference_model, make_optimizer)
 from timbrespace_ray.encoder import precision
 from timbrespace_ray.encoder.loop import training_batches, train_step
 
@@ -96,6 +96,23 @@ def test_bf16_embeddings_agree_with_float32_on_real_sequences(real_sequences):
     assert not np.array_equal(low, reference)  # bf16 really ran
     assert low.dtype == np.float32
     assert cosines(low, reference).min() >= 0.999
+
+
+def test_an_inference_model_of_bf16_weights_embeds_like_float32(real_sequences):
+    model = small_model()
+    train(model, real_sequences, 40, bf16=False)
+    reference = embed_utterances(model, real_sequences, 512, bf16=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(precision, "native_bf16", lambda device: False)
+        assert inference_model(model, bf16=True) is model  # float32 where bf16 is not native
+        mp.setattr(precision, "native_bf16", lambda device: True)
+        low_model = inference_model(model, bf16=True)
+        low = embed_utterances(low_model, real_sequences, 512, bf16=True)
+    assert next(low_model.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # a copy: the model is left as it was
+    assert not low_model.training
+    assert low.dtype == np.float32 and not np.array_equal(low, reference)
+    assert cosines(low, reference).min() >= 0.9999
 
 
 def test_bf16_training_step_runs_in_bf16_and_learns_like_float32(force_native, real_sequences):

@@ -38,7 +38,7 @@ CONFIG = {
               "pool_batches": 4, "log_every": 5, "checkpoint_every": 10, "lr": 1e-3,
               "warmup_steps": 3, "cpus_per_worker": 1.0, "max_steps": 30, "use_gpu": False,
               "early_stopping_patience": 0},  # the whole budget: the tests count its steps
-    "embed": {"batch_size": 8, "cpus_per_worker": 1.0, "use_gpu": False},
+    "embed": {"batch_tokens": 512, "cpus_per_worker": 1.0, "use_gpu": False},
 }
 N_SPEAKERS = 2
 

@@ -112,7 +112,7 @@ def test_embeddings_per_window_and_speaker_structure(tokens_out):
     if not (tokens_out / "encoder" / "training.json").exists():
         pytest.fail("needs the trained encoder of the test above")
     loc = Location.of(str(tokens_out))
-    cfg = load_config(**{"embed.batch_size": 4})
+    cfg = load_config(**{"embed.batch_tokens": 256})
     summary = EmbedStage(loc, cfg.embed).run(LocalExecutor())
     assert summary.rows == 10
     rows = duckdb.sql(f"""select utt_id, "window", start_frame, n_frames, embedding

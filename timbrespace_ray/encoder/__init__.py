@@ -1,9 +1,9 @@
 """The Timbrespace sequence encoder, its checkpoints, and plain-torch training/embedding helpers."""
 from .batching import (PaddedBatch, collate, length_buckets, padding_fraction, random_crop,
-                       split_windows)
+                       split_windows, token_batches)
 from .checkpoint import (SAFE_GLOBALS, encoder_state_dict, load_checkpoint, load_encoder,
                          load_model, save_encoder)
-from .inference import embed, embed_utterances, embed_windows, pool_windows
+from .inference import embed, embed_utterances, embed_windows, inference_model, pool_windows
 from .normalization import NORMALIZATION_FILE, EmbeddingNormalization
 from .masking import DEFAULT_MASK_SPAN_DIST, SpanMasker
 from .model import PADDING_TOKEN_ID, ProsodicSequenceEncoder
@@ -23,6 +23,7 @@ __all__ = [
     "embed_utterances",
     "embed_windows",
     "encoder_state_dict",
+    "inference_model",
     "length_buckets",
     "load_checkpoint",
     "load_encoder",
@@ -35,5 +36,6 @@ __all__ = [
     "random_crop",
     "save_encoder",
     "split_windows",
+    "token_batches",
     "warmup_cosine",
 ]

@@ -2,7 +2,9 @@
 
 Training crops long utterances at random; embedding instead cuts them into windows that each
 fit the encoder's positions (`split_windows`). Batches group similar lengths so that little of
-each padded [B, T] tensor is padding.
+each padded [B, T] tensor is padding: training's hold a number of sequences (`length_buckets`),
+embedding's a number of tokens (`token_batches`), so that a batch of long windows is as large
+as one of short ones and a few short windows are not padded to a long one's length.
 """
 from __future__ import annotations
 
@@ -46,6 +48,34 @@ def length_buckets(lengths: Sequence[int] | np.ndarray, batch_size: int,
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return [b for b in batches if len(b)]
+
+
+# the most of an embedding batch's cells that may be padding: a window that would pad the batch
+# more starts the next one (padded positions cost as much as real ones, attention's quadratically)
+MAX_PADDING = 0.125
+
+
+def token_batches(lengths: Sequence[int] | np.ndarray, max_tokens: int,
+                  max_padding: float = MAX_PADDING) -> list[np.ndarray]:
+    """Index batches of length-sorted windows (deterministic, every index once) for embedding:
+    each as many windows as fit `max_tokens` padded cells (count x its longest window; a
+    longer window goes alone), cut early where the next window would make more than
+    `max_padding` of the batch's cells padding."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    lengths = np.asarray(lengths, np.int64)
+    order = np.argsort(lengths, kind="stable")
+    batches, start, total = [], 0, 0
+    for end, i in enumerate(order):
+        n, longest = end - start, int(lengths[i])  # sorted: the window added is the longest
+        if n and ((n + 1) * longest > max_tokens
+                  or n * longest - total > max_padding * (n + 1) * longest):
+            batches.append(order[start:end])
+            start, total = end, 0
+        total += longest
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
 
 
 def padding_fraction(lengths: Sequence[int] | np.ndarray) -> float:

@@ -259,9 +259,15 @@ class ProsodicSequenceEncoder(nn.Module):
         return torch.where(real, x, self.pad_id), real
 
     def _encode(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        key_padding = ~real
-        # a row with no real token would attend to nothing (NaN); let it see its first slot
-        key_padding[:, 0] &= real.any(dim=1)
+        if bool(real.all()):
+            # no padding (one window, or windows of one length): attention runs without a
+            # mask, to the same numbers, and faster (PyTorch's CPU flash kernel reads a mask
+            # block for every block of scores)
+            key_padding = None
+        else:
+            key_padding = ~real
+            # a row with no real token would attend to nothing (NaN); let it see its first slot
+            key_padding[:, 0] &= real.any(dim=1)
         h = self.pos_encoder(self.token_embedding(tokens))
         h = self.transformer_encoder(h, src_key_padding_mask=key_padding)
         return self.final_norm(h)

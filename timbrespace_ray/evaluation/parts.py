@@ -38,7 +38,7 @@ class PartsSpec:
     holdout: Holdout | None
     max_utterances: int
     model_config: dict  # the trained encoder's constructor arguments
-    batch_size: int
+    batch_tokens: int
     # a part reports only its candidates at sampling positions below this: the sample of a
     # corpus of millions then costs the driver about max_utterances positions, not millions
     position_bound: float = 1.0
@@ -84,7 +84,7 @@ def part_vectors(item: tuple[str, float], spec: PartsSpec) -> dict:
     flat = {name: flat_lists(features.column(name)) for name in FEATURE_NAMES}
     with _torch_threads(1):  # the call holds one CPU (see run.py)
         untrained = encoder_vectors(untrained_encoder(spec.model_config), tokens, token_offsets,
-                                    spec.batch_size)
+                                    spec.batch_tokens)
     return {"label": labels, "embeddings": embedded,
             "feature statistics": feature_statistics({k: v for k, (v, _) in flat.items()},
                                                      flat["f0"][1]),

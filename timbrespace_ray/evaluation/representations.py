@@ -69,11 +69,11 @@ def untrained_encoder(config: Mapping) -> ProsodicSequenceEncoder:
 
 
 def encoder_vectors(model: ProsodicSequenceEncoder, tokens: np.ndarray, offsets: np.ndarray,
-                    batch_size: int) -> np.ndarray:
+                    batch_tokens: int) -> np.ndarray:
     """[n, hidden_dim] utterance vectors as the embed stage makes them: windows embedded, then
     their token-weighted mean."""
     sequences = [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    return embed_utterances(model, sequences, batch_size)
+    return embed_utterances(model, sequences, batch_tokens)
 
 
 def centred(vectors: np.ndarray) -> np.ndarray:

@@ -96,7 +96,7 @@ def run_evaluation(cfg: PipelineConfig, label: str | None = None, utterances: st
         log.info("evaluate: the encoder records no validation split; evaluating all utterances "
                  "(%s)", NOT_HELD_OUT)
     spec = PartsSpec(out, label, holdout, max_utterances, read_settings(first)["model"],
-                     cfg.embed.batch_size)
+                     cfg.embed.batch_tokens)
     executor = executor or RayExecutor.of(cfg.ray)
     log.info("evaluate: %s over %s utterances of %d parts", label, which, len(parts))
     found, last, gathered = _gather(executor, parts, spec, which)

@@ -1,6 +1,8 @@
 """A map stage's units on a pool of Ray actors: the stage's setup (a model loaded, a GPU
 context made) once per actor, every actor's next unit queued behind its current one so that it
-never waits between units, and results handed back as units finish.
+never waits between units (while as many units wait as there are actors: the last few go each to
+the next actor free, so that none runs two in a row while another idles), and results handed
+back as units finish.
 
 Why not Ray Data's actor pool (measured against it on the same 100,000 units, with two nodes
 killed, by tests/benchmarks/bench_pool.py; docs/scale.md): Ray Data costs the driver less per
@@ -84,6 +86,12 @@ def run_on_actor_pool(stage: MapWork, units: list[WorkUnit], on_result: Callable
         while queue or running:
             for actor in load:
                 while queue and load[actor] < QUEUED_PER_ACTOR:
+                    if load[actor] and len(queue) < len(load) + len(starting):
+                        # too few units left to queue one behind a running one: each goes
+                        # to the next actor free (or started), not behind a busy one while
+                        # another idles (the last units of a stage, or its first ones while
+                        # actors still start)
+                        break
                     unit = queue.popleft()
                     running[actor.submit.remote(unit)] = (actor, unit)
                     load[actor] += 1

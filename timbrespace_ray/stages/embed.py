@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from ..clustering.model import MODEL_FILE
 from ..config import EmbedStageConfig
-from ..encoder import NORMALIZATION_FILE, EmbeddingNormalization, embed_windows, load_model
+from ..encoder import (NORMALIZATION_FILE, EmbeddingNormalization, embed_windows,
+                       inference_model, load_model)
 from ..encoder.checkpoint import CONFIG_FILE
 from ..encoder.codebook import PRETRAINED, PRETRAINED_NAME, token_map, translate_tokens
 from ..encoder.precision import compute_dtype
@@ -77,10 +78,11 @@ class EmbedStage(PartsStage):
         import torch
 
         torch.set_num_threads(max(1, int(self.config.cpus_per_worker)))
-        self._model = read_encoder(self.checkpoint, self.storage_options)
-        self._normalization = load_normalization(self.checkpoint, self.storage_options)
+        model = read_encoder(self.checkpoint, self.storage_options)
         if self.use_gpu:
-            self._model.to("cuda")
+            model.to("cuda")
+        self._model = inference_model(model, self.config.bf16)
+        self._normalization = load_normalization(self.checkpoint, self.storage_options)
 
     def process(self, unit: WorkUnit) -> UnitStats:
         if self._model is None:
@@ -91,7 +93,7 @@ class EmbedStage(PartsStage):
         tokens, offsets = flat_lists(table.column("tokens"))
         seqs = translate_tokens([tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:])],
                                 self.token_map)
-        windows, vectors = embed_windows(model, seqs, self.config.batch_size, self.config.bf16)
+        windows, vectors = embed_windows(model, seqs, self.config.batch_tokens, self.config.bf16)
         names = embeddings_schema(model.hidden_dim).names
         rows = pa.array([r for r, *_ in windows], pa.int64())
         out = table.select([*names[:4], *carried]).take(rows)
