@@ -25,6 +25,7 @@ def test_every_key_has_a_default():
     ("features:\n  sample_rate: 8000\n", "features.sample_rate"),
     ("embed:\n  batch_tokens: many\n", "embed.batch_tokens"),
     ("trian:\n  lr: 0.1\n", "trian: unknown key"),
+    ("embed:\n  batch_size: 32\n", "embed.batch_size: no longer a setting; use embed.batch_tokens"),
     ("storage:\n  storage_options: 3\n", "storage.storage_options"),
 ])
 def test_bad_configs_name_the_key(tmp_path, yaml_text, key):

@@ -313,11 +313,18 @@ class PipelineConfig(_Section):
     profile: ProfileStageConfig = Field(default_factory=ProfileStageConfig)
 
 
+# keys of earlier versions, and what a config says instead
+REPLACED_KEYS = {"embed.batch_size": "embed.batch_tokens: batches are sized in padded tokens "
+                 "(the default 4096 is about 32 windows of 2 s)"}
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and key in REPLACED_KEYS:
+            lines.append(f"  {key}: no longer a setting; use {REPLACED_KEYS[key]}")
+        elif err["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
             lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
