@@ -1,16 +1,21 @@
-"""Fitting k-means on weighted prosodic frames: scikit-learn on a CPU, cuML on a GPU.
+"""Fitting k-means on weighted prosodic frames: numba or scikit-learn on a CPU, cuML on a GPU.
 
 No Ray in here. The k-means stage samples frames with `sample_frames`, runs `fit_kmeans` once
 per seed (seeds in parallel actors) and keeps `best_fit` of the results; `fit_restarts` does the
 same in one process for the library interface.
 
 CPU methods (benchmark: tests/benchmarks/bench_kmeans.py, 7 M frames, k = 120, 2 cores):
-- "warm-lloyd" (default): k-means++ on a small uniform sample, Lloyd to convergence on a 10%
-  sample, then Lloyd to convergence on all frames. The sample run puts the centres close to
-  their final place for a tenth of the cost, so the full-data passes (about 1 s each at 7 M
-  frames) drop from ~185 to 25-56: 55-70 s in all, inertia within the seed-to-seed spread.
-- "lloyd": scikit-learn's KMeans with k-means++ on all frames: about 205 s, over the 3 min
-  target (k-means++ over 7 M frames alone is slow and mostly single-threaded).
+- "bounded" (default): warm-lloyd's schedule (k-means++ on a small uniform sample, Lloyd to
+  convergence on a 10% sample, then on all frames) run by this package's numba kernels
+  (lloyd.py): the same Lloyd iterations and stopping rule as scikit-learn, but distance bounds
+  let a pass skip every frame that cannot change cluster (near convergence, nearly all), and
+  exact duplicate frames (silence, all zeros) are fitted once with their count as weight.
+  FIGURES
+- "warm-lloyd": the same schedule with scikit-learn's Lloyd. The sample run puts the centres
+  close to their final place for a tenth of the cost, so the full-data passes (about 1 s each
+  at 7 M frames) drop from ~185 to 25-56: 55-70 s in all.
+- "lloyd": scikit-learn's KMeans with k-means++ on all frames: about 205 s (k-means++ over
+  7 M frames alone is slow and mostly single-threaded).
 - "minibatch": scikit-learn's MiniBatchKMeans, stopping on its own early-stopping rule: about
   18 s but 6% more inertia.
 """
@@ -20,18 +25,19 @@ import importlib
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .model import PCAReducer
 
-METHODS = ("warm-lloyd", "lloyd", "minibatch")
-DEFAULT_METHOD = "warm-lloyd"
+METHODS = ("bounded", "warm-lloyd", "lloyd", "minibatch")
+DEFAULT_METHOD = "bounded"
 DEFAULT_TOL = 1e-4  # scikit-learn's: centre shift relative to the data's mean variance
-# warm-lloyd: the share of frames its first Lloyd run sees, with a floor per cluster so that small
-# inputs still give every centre enough frames; and the sample size k-means++ seeds from
+# bounded and warm-lloyd: the share of frames their first Lloyd run sees, with a floor per cluster
+# so that small inputs still give every centre enough frames; and the sample size k-means++
+# seeds from
 WARM_FRACTION = 0.1
 WARM_MIN_PER_CLUSTER = 200
 SEED_FRAMES = 100_000
@@ -102,7 +108,8 @@ def sample_frames(frames: np.ndarray | Sequence[np.ndarray], max_frames: int | N
 
 def select_backend(device: str = "cpu") -> str:
     """"cuml" when `device` asks for a GPU ("cuda", "cuda:N", "gpu", "auto") and cuML and a GPU
-    are usable, else "sklearn". Asking explicitly for a GPU that is not usable warns."""
+    are usable, else "sklearn" (the CPU: numba or scikit-learn, as `method` says). Asking
+    explicitly for a GPU that is not usable warns."""
     wanted = device.lower()
     if wanted == "cpu":
         return "sklearn"
@@ -112,8 +119,8 @@ def select_backend(device: str = "cpu") -> str:
     if problem is None:
         return "cuml"
     if wanted != "auto":
-        warnings.warn(f"device={device!r}: {problem}; fitting k-means on the CPU with "
-                      "scikit-learn instead", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"device={device!r}: {problem}; fitting k-means on the CPU instead",
+                      RuntimeWarning, stacklevel=2)
     return "sklearn"
 
 
@@ -139,8 +146,9 @@ def fit_kmeans(x: np.ndarray, n_clusters: int, *, seed: int = 0, max_iter: int =
     """Fit k-means with one seed on a (frames, dims) float32 matrix.
 
     `init` gives starting centres instead of k-means++ seeding. `threads` bounds the CPU
-    threads scikit-learn uses (a Ray actor sets it to its CPUs). On cuML, `method` is ignored:
-    cuML runs Lloyd from scalable k-means++ on all frames.
+    threads numba and scikit-learn use (a Ray actor sets it to its CPUs; None: numba's own
+    setting, NUMBA_NUM_THREADS or every core). On cuML, `method` is ignored: cuML runs Lloyd
+    from scalable k-means++ on all frames.
     """
     x = _checked_frames(x, n_clusters)
     if method not in METHODS:
@@ -151,10 +159,53 @@ def fit_kmeans(x: np.ndarray, n_clusters: int, *, seed: int = 0, max_iter: int =
             raise ValueError(f"init must be ({n_clusters}, {x.shape[1]}), got {init.shape}")
     if select_backend(device) == "cuml":
         return fit_cuml(x, n_clusters, seed=seed, max_iter=max_iter, tol=tol, init=init)
+    if method == "bounded":
+        with _numba_threads(threads):
+            return _fit_bounded(x, n_clusters, seed, max_iter, tol, init)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads) if threads else nullcontext():
         return _fit_sklearn(x, n_clusters, seed, max_iter, tol, method, init)
+
+
+@contextmanager
+def _numba_threads(threads: int | None):
+    """numba's parallel kernels on at most `threads` threads (and no more than it started
+    with), as they were afterwards."""
+    import numba
+
+    before = numba.get_num_threads()
+    if threads:
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _fit_bounded(x, k, seed, max_iter, tol, init) -> FitResult:
+    from . import lloyd
+
+    t0 = time.perf_counter()
+    details: dict = {}
+    if init is None:
+        n_warm = max(int(WARM_FRACTION * x.shape[0]), WARM_MIN_PER_CLUSTER * k)
+        warm = sample_frames(x, n_warm, seed)
+        init = lloyd.kmeans_plusplus(sample_frames(warm, max(SEED_FRAMES, k), seed + 1), None,
+                                     k, seed)
+        if warm.shape[0] < x.shape[0]:
+            frames, weights = lloyd.collapse_piles(warm)
+            init, _, _, warm_iter = lloyd.lloyd(
+                frames, weights, init, max_iter=max_iter,
+                tol=tol * lloyd.mean_variance(frames, weights))
+            details = {"warm_frames": int(warm.shape[0]), "warm_iter": int(warm_iter)}
+    frames, weights = lloyd.collapse_piles(x)
+    if weights is not None:
+        details["pile_frames"] = int(weights[weights > 1].sum())
+    centers, _, inertia, n_iter = lloyd.lloyd(frames, weights, init, max_iter=max_iter,
+                                              tol=tol * lloyd.mean_variance(frames, weights))
+    return FitResult(centers, inertia, n_iter, seed, "numba", "bounded",
+                     time.perf_counter() - t0, x.shape[0], details)
 
 
 def _checked_frames(x, n_clusters: int) -> np.ndarray:
