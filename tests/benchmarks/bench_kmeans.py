@@ -19,6 +19,7 @@ the bench fits a small sample first and prints that time apart (a fresh install 
 
 Run: .venv/bin/python tests/benchmarks/bench_kmeans.py [--frames 7000000] [--k 120]
      [--seeds 0,1,2] [--methods bounded,warm-lloyd,minibatch,lloyd] [--data FILE.npy]
+"""
 from __future__ import annotations
 
 import os

@@ -34,6 +34,7 @@ TILE = 32  # frames searched together, one per SIMD lane
 # LLVM may reassociate and fuse, but not assume away NaN or infinity: _BIG stands for "none"
 _FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 _BIG = np.float32(3e38)
+_TRACE = None  # a list to append (pass, frames looked at, searched, changed) to, for profiling
 _EPS = np.float32(4e-6)  # relative slack on the bounds, > a few float32 ulps of a distance
 
 
@@ -134,8 +135,8 @@ def _move(s, cnt, x, i, wi, to, frm):
 
 
 @nb.njit(parallel=True, fastmath=_FASTMATH, boundscheck=False, cache=True)
-def _step(x, w, centers, now, drift, drift_max, half_gap, labels, due, bounds, sums, counts,
-          changed, searched, inertia, mode):
+def _step(x, w, centers, now, drift, drift_max, half_gap, near, near1, near2, labels, due,
+          bounds, sums, counts, changed, searched, inertia, mode):
     """One E-step over all frames, and what it changes in the M-step's sums.
 
     drift[t, c]: how far centre c has moved up to pass t, summed over passes; drift_max[t]: the
@@ -163,6 +164,7 @@ def _step(x, w, centers, now, drift, drift_max, half_gap, labels, due, bounds, s
         lo = b * BLOCK
         hi = min(n, lo + BLOCK)
         rows = np.empty(hi - lo, np.int32)
+        todo = np.empty(hi - lo, np.int32)
         xt = np.empty((d, TILE), np.float32)
         q = np.empty(TILE, np.float32)
         v1 = np.empty(TILE, np.float32)
@@ -182,20 +184,41 @@ def _step(x, w, centers, now, drift, drift_max, half_gap, labels, due, bounds, s
                 rows[nq] = i
                 nq += 1
         else:
-            for i in range(lo, hi):
+            # the frames due first (a tight sequential scan), then those frames in order
+            n_due = 0
+            if mode == 1:
+                for i in range(lo, hi):
+                    if due[i] <= drift[now, labels[i]] + level:
+                        todo[n_due] = i
+                        n_due += 1
+                total = n_due  # frames looked at (inertia is only summed in mode 2)
+            else:
+                for i in range(lo, hi):
+                    todo[n_due] = i
+                    n_due += 1
+            for t in range(n_due):
+                i = todo[t]
                 a = labels[i]
-                if mode == 1 and due[i] > drift[now, a] + level:
-                    continue
                 j = np.int64(bounds[i, 3])
                 ub = bounds[i, 0] + drift[now, a]  # float64 from here on
                 l2 = bounds[i, 1] - drift[now, j]
                 l3 = bounds[i, 2] - level
+                # the centres but a and j are at least as far from a as `apart`: so at least
+                # apart - ub from the frame, and that does not wear off as l3 does
+                apart = near2[a] if j == near[a] else near1[a]
+                geometric = apart - ub > l3
+                if geometric:
+                    l3 = apart - ub
                 bound = max(np.float64(half_gap[a]), min(l2, l3))
                 queued = False
                 da = np.float32(0)
                 if mode == 2 or ub > bound:
                     da = _dist2(x, i, centers, a)
                     ub = np.float64(np.sqrt(da) * (1 + _EPS))
+                    if apart - ub > l3:
+                        l3 = apart - ub
+                        geometric = True
+                    bound = max(np.float64(half_gap[a]), min(l2, l3))
                     if ub > bound:
                         if ub > l3:
                             rows[nq] = i  # a centre other than a and j may be nearer
@@ -219,8 +242,8 @@ def _step(x, w, centers, now, drift, drift_max, half_gap, labels, due, bounds, s
                     if mode == 2 and not queued:
                         total += (np.float64(w[i]) if weighted else 1.0) * da
                 if not queued:
-                    _keep(bounds, due, i, a, j, ub, l2, l3, half_gap[a], drift[now, a],
-                          drift[now, j], level)
+                    _keep(bounds, due, i, a, j, ub, l2, l3, 3.0 if geometric else 1.0,
+                          half_gap[a], drift[now, a], drift[now, j], level)
         for start in range(0, nq, TILE):
             m = min(TILE, nq - start)
             _search(x, rows, start, m, centers, xt, q, v1, v2, v3, b1, b2)
@@ -238,7 +261,7 @@ def _step(x, w, centers, now, drift, drift_max, half_gap, labels, due, bounds, s
                     labels[i] = c
                 _keep(bounds, due, i, c, j, np.float64(np.sqrt(v1[p]) * (1 + _EPS)),
                       np.float64(np.sqrt(v2[p]) * (1 - _EPS)),
-                      np.float64(np.sqrt(v3[p]) * (1 - _EPS)), half_gap[c], drift[now, c],
+                      np.float64(np.sqrt(v3[p]) * (1 - _EPS)), 1.0, half_gap[c], drift[now, c],
                       drift[now, j], level)
         changed[b] = moved
         searched[b] = nq
@@ -246,15 +269,16 @@ def _step(x, w, centers, now, drift, drift_max, half_gap, labels, due, bounds, s
 
 
 @nb.njit(cache=True, inline="always")
-def _keep(bounds, due, i, a, j, ub, l2, l3, gap, drift_a, drift_j, level):
+def _keep(bounds, due, i, a, j, ub, l2, l3, l3_rate, gap, drift_a, drift_j, level):
     """Store frame i's centre-independent bounds (see _step) and when it is next due: its
     slack, against the lower bounds (which it loses at the rate its centre and the fastest
-    centre move) or against the half gap (which it loses up to 1.5 times as fast)."""
+    centre move, or up to 3 times as fast for a geometric l3: l3_rate) or against the half
+    gap (up to 1.5 times as fast)."""
     bounds[i, 0] = _up(ub - drift_a)
     bounds[i, 1] = _down(l2 + drift_j)
     bounds[i, 2] = _down(l3 + level)
     bounds[i, 3] = np.float32(j)
-    slack = max(min(l2, l3) - ub, (gap - ub) * (2.0 / 3.0))
+    slack = max(min(l2 - ub, (l3 - ub) / l3_rate), (gap - ub) * (2.0 / 3.0))
     due[i] = _down((drift_a + level + slack) * (1 - 1e-6))
 
 
@@ -310,16 +334,21 @@ def mean_variance(x: np.ndarray, w: np.ndarray | None) -> float:
     return float(var.mean())
 
 
-def _gaps(centers: np.ndarray) -> np.ndarray:
-    """Half the distance from each centre to its nearest other centre (a float32 lower bound;
-    _BIG for a lone centre)."""
+def _geometry(centers: np.ndarray):
+    """Per centre: half the distance to its nearest other centre (float32), that centre, and
+    the distances to it and to the next nearest (float64); all lower bounds, _BIG where there
+    is no such centre."""
     c = centers.astype(np.float64)
     k = c.shape[0]
-    if k == 1:
-        return np.array([_BIG], np.float32)
     dd = ((c[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
     np.fill_diagonal(dd, np.inf)
-    return (0.5 * np.sqrt(dd.min(axis=1)) * (1 - 2 * float(_EPS))).astype(np.float32)
+    order = np.argsort(dd, axis=1, kind="stable")[:, :2]
+    rows = np.arange(k)
+    slack = 1 - 2 * float(_EPS)
+    first = np.sqrt(dd[rows, order[:, 0]]) * slack if k > 1 else np.full(k, float(_BIG))
+    second = np.sqrt(dd[rows, order[:, 1]]) * slack if k > 2 else np.full(k, float(_BIG))
+    near = order[:, 0].astype(np.int64) if k > 1 else np.zeros(k, np.int64)
+    return (np.minimum(0.5 * first, float(_BIG)).astype(np.float32), near, first, second)
 
 
 def lloyd(x: np.ndarray, w: np.ndarray | None, init: np.ndarray, *, max_iter: int,
@@ -355,15 +384,17 @@ def lloyd(x: np.ndarray, w: np.ndarray | None, init: np.ndarray, *, max_iter: in
     due = np.zeros(n, np.float32)
     drift = np.zeros((max_iter + 2, k))
     drift_max = np.zeros(max_iter + 2)
-    gaps = _gaps(centers)
+    gaps, near, near1, near2 = _geometry(centers)
     mode, n_iter, fixed = 0, 0, False
     while True:
-        _step(x, weights, centers, n_iter, drift, drift_max, gaps, labels, due, bounds, sums,
-              counts, changed, searched, inertia, mode)
+        _step(x, weights, centers, n_iter, drift, drift_max, gaps, near, near1, near2, labels,
+              due, bounds, sums, counts, changed, searched, inertia, mode)
         n_iter += 1
         mode = 1
         total += sums.sum(axis=0)
         weight += counts.sum(axis=0)
+        if _TRACE is not None:
+            _TRACE.append((n_iter, int(inertia.sum()), int(searched.sum()), int(changed.sum())))
         full = weight > 0
         new = centers.astype(np.float64)
         new[full] = total[full] / weight[full, None]
@@ -380,15 +411,15 @@ def lloyd(x: np.ndarray, w: np.ndarray | None, init: np.ndarray, *, max_iter: in
         drift[n_iter] = drift[n_iter - 1] + shift
         drift_max[n_iter] = drift_max[n_iter - 1] + shift.max()
         centers = new
-        gaps = _gaps(centers)
+        gaps, near, near1, near2 = _geometry(centers)
         if float((moved ** 2).sum()) <= tol or n_iter >= max_iter:
             break
     if fixed:  # nothing moved: the bounds hold as they are
         drift[n_iter] = drift[n_iter - 1]
         drift_max[n_iter] = drift_max[n_iter - 1]
     # labels and inertia of the final centres
-    _step(x, weights, centers, n_iter, drift, drift_max, gaps, labels, due, bounds, sums, counts,
-          changed, searched, inertia, 2)
+    _step(x, weights, centers, n_iter, drift, drift_max, gaps, near, near1, near2, labels, due,
+          bounds, sums, counts, changed, searched, inertia, 2)
     return centers, labels, float(inertia.sum()), n_iter
 
 
@@ -484,11 +515,14 @@ def kmeans_plusplus(x: np.ndarray, w: np.ndarray | None, k: int, seed: int) -> n
 
 
 @nb.njit(boundscheck=False, cache=True)
-def _pile_of(x, piles, out):
-    """out[i]: the index of the pile row that x[i] equals exactly, or -1."""
+def _fold_piles(x, piles):
+    """The frames of x that equal no pile row, in order, then the pile rows; and how many
+    frames equal each pile."""
     n, d = x.shape
+    sizes = np.zeros(piles.shape[0], np.int64)
+    which = np.empty(n, np.int8)
     for i in range(n):
-        out[i] = -1
+        which[i] = -1
         for p in range(piles.shape[0]):
             same = True
             for f in range(d):
@@ -496,13 +530,23 @@ def _pile_of(x, piles, out):
                     same = False
                     break
             if same:
-                out[i] = p
+                which[i] = p
+                sizes[p] += 1
                 break
+    out = np.empty((n - sizes.sum() + piles.shape[0], d), np.float32)
+    o = 0
+    for i in range(n):
+        if which[i] < 0:
+            for f in range(d):
+                out[o, f] = x[i, f]
+            o += 1
+    out[o:] = piles
+    return out, sizes
 
 
 PROBE = 4096  # frames looked at to find piles
 PILE_SHARE = 0.02  # a row repeated on this share of the probe is a pile
-MAX_PILES = 8
+MAX_PILES = 8  # (at most 127: pile ids are int8)
 
 
 def collapse_piles(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -521,13 +565,8 @@ def collapse_piles(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     piles = rows[counts >= PILE_SHARE * PROBE][:MAX_PILES]
     if not len(piles):
         return x, None
-    which = np.empty(n, np.int32)
-    _pile_of(x, np.ascontiguousarray(piles, np.float32), which)
-    keep = which < 0
-    sizes = np.bincount(which[~keep], minlength=len(piles))
-    piles = piles[sizes > 0]
-    sizes = sizes[sizes > 0]
-    out = np.concatenate([x[keep], piles.astype(np.float32)])
+    # every pile row is a frame of x, so each pile has at least that frame
+    out, sizes = _fold_piles(x, np.ascontiguousarray(piles, np.float32))
     weights = np.ones(out.shape[0])
-    weights[-len(piles):] = sizes
+    weights[out.shape[0] - len(piles):] = sizes
     return out, weights
