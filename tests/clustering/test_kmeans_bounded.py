@@ -92,32 +92,11 @@ def test_weights_count_as_repeated_frames():
     np.testing.assert_allclose(a[0], b[0], atol=1e-6)
     assert a[2] == pytest.approx(b[2], rel=1e-9) and a[3] == b[3]
     np.testing.assert_array_equal(a[1], b[1][np.cumsum(w) - 1])
-    # k-means++ draws by weight too: a frame of weight 0 is never a centre
+    # k-means++ draws by weight too: a frame of weight 0 is never a centre (the fit itself
+    # weighs every frame 1; the weights are the kernels' own, counts by meaning)
     zero = np.where(np.arange(x.shape[0]) % 2 == 0, 0.0, 1.0)
     seeds = kl.kmeans_plusplus(x, zero, 12, 0)
     assert {tuple(r) for r in seeds} <= {tuple(r) for r in x[1::2]}
-
-
-def test_piles_of_identical_frames_fit_as_weighted_frames():
-    # silence: a fifth of the frames are exact zeros; folding them into one weighted frame
-    # changes nothing in the fit but what it reads
-    x, _, _ = mixture(n=40000, seed=6, spread=0.3)
-    x[::5] = 0
-    frames, weights = kl.collapse_piles(x)
-    assert frames.shape[0] == x.shape[0] - 8000 + 1 and weights[-1] == 8000
-    np.testing.assert_array_equal(frames[-1], 0)
-    assert weights[:-1].min() == weights[:-1].max() == 1
-    init = x[1:13].copy()
-    a = kl.lloyd(frames, weights, init, max_iter=300, tol=0)
-    b = kl.lloyd(x, None, init, max_iter=300, tol=0)
-    np.testing.assert_allclose(a[0], b[0], atol=1e-6)
-    assert a[2] == pytest.approx(b[2], rel=1e-9) and a[3] == b[3]
-    r = fit_kmeans(x, 12, seed=0)
-    assert r.details["pile_frames"] == 8000 and r.n_frames == 40000
-    # no pile: the frames come back as they are
-    y, _, _ = mixture(n=40000, seed=6)
-    same, none = kl.collapse_piles(y)
-    assert same is y and none is None
 
 
 def test_fewer_distinct_frames_than_clusters():
@@ -142,7 +121,7 @@ def test_all_identical_frames():
     r = fit_kmeans(x, 4, seed=0)
     np.testing.assert_array_equal(r.centers, 0.25)
     assert r.inertia == 0
-    zeros = np.zeros((50000, 6), np.float32)  # one pile: a single weighted frame
+    zeros = np.zeros((50000, 6), np.float32)  # beyond the warm-up sample
     r = fit_kmeans(zeros, 3, seed=0)
     assert r.inertia == 0 and (r.centers == 0).all()
 

@@ -194,16 +194,11 @@ def _fit_bounded(x, k, seed, max_iter, tol, init) -> FitResult:
         init = lloyd.kmeans_plusplus(sample_frames(warm, max(SEED_FRAMES, k), seed + 1), None,
                                      k, seed)
         if warm.shape[0] < x.shape[0]:
-            frames, weights = lloyd.collapse_piles(warm)
-            init, _, _, warm_iter = lloyd.lloyd(
-                frames, weights, init, max_iter=max_iter,
-                tol=tol * lloyd.mean_variance(frames, weights))
+            init, _, _, warm_iter = lloyd.lloyd(warm, None, init, max_iter=max_iter,
+                                                tol=tol * lloyd.mean_variance(warm, None))
             details = {"warm_frames": int(warm.shape[0]), "warm_iter": int(warm_iter)}
-    frames, weights = lloyd.collapse_piles(x)
-    if weights is not None:
-        details["pile_frames"] = int(weights[weights > 1].sum())
-    centers, _, inertia, n_iter = lloyd.lloyd(frames, weights, init, max_iter=max_iter,
-                                              tol=tol * lloyd.mean_variance(frames, weights))
+    centers, _, inertia, n_iter = lloyd.lloyd(x, None, init, max_iter=max_iter,
+                                              tol=tol * lloyd.mean_variance(x, None))
     return FitResult(centers, inertia, n_iter, seed, "numba", "bounded",
                      time.perf_counter() - t0, x.shape[0], details)
 
