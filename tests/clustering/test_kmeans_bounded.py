@@ -82,6 +82,22 @@ def test_same_seed_same_result_on_any_thread_count():
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # put back
 
 
+def test_threads_bound_numba_while_fitting(monkeypatch):
+    # the k-means stage passes the CPUs Ray gave the actor as `threads`
+    seen = []
+    real = kl.lloyd
+
+    def spy(*args, **kwargs):
+        seen.append(numba.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kl, "lloyd", spy)
+    x, _, _ = mixture(n=5000, seed=9)
+    fit_kmeans(x, 4, seed=0, threads=1)
+    assert seen and set(seen) == {1}
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+
+
 def test_weights_count_as_repeated_frames():
     x, _, _ = mixture(n=3000, seed=5, spread=0.4)
     w = np.random.default_rng(0).integers(1, 4, x.shape[0])
