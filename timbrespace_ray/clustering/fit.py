@@ -9,13 +9,13 @@ CPU methods (benchmark: tests/benchmarks/bench_kmeans.py, 7 M frames, k = 120, 2
   convergence on a 10% sample, then on all frames) run by this package's numba kernels
   (lloyd.py): the same Lloyd iterations and stopping rule as scikit-learn, but distance bounds
   let a pass skip every frame that cannot change cluster (near convergence, about 5 in 6
-  without reading them) and search few of the rest over all centres. 0.16 x warm-lloyd's time
-  in the same process (3 seeds, a shared and loaded Xeon: 21 s against 136 s; 7-10 s of CPU
-  on one thread), inertia 0.997 x warm-lloyd's; on 668 k real frames not tuned on, k = 64,
-  120, 200: 0.999-1.001 x.
-- "warm-lloyd": the same schedule with scikit-learn's Lloyd. The sample run puts the centres
-  close to their final place for a tenth of the cost, so the full-data passes (about 1 s each
-  at 7 M frames) drop from ~185 to 25-56: 55-70 s in all.
+  without reading them) and search few of the rest over all centres. 6.2 s against
+  warm-lloyd's 50.9 s in the same process (3.8-4.3 s alone, 28-36 full passes); over seeds 0-2
+  on a loaded machine 0.13 x warm-lloyd's time, inertia 0.997 x warm-lloyd's; on 668 k real
+  frames not tuned on, k = 64, 120, 200: 0.999-1.001 x.
+- "warm-lloyd" (the default before): the same schedule with scikit-learn's Lloyd. The sample
+  run puts the centres close to their final place for a tenth of the cost, so the full-data
+  passes (about 1 s each at 7 M frames) drop from ~185 to 25-56: 51-70 s in all.
 - "lloyd": scikit-learn's KMeans with k-means++ on all frames: about 205 s (k-means++ over
   7 M frames alone is slow and mostly single-threaded).
 - "minibatch": scikit-learn's MiniBatchKMeans, stopping on its own early-stopping rule: about

@@ -15,7 +15,8 @@ summed shifts (`drift`), so they need no update, and each frame gets a due level
 slack: its test cannot fail before its centre's drift plus the summed largest shift reaches
 it. A pass reads two numbers of a settled frame. Near convergence a pass over 7 M frames looks
 at about a sixth of them, computes one distance for most of those (frames on the border of
-two clusters) and searches about 2%.
+two clusters) and searches about 2% over all centres: about 0.1 s on one thread, where the
+first pass (every frame searched) takes 0.5 s.
 
 Exactness: the result is Lloyd's, not an approximation: bounds only skip distances that cannot
 change a frame's centre. They are kept in float32 with a relative safety margin (`_EPS`) a few
