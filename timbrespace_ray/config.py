@@ -243,11 +243,11 @@ class KMeansStageConfig(_Section):
     max_frames: int = Field(7_000_000, ge=100, description="uniform sample of frames to fit")
     n_init: int = Field(2, ge=1, description="restarts with seeds seed, seed+1, ...; in parallel")
     max_iter: int = Field(300, ge=1)
-    method: Literal["warm-lloyd", "lloyd", "minibatch"] = "warm-lloyd"
+    method: Literal["bounded", "warm-lloyd", "lloyd", "minibatch"] = "bounded"
     seed: int = 0
     use_gpu: bool | None = Field(None, description="None: GPU actors when the cluster has or "
                                  "can get GPUs; each fit uses cuML where it imports on its node, "
-                                 "else scikit-learn")
+                                 "else the CPU method")
     cpus_per_fit: float = Field(1.0, gt=0)
     reduced_dims: int | None = Field(None, ge=1, le=6)
     dim_reducer_method: Literal["pca"] = "pca"

@@ -16,7 +16,7 @@ What runs, all in this process (no Ray: the GPU machine has none), through the p
   kmeans   the k-means stage's own sample (`per_part_counts` + `sample_part`, the
            `KMeansStageConfig` defaults) fitted with `fit_kmeans(device="cuda")`, i.e. cuML, one
            fit per restart seed; without cuML it says "cuML not importable: skipped". On
-           `--device cpu` it fits with scikit-learn, as the stage does there.
+           `--device cpu` it fits on the CPU with the configured method, as the stage does there.
   tokens   `TokensStage(use_gpu=True)` run by `runner.run_map_stage` with the `LocalExecutor`
            (the stage's setup/process per unit, its Parquet in and out), after a warm-up run on
            one copy; the published LibriSpeech k = 120 model (tests/data/models) unless
@@ -458,7 +458,7 @@ def step_kmeans(x: np.ndarray, cfg: KMeansStageConfig, device: torch.device,
         # first call: cuML/RAFT initialisation and kernel loading
         fit_kmeans(x[:200_000], cfg.n_clusters, seed=cfg.seed, max_iter=5, device=dev)
     else:
-        backend, dev = "scikit-learn", "cpu"
+        backend, dev = "CPU", "cpu"
     for seed in seeds:
         with Measured(device, sample=True) as m:
             fit = fit_kmeans(x, cfg.n_clusters, seed=seed, max_iter=cfg.max_iter,

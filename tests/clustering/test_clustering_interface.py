@@ -88,13 +88,17 @@ def test_train_fits_in_the_weighted_space(trained, real_features):
     # converged Lloyd: each centre is the mean of its weighted frames
     for c in range(8):
         np.testing.assert_allclose(model.cluster_centers[c], x[tokens == c].mean(0), atol=2e-3)
-    assert model.cluster_centers[:, 4].max() > 1.0  # power x 2.0 goes above 1
+    # power is weighted x 2.0: a centre's power is twice its frames' normalized power
+    raw = np.concatenate(real_features)
+    loud = tokens[np.argmax(raw[:, 4])]
+    np.testing.assert_allclose(model.cluster_centers[loud, 4],
+                               2.0 * raw[tokens == loud, 4].mean(), atol=2e-3)
 
 
 def test_default_cuda_device_warns_and_trains_on_cpu(tmp_path, real_features):
     with pytest.warns(RuntimeWarning, match="CPU"):
         model = ClusteringPipeline(n_clusters=4).train(real_features[:3], str(tmp_path))
-    assert model.extra["fit"]["backend"] == "sklearn"
+    assert model.extra["fit"]["backend"] == "numba"
 
 
 def test_train_with_pca_reduction(tmp_path, real_features):

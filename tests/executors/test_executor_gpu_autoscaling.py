@@ -127,10 +127,10 @@ def test_kmeans_asks_for_gpus_without_looking_for_cuml_on_the_driver():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result, why = _fit(0, {"x": x, "config": cfg.kmeans, "device": "cuda"})
-    assert result.backend == "sklearn" and "cuML is not installed" in why
+    assert result.backend == "numba" and "cuML is not installed" in why
     assert any("cuML is not installed" in str(w.message) for w in caught)
     result, why = _fit(0, {"x": x, "config": cfg.kmeans, "device": "cpu"})
-    assert result.backend == "sklearn" and why is None
+    assert result.backend == "numba" and why is None
 
 
 # ------------------------------------------------------------------ real Ray
@@ -303,7 +303,7 @@ def test_autoscaling_cluster_gpus_from_zero(tmp_path, v2):
     # a task asking for a GPU got a fake GPU node started by the autoscaler
     assert out["gpu_task"][1] == "0" and out["resources_gpu_after"] == 1
     # k-means looked for cuML in its GPU actor, not on the driver, and fell back there
-    assert out["kmeans_fit"][0] == "sklearn" and "cuML is not installed" in out["kmeans_fit"][1]
+    assert out["kmeans_fit"][0] == "numba" and "cuML is not installed" in out["kmeans_fit"][1]
     # the actor's own warning stays in its log (workers' output is not forwarded by default);
     # the k-means stage prints the reason the fit returned (test_stage_kmeans.py)
     assert "cuML is not installed" not in err

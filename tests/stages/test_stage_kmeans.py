@@ -96,7 +96,7 @@ def test_gpus_without_cuml_fall_back_to_cpu(features_out, tmp_path, said):
     assert summary.detail["device"] == "cpu"
     assert any("cuML is not installed" in str(w.message) for w in caught)
     # the driver says it (a worker's own warning is not forwarded to the driver by default)
-    assert any(line.startswith("kmeans: scikit-learn instead of cuML on GPU node(s): ")
+    assert any(line.startswith("kmeans: CPU instead of cuML on GPU node(s): ")
                and "cuML is not installed" in line for line in said), said
 
 

@@ -134,8 +134,8 @@ def write_model_dir(model_dir: str, x: np.ndarray, best: FitResult, *,
 class ClusteringPipeline:
     """k-means over weighted prosodic frames, with the original toolkit's methods.
 
-    `device` "cuda" uses cuML when it and a GPU are there and otherwise warns and runs
-    scikit-learn. Keywords beyond the original's: `n_restarts` seeds (seed, seed+1, ...) of
+    `device` "cuda" uses cuML when it and a GPU are there and otherwise warns and runs on the
+    CPU. Keywords beyond the original's: `n_restarts` seeds (seed, seed+1, ...) of
     which the lowest inertia wins, `max_frames` (a seeded uniform sample of the frames is
     fitted), `method` (CPU algorithm, see fit.py) and `tol`.
     """

@@ -3,7 +3,7 @@
 Parts are counted and sampled in parallel tasks; restarts (seeds) fit in parallel actors, the
 lowest inertia wins. The driver decides whether each fit asks Ray for a GPU (use_gpu, or on
 auto: the cluster has or can get GPUs); each fit picks its backend on the node that got the GPU:
-cuML, or scikit-learn with a warning where cuML or the GPU is not usable there.
+cuML, or the CPU method with a warning where cuML or the GPU is not usable there.
 """
 from __future__ import annotations
 
@@ -42,10 +42,11 @@ def _sample(item, shared) -> np.ndarray:
 
 
 def _fit(seed: int, shared) -> tuple[FitResult, str | None]:
-    """One restart, and why it ran scikit-learn although it asked for a GPU (None if not)."""
+    """One restart, and why it ran on the CPU although it asked for a GPU (None if not)."""
     cfg: KMeansStageConfig = shared["config"]
     # fit_kmeans chooses the backend here, on the node that runs the fit (and holds its GPU):
-    # cuML, or scikit-learn with a warning where cuML or a GPU is not usable on it
+    # cuML, or the CPU method with a warning where cuML or a GPU is not usable on it; `threads`
+    # holds numba's (and scikit-learn's) threads to the CPUs Ray gave this actor
     result = fit_kmeans(shared["x"], cfg.n_clusters, seed=seed, max_iter=cfg.max_iter,
                         method=cfg.method, device=shared["device"],
                         threads=max(1, int(cfg.cpus_per_fit)))
@@ -96,8 +97,8 @@ class KMeansStage(Stage):
             reducer = fit_reducer(x, cfg.dim_reducer_method, cfg.reduced_dims, cfg.seed)
             x = reducer.transform(x).astype(np.float32)
         seeds = [cfg.seed + i for i in range(cfg.n_init)]
-        where = ("GPU actors (cuML, or scikit-learn where a node lacks it)" if self.device == "cuda"
-                 else f"CPU (scikit-learn, {cfg.method})")
+        where = ("GPU actors (cuML, or the CPU where a node lacks it)" if self.device == "cuda"
+                 else f"CPU ({cfg.method})")
         log.info("kmeans: k = %d, %d restart(s) in parallel on %s", cfg.n_clusters, len(seeds),
                  where)
         fit_resources = Resources(num_cpus=cfg.cpus_per_fit,
@@ -111,7 +112,7 @@ class KMeansStage(Stage):
                      r.n_iter, r.seconds, r.backend, "  <- best" if r is best else "")
         fallbacks = sorted({why for _, why in fits if why})
         if fallbacks:
-            log.warning("kmeans: scikit-learn instead of cuML on GPU node(s): %s",
+            log.warning("kmeans: CPU instead of cuML on GPU node(s): %s",
                         "; ".join(fallbacks))
         # what the model was fitted on, not what was asked for
         device = "cuda" if best.backend == "cuml" else "cpu"
