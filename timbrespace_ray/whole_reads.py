@@ -7,7 +7,7 @@ dateutil), against a few milliseconds of analysis per second of speech.
 `read_whole` asks the same client for a presigned URL of the object (botocore resolves the
 endpoint, credentials and signature as for any call) and sends the GET through that client's
 own HTTP session (its proxies, TLS settings and timeouts), keeping the body and the status
-alone: 0.8 ms (`bench_storage.py --client-cpu` measures both on the same objects).
+alone: 0.8 ms (`tests/benchmarks/bench_storage.py` measures both on the same objects).
 
 Anything but the object's bytes (an error status, a connection cut, a timeout) sends the request
 once more through s3fs's own `cat_file`, which retries and turns the answer into the error it
