@@ -177,3 +177,31 @@ def test_one_thread_reads_sequentially_with_nothing_ahead():
             calls.append(len(rec.open()))
             corpus.taken(rec)
     assert calls == [3, 4]
+
+
+def test_at_most_threads_items_are_read_at_once_by_as_many_threads():
+    # the first four items' openers meet at a barrier: they can only pass if all four are
+    # being fetched at once; no more than four are, by four threads whatever the item count
+    threads = 4
+    barrier = threading.Barrier(threads, timeout=10)
+    lock = threading.Lock()
+    seen = {"open": 0, "peak": 0, "threads": set()}
+
+    class Meeting(Corpus):
+        def _open(self, source, kind, value):
+            with lock:
+                seen["open"] += 1
+                seen["peak"] = max(seen["peak"], seen["open"])
+                seen["threads"].add(threading.current_thread().name)
+            if int(source.split("/")[0]) < threads:
+                barrier.wait()
+            time.sleep(0.001)
+            with lock:
+                seen["open"] -= 1
+            return super()._open(source, kind, value)
+
+    corpus = Meeting([(i, [("bytes", 1)]) for i in range(40)])
+    assert consume(corpus, threads=threads, max_bytes=1 << 20) == [
+        (f"{i}/0", 1) for i in range(40)]
+    assert seen["peak"] == threads
+    assert len(seen["threads"]) == threads

@@ -340,3 +340,49 @@ def test_a_dataset_shard_on_a_store_is_read_about_once(monkeypatch, streamed):
         assert fs.requests > 4 * 3  # its pages, one request per MiB
     else:
         assert fs.requests <= 4 * 2  # the footer and the row group
+
+
+def test_short_files_on_a_store_are_one_get_each_and_a_bad_one_is_its_own_error_row(
+        s3_server, s3_bucket, tmp_path):
+    """A unit of short files read ahead from S3 (through the counting proxy): the tables of the
+    same files read from disk, one GET per file, and a file gone since planning and a corrupt
+    one each an error row of their own."""
+    from helpers.infra.proxy import FlakyProxy
+    from timbrespace_ray.executors.base import WorkUnit
+
+    root = tmp_path / "corpus"
+    for i, src in enumerate(SHORT):
+        (root / f"spk{i % 3}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / f"spk{i % 3}" / f"utt{i}.wav")
+    (root / "spk1" / "corrupt.wav").write_bytes(np.random.default_rng(1).bytes(4000))
+    (root / "spk2" / "gone.wav").write_bytes(SHORT[0].read_bytes())
+    fs = s3_server.filesystem()
+    fs.put(str(root) + "/", f"{s3_bucket}/corpus/", recursive=True)
+    port = int(s3_server.endpoint_url.rsplit(":", 1)[1])
+
+    def tables(uri, out, options):
+        cfg = load_config(**{"storage.storage_options": options} if options else {})
+        stage = FeaturesStage(Location.of(str(out)), uri, cfg.features, options)
+        stage.plan()  # the corpus's metadata columns
+        items = tuple(discover(uri, options).items)
+        gone = next(i for i in items if i["utt_id"].endswith("gone.wav"))["source"]
+        Location.of(gone, options).remove()
+        before = proxy.stats.requests
+        stats = stage.process(WorkUnit(0, items))  # one unit: its items are read ahead
+        return (stats, proxy.stats.requests - before, len(items),
+                pq.read_table(out / "features" / "part-000000.parquet").drop(["source"]),
+                pq.read_table(out / "errors" / "features-000000.parquet"))
+
+    with FlakyProxy(("127.0.0.1", port), mode="ok", max_lifetime_s=120) as proxy:
+        on_disk = tables(str(root), tmp_path / "local", {})
+        stats, requests, files, features_table, errors_table = tables(
+            f"s3://{s3_bucket}/corpus", tmp_path / "s3",
+            {**s3_server.storage_options, "endpoint_url": proxy.url})
+    assert stats.inputs == files == len(SHORT) + 2 and stats.rows == len(SHORT)
+    assert features_table.equals(on_disk[3])
+    assert (errors_table.select(["utt_id", "error_type"]).to_pylist()
+            == on_disk[4].select(["utt_id", "error_type"]).to_pylist())
+    assert {r["utt_id"]: r["message"] for r in errors_table.to_pylist()}[
+        "spk2/gone.wav"].startswith("file not found")
+    # one GET per file; the gone one is asked once more, through s3fs, for its error
+    assert requests == files + 1

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import FileTooLargeError
 from ..storage import Location
+from ..whole_reads import read_whole
 from .audiofolder import folder_metadata, is_metadata_file, named_as_metadata
 from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
                    plan_item)
@@ -46,9 +47,7 @@ def open_checked(source: str, size: int, ctx: ReadContext):
             f"{size / 2**20:.0f} MiB is over the {ctx.max_file_bytes / 2**20:.0f} MiB "
             "limit (features.max_file_bytes)")
     if size <= WHOLE_READ_BYTES:
-        # the byte range makes it one request: without it s3fs first asks for the size (a
-        # HEAD) to decide whether to download in concurrent chunks
-        return loc.fs.cat_file(loc.path, start=0, end=size) if size else loc.fs.cat_file(loc.path)
+        return read_whole(loc.fs, loc.path, size)
     return loc.fs.open(loc.path, "rb", size=size)
 
 
