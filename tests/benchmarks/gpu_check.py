@@ -616,7 +616,7 @@ def step_embed(label: str, encoder: Path, warm: Path, main: Path, device: torch.
     model = load_encoder(encoder)
     params = sum(p.numel() for p in model.parameters())
     say(f"{label}: {params / 1e6:.1f} M parameters ({model.hidden_dim} x {model.num_layers} "
-        f"layers), EmbedStage(use_gpu={use_gpu}), batch {cfg.batch_size} windows, "
+        f"layers), EmbedStage(use_gpu={use_gpu}), batch {cfg.batch_tokens} padded tokens, "
         f"{compute_dtype(device, cfg.bf16)}")
     for root in (warm, main):  # the stage again, from nothing
         for folder in ("embeddings", "_run/embed"):
@@ -633,9 +633,9 @@ def step_embed(label: str, encoder: Path, warm: Path, main: Path, device: torch.
                  and np.isfinite(vectors).all(), f"embed stage, {label}: bad embeddings")
     _, seqs, _ = token_sequences(main)
     model.to(device)
-    embed_windows(model, seqs[:64], cfg.batch_size, cfg.bf16)  # warm-up
+    embed_windows(model, seqs[:64], cfg.batch_tokens, cfg.bf16)  # warm-up
     with Measured(device) as m:
-        windows, vectors = embed_windows(model, seqs, cfg.batch_size, cfg.bf16)
+        windows, vectors = embed_windows(model, seqs, cfg.batch_tokens, cfg.bf16)
     n_tokens = int(sum(w[3] for w in windows))
     report.add(f"embed_windows, {label}", f"{len(windows):,} windows, {n_tokens:,} tokens",
                m.seconds, n_tokens, "tokens", n_tokens / FRAMES_PER_SECOND, m,
