@@ -29,9 +29,13 @@ checked by the row and frame counts). Target: s3 + latency / local >= 0.8.
 SeaweedFS and the proxy run on the workers' cores (a cloud store's servers do not): their CPU
 is measured and printed as a share of the machine, and the ratios are printed a second time
 with each run's wall less the store's CPU spread over the CPUs (an estimate). The ratios that
-the target is judged on keep it in. For the files form, the client CPU per GET of a short file
-is measured in this process as well, through s3fs's `cat_file` and through
-`whole_reads.read_whole` (the presigned GET that the stage uses), on the same objects.
+the target is judged on keep it in. With --store-core the store runs alone on the machine's
+last core and the stage on the others, so that neither its CPU nor the caches it churns are
+the workers' (and the ratios are then the client's alone). The workers' own CPU (their
+processes' user + system time, sampled from /proc) is printed per utterance for each source:
+steadier than wall times on a machine that others share. For the files form, the client CPU
+per GET of a short file is measured in this process as well, through s3fs's `cat_file` and
+through `whole_reads.read_whole` (the presigned GET that the stage uses), on the same objects.
 
 The proxy also counts the requests of each proxied run (ProxyStats.requests: one per HTTP
 request on a keep-alive connection), split into planning (the driver's listing, footers,
@@ -40,7 +44,8 @@ trips the reader makes for each input), and the bytes read through it against th
 (how much a reader reads more than once).
 
 Run: .venv/bin/python tests/benchmarks/bench_storage.py [--minutes 90] [--forms
-     files,tar,dataset,segments] [--cpus N] [--latency-ms 30] [--rounds 2] [--json out.json]
+     files,tar,dataset,segments] [--cpus N] [--store-core] [--latency-ms 30] [--rounds 2]
+     [--json out.json]
 Smoke test: .venv/bin/python tests/benchmarks/bench_storage.py --minutes 4 --rounds 1
 The table goes to stdout; Ray's log and the stage's per-unit progress to stderr (2>/dev/null).
 Everything (SeaweedFS, the proxy, Ray) listens on 127.0.0.1 only and is stopped at the end, on
@@ -62,6 +67,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 import tarfile  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -178,10 +184,15 @@ class Services:
     """SeaweedFS on loopback, the latency proxy in front of it, and one embedded Ray; each
     source's input URI and storage options; stop() stops whatever was started."""
 
-    def __init__(self, cpus: int, latency_s: float):
+    def __init__(self, cpus: int, latency_s: float, store_cores: set[int] | None = None):
+        """`store_cores`: the cores SeaweedFS and the proxy run on, and no other process here
+        (Ray, the stage's workers: the other cores); None: all of them share every core."""
         from timbrespace_ray.executors import RayExecutor
 
         self.s3 = self.proxy = None
+        if store_cores:
+            # this thread's cores are those of every process and thread started from it
+            os.sched_setaffinity(0, os.sched_getaffinity(0) - store_cores)
         self.executor = RayExecutor(num_cpus=cpus, progress_bars=False)
         try:
             self.s3 = SeaweedS3.start()
@@ -191,10 +202,19 @@ class Services:
             self.proxy = FlakyProxy(("127.0.0.1", port), latency_s=(latency_s, latency_s),
                                     max_lifetime_s=7 * 24 * 3600.0, idle_timeout_s=3600.0)
             self.proxy.start()
+            if store_cores:
+                self._pin_store(store_cores)
             self.fs = self.s3.filesystem()
         except BaseException:
             self.stop()
             raise
+
+    def _pin_store(self, cores: set[int]) -> None:
+        """SeaweedFS's threads and the proxy's onto `cores` (the threads they start later are
+        started from these, and keep their cores)."""
+        for thread in _threads(self.s3.proc.pid):
+            os.sched_setaffinity(thread, cores)
+        os.sched_setaffinity(self.proxy._thread.native_id, cores)
 
     def store_cpu_s(self) -> float:
         """CPU seconds the store has used so far: the SeaweedFS processes and the proxy's
@@ -246,6 +266,86 @@ class Services:
             raise errors[0]
 
 
+def _threads(pid: int) -> list[int]:
+    """The thread ids of process `pid` and of its descendants (Linux's /proc)."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        found.append(int(tid))
+        for child in _children(pid, tid):
+            found += _threads(child)
+    return found
+
+
+def _children(pid: int, tid: str | None = None) -> list[int]:
+    """The child processes of process `pid`'s thread `tid` (None: of all its threads)."""
+    found = []
+    for t in [tid] if tid else os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+        except OSError:  # the thread or process is gone
+            pass
+    return found
+
+
+class WorkerCpu:
+    """The CPU seconds that the stage's workers (Ray's `ray::UnitActor` processes, the
+    raylet's children: the analysis, the storage client's threads, the Parquet writes) use
+    between start() and stop(), from /proc every SAMPLE_S: what a source costs the workers,
+    whether or not they waited for it, and steadier than wall times on a shared machine. A
+    worker's CPU after its last sample (at most SAMPLE_S of its shutdown) is not counted."""
+
+    SAMPLE_S = 0.02
+
+    def __init__(self):
+        self.raylet: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.raylet is None:
+            self.raylet = next(pid for pid in _descendants(os.getpid())
+                               if _stat(pid) and _stat(pid)[0] == "raylet")
+        self.base = self._sample()  # the workers there before: their CPU from now on
+        self.last = dict(self.base)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(self._sample())
+        return sum(cpu - self.base.get(pid, 0.0) for pid, cpu in self.last.items())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            self.last.update(self._sample())
+
+    def _sample(self) -> dict[int, float]:
+        found = {}
+        for pid in _children(self.raylet):
+            stat = _stat(pid)
+            if stat and stat[0].startswith("ray::UnitActor"):
+                found[pid] = stat[1]
+        return found
+
+
+def _descendants(pid: int) -> list[int]:
+    return [d for child in _children(pid) for d in (child, *_descendants(child))]
+
+
+def _stat(pid: int) -> tuple[str, float] | None:
+    """(name, CPU seconds: user + system) of process `pid`; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+    # fields[11], [12]: utime, stime (the 14th and 15th of stat), in clock ticks
+    return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class StageRunner:
     """`run_stage("features", ...)` into a fresh local output folder, timed; the proxy's
     requests counted during planning and in all."""
@@ -256,6 +356,7 @@ class StageRunner:
         self.services = services
         self.tmp = tmp
         self.runs = 0
+        self.workers = WorkerCpu()
         self.plan_s = 0.0
         self.plan_requests = 0
         stats = lambda: services.proxy.stats.requests  # noqa: E731
@@ -282,10 +383,13 @@ class StageRunner:
         overrides = {"storage.storage_options": opts} if opts else {}
         cfg = load_config(input=input_uri, output=str(out), **overrides)
         r0, b0 = self.services.proxy.stats.requests, self.services.proxy.stats.bytes_down
+        if self.runs > 1:  # Ray runs from the first run on
+            self.workers.start()
         c0 = self.services.store_cpu_s()
         t0 = time.perf_counter()
         summary = run_stage("features", cfg, self.services.executor)
         wall = time.perf_counter() - t0
+        worker_cpu = self.workers.stop() if self.runs > 1 else 0.0
         store_cpu = self.services.store_cpu_s() - c0
         requests = self.services.proxy.stats.requests - r0
         bytes_down = self.services.proxy.stats.bytes_down - b0
@@ -297,7 +401,7 @@ class StageRunner:
                 "plan_requests": self.plan_requests if source == "s3+lat" else 0,
                 "rows": summary.rows, "frames": summary.frames, "units": summary.units_total,
                 "audio_s": summary.audio_hours * 3600, "busy_s": summary.busy_seconds,
-                "store_cpu_s": store_cpu}
+                "store_cpu_s": store_cpu, "worker_cpu_s": worker_cpu}
 
     def close(self) -> None:
         self._restore()
@@ -403,6 +507,12 @@ def measure_form(name: str, args, services: Services, run: StageRunner, tmp: Pat
     out["storeless_ratio_s3"] = storeless["local"] / storeless["s3"]
     out["storeless_ratio_lat"] = storeless["local"] / storeless["s3+lat"]
     out["client_cpu_ms"] = client
+    # the workers' CPU for the same audio: the source's cost to them, waiting aside
+    cpu = {s: sum(r["worker_cpu_s"] for r in runs[s]) for s in SOURCES}
+    out["worker_cpu_ms_per_utterance"] = {s: cpu[s] / args.rounds / first["rows"] * 1000
+                                          for s in SOURCES}
+    out["cpu_ratio_s3"] = cpu["local"] / cpu["s3"]
+    out["cpu_ratio_lat"] = cpu["local"] / cpu["s3+lat"]
     lat = runs["s3+lat"]
     reqs = sum(r["requests"] for r in lat) / len(lat)
     plan_reqs = sum(r["plan_requests"] for r in lat) / len(lat)
@@ -444,6 +554,13 @@ def print_table(results: list[dict], args, echo) -> None:
     for r in results:
         echo(f"{r['form']:<9} s3/local {r['storeless_ratio_s3']:.2f}, {lat}/local "
              f"{r['storeless_ratio_lat']:.2f}")
+    echo("\nthe workers' CPU per utterance (their processes' user + system time: analysis, "
+         "storage client, writes; waiting aside), and local's over each source's:")
+    for r in results:
+        per = r["worker_cpu_ms_per_utterance"]
+        echo(f"{r['form']:<9} local {per['local']:.1f} ms, s3 {per['s3']:.1f} ms, {lat} "
+             f"{per['s3+lat']:.1f} ms: s3/local {r['cpu_ratio_s3']:.2f}, {lat}/local "
+             f"{r['cpu_ratio_lat']:.2f}")
     for r in results:
         if r["client_cpu_ms"]:
             echo(f"\nclient CPU per GET of a short file ({CLIENT_GETS} of the {r['form']} form's "
@@ -467,7 +584,12 @@ def main() -> None:
                     help="audio per form (default 90: runs of 10-40 s from local disk, up to "
                          "~1.5 min through the proxy, on 2 CPUs today; the actor pool's start-up, "
                          "a few seconds, is in every run's wall)")
-    ap.add_argument("--cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--cpus", type=int, default=None,
+                    help="the stage's CPUs (default: the machine's, less --store-core's one)")
+    ap.add_argument("--store-core", action="store_true",
+                    help="SeaweedFS and the proxy on the machine's last core, alone, and Ray and "
+                         "the stage's workers on the others: the store's CPU and its cache misses "
+                         "are then not the workers', as a cloud store's are not")
     ap.add_argument("--forms", default=",".join(FORMS),
                     help=f"which forms to measure, in this order (default {','.join(FORMS)})")
     ap.add_argument("--latency-ms", type=float, default=30.0,
@@ -485,6 +607,12 @@ def main() -> None:
     ap.add_argument("--tmp", default=None, help="folder for the corpora (default: the system's)")
     ap.add_argument("--json", dest="json_path", default=None, help="also write the figures here")
     args = ap.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    if args.store_core and len(cores) < 2:
+        ap.error("--store-core needs at least 2 cores")
+    store_cores = {cores[-1]} if args.store_core else None
+    if args.cpus is None:
+        args.cpus = len(cores) - (1 if store_cores else 0)
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
     unknown = set(forms) - set(FORMS)
     if unknown:
@@ -497,11 +625,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench_storage_") as tmp:
             tmp = Path(tmp)
             t0 = time.perf_counter()
-            services = Services(args.cpus, args.latency_ms / 1000)
+            services = Services(args.cpus, args.latency_ms / 1000, store_cores)
             echo(f"SeaweedFS {services.s3.endpoint_url} "
                  f"(started in {services.s3.startup_s:.0f} s), "
                  f"proxy {services.proxy.url} adding {args.latency_ms:g} ms per request; "
                  f"{time.perf_counter() - t0:.0f} s")
+            if store_cores:
+                echo(f"the store on core {cores[-1]} alone, Ray and the stage on "
+                     f"{', '.join(map(str, cores[:-1]))}")
             run = StageRunner(services, tmp)
             warm_up(services, run, tmp, echo)
             for name in forms:
