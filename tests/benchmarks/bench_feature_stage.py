@@ -24,6 +24,9 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Ray starts its workers at nice 15: beside other jobs they would get a fraction of the CPU that
+# a baseline run in this process (nice 0) gets, and the ratios would measure the scheduler
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
