@@ -68,6 +68,7 @@ SHARDS = {
     "odd.tar": _tar([(NOT_UTF8, GOOD), ("big.wav", GOOD), ("big.json", b" " * (2 << 20)),
                      ("orphan.json", _js({"speaker": "z"}))]),
     "whole.tar.gz": gzip.compress(_tar([("g.wav", GOOD), ("g.json", _js({"speaker": "gz"}))])),
+    "concat.tar": _tar([("c1.wav", GOOD)]) + _tar([("c2.wav", GOOD)]),
     "cut.tar.gz": gzip.compress(_tar(THREE)[:FIRST_END]),
 }
 
@@ -98,6 +99,9 @@ EXPECTED = {
     "odd.tar/caf\\xe9.wav": {"speaker": None, "age": None},
     "odd.tar/big.wav": ("MetadataError", "sidecar 'big.json' is 2.0 MiB, over the 1 MiB"),
     "whole.tar.gz/g.wav": {"speaker": "gz", "age": None},
+    "concat.tar/c1.wav": {"speaker": None, "age": None},
+    "concat.tar/": ("TarShardError", "holds data after its end-of-archive marker (which follows "
+                                     "member 'c1.wav')"),
     "cut.tar.gz/t/first.wav": {"speaker": None, "age": None},
     "cut.tar.gz/": ("TarShardError", "without the end-of-archive marker"),
 }

@@ -179,6 +179,7 @@ def _samples(fileobj, shard_source: str, max_member_bytes: int) -> Iterator[_Sam
                     yield sample
                     return
                 sample.audio.append((member.name, data))
+            trailing = ends and isinstance(ends[-1], tarfile.EOFHeaderError) and _data_after(tar)
     except (tarfile.TarError, OSError, EOFError) as exc:
         # a shard that cannot be read past some point: report it once, with what was read so far kept
         if sample is not None:
@@ -195,11 +196,25 @@ def _samples(fileobj, shard_source: str, max_member_bytes: int) -> Iterator[_Sam
             f"end-of-archive marker of a whole tar ({ends[-1] if ends else 'no end'}): it was "
             "cut short, and the members after it are lost (those before were read); copy it "
             "again")
+    elif trailing:
+        yield _shard_error(
+            f"{shard_source}: the tar shard holds data after its end-of-archive marker (which "
+            f"follows member {last!r}), such as a second tar appended to it: those members are "
+            "not read; write them into one tar")
     elif not audio_members:
         listed = ", ".join(names[:LISTED_MEMBERS]) + (", ..." if len(names) > LISTED_MEMBERS
                                                       else "")
         yield _shard_error(f"{shard_source}: the tar shard holds no audio member: its members "
                            f"are {listed or 'none'}")
+
+
+def _data_after(tar: tarfile.TarFile) -> bool:
+    """Whether anything but zeros (the marker's second block and the record's padding) follows
+    the end-of-archive marker: tarfile stops at the marker, GNU tar too without -i."""
+    while chunk := tar.fileobj.read(tarfile.RECORDSIZE):
+        if chunk.count(0) != len(chunk):
+            return True
+    return False
 
 
 def _not_a_file(member: tarfile.TarInfo) -> str:
