@@ -67,6 +67,11 @@ class TarShardError(TimbrespaceError):
     """A tar shard (or the rest of it, from some member on) cannot be read."""
 
 
+class MetadataError(TimbrespaceError):
+    """A sample's metadata cannot be kept as it is written: an unreadable sidecar, a key named
+    like a column of ours, or a value that its column's type cannot hold."""
+
+
 class DatasetShardError(TimbrespaceError):
     """A Parquet audio dataset shard (its footer, or the pages of one of its row groups) cannot
     be read: damaged or truncated."""

@@ -79,7 +79,7 @@ from ..storage import Location
 from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
 from .manifest import PATH_COLUMNS
-from .metadata import RESERVED, plain_value, select_columns, shared_type
+from .metadata import plain_value, reserved_columns, select_columns, shared_type
 from .tabular import first_record, records
 
 INSTALL = "pip install 'timbrespace-ray[lhotse]'"
@@ -246,7 +246,7 @@ def _custom(custom: dict | None) -> dict[str, Any]:
     """The scalar entries of a `custom` dict, under their column names."""
     out: dict[str, Any] = {}
     for key, value in (custom or {}).items():
-        column = f"custom_{key}" if key in FIXED_COLUMNS or key in RESERVED else str(key)
+        column = f"custom_{key}" if key in FIXED_COLUMNS or key in reserved_columns() else str(key)
         out[column] = value if value is None or plain_value(value) is not None else _NotScalar
     return out
 

@@ -32,7 +32,7 @@ from .metadata import plain_type, select_columns, table_values
 from .spill import Buckets, bucket_of, held
 from .tabular import conformed, table_blocks, unified_schema
 from ..tables import read_schema
-from .tar import TarShardReader, is_shard
+from .tar import SampleColumns, TarShardReader, is_shard, shard_columns
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,8 @@ def plan_manifest(manifest: Location, blocks: Iterable[pa.Table], options: Input
     metadata = select_columns({n: plain_type(schema.field(n).type) for n in names
                                if n not in consumed}, options.metadata_columns, where)
     planner = _RowPlanner(where, columns, metadata,
-                          base or Location(manifest.fs, posixpath.dirname(manifest.path)))
+                          base or Location(manifest.fs, posixpath.dirname(manifest.path)),
+                          options, dict(metadata))
 
     def items() -> Iterator[dict]:
         if spill is None:
@@ -168,7 +169,8 @@ def plan_manifest(manifest: Location, blocks: Iterable[pa.Table], options: Input
         finally:
             spill.close()
 
-    return Corpus(items(), metadata)
+    # the columns of the tar shards it names join them as the first shard is planned
+    return Corpus(items(), planner.corpus_columns)
 
 
 def _numbered(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
@@ -187,6 +189,19 @@ class _RowPlanner:
     columns: _Columns
     metadata: dict[str, str]
     base: Location
+    options: InputOptions
+    corpus_columns: dict[str, str]  # the metadata, and the fields of the tar shards named
+    shard_fields: dict[str, str] | None = None  # those of the first tar shard, once planned
+
+    def shard(self, utt_id: str, uri: str, values: dict) -> dict:
+        """A tar shard named by a row: its members carry the row's metadata and their own."""
+        if self.shard_fields is None:
+            sniffed = shard_columns(Location.of(uri, self.base.fs.storage_options), self.options)
+            self.shard_fields = {k: t for k, t in sniffed.types.items() if k not in self.metadata}
+            self.corpus_columns.update(self.shard_fields)
+        return TarShardReader.item(utt_id, uri, -1, SampleColumns(
+            {**self.shard_fields, **self.metadata}, self.options.metadata_columns is not None,
+            values))
 
     def items(self, table: pa.Table) -> Iterator[dict]:
         columns = self.columns
@@ -216,7 +231,8 @@ class _RowPlanner:
                 if start_s is not None:
                     raise InputError(f"{self.where} row {rows[i]}: a tar shard cannot have a "
                                      "start or an end")
-                shards.append(TarShardReader.item(str(ids[i] or default_id), uri, -1))
+                shards.append(self.shard(str(ids[i] or default_id), uri,
+                                         {n: meta[n][i] for n in meta_names}))
                 continue
             utt_id = ids[i]
             if not utt_id:

@@ -6,23 +6,31 @@ Values are kept as one of four plain types that every Parquet reader maps the sa
 """
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from ..errors import InputError
+from ..errors import InputError, MetadataError
 
 TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
 
-# Every column a per-utterance table of ours writes: a corpus column of the same name would be
-# ambiguous in a query, so it is refused when planning, with its name.
-RESERVED = frozenset({
-    "utt_id", "source", "start_s", "end_s", "duration_s", "sample_rate", "n_frames",
-    "speech_level_db", "noise_level_db", "snr_db",
-    "f0", "f0_width", "f1", "f2", "power", "snr", "tokens", "window", "start_frame", "embedding",
-    "stage", "error_type", "message",
-})
+
+@functools.cache
+def reserved_columns() -> frozenset[str]:
+    """Every column a per-utterance table of ours writes (features, errors, tokens, embeddings,
+    profile measures), from where those tables are defined: a corpus column of the same name
+    would be ambiguous in a query, or clash with ours in the table, so it is refused, named."""
+    # imported here: those modules import this one; embed's (torch) only when first asked
+    from ..profiles.measures import MEASURE_COLUMNS
+    from ..stages.embed import NORMALIZED_COLUMN, embeddings_schema
+    from ..stages.features import features_schema
+    from ..stages.tokens import TOKENS_SCHEMA
+    from ..tables import ERRORS_SCHEMA
+    return frozenset([*features_schema({}).names, *ERRORS_SCHEMA.names, *TOKENS_SCHEMA.names,
+                      *embeddings_schema(1).names, NORMALIZED_COLUMN, *MEASURE_COLUMNS])
 
 
 def plain_type(arrow_type: pa.DataType) -> str | None:
@@ -50,6 +58,30 @@ def plain_value(value: Any) -> str | None:
     if isinstance(value, str):
         return "string"
     return None
+
+
+INT64 = range(-2**63, 2**63)
+FLOAT_INTS = range(-2**53, 2**53 + 1)  # the ints a float64 holds exactly
+
+
+def fitted_value(value: Any, type_name: str, what: str) -> Any:
+    """`value` (a JSON value) as its column of plain type `type_name` keeps it, with nothing
+    lost: a number or bool in a string column as its JSON text (7 -> "7"), an int in a float64
+    column when it is exact there; MetadataError saying what `what` holds and what its column
+    takes when it cannot be kept (a list, an object, a string in a number column...)."""
+    kind = plain_value(value)
+    if value is None or (kind == type_name and (kind != "int64" or value in INT64)):
+        return value
+    if type_name == "float64" and kind == "int64" and value in FLOAT_INTS:
+        return float(value)
+    if type_name == "string" and kind is not None:
+        return json.dumps(value)
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    held = kind or ("a list" if isinstance(value, list) else "an object")
+    raise MetadataError(f"{what} is {shown} ({'an int too large' if kind == 'int64' else held}), "
+                        f"where its column holds {type_name} values; give every sample's value "
+                        "the same JSON type")
 
 
 def shared_type(seen: set[str | None]) -> str | None:
@@ -83,7 +115,7 @@ def select_columns(available: Mapping[str, str | None], keep: Sequence[str] | No
                 raise InputError(f"metadata column {name!r} of {where} is not a scalar (a list, "
                                  "struct or binary); only scalar columns are carried")
             chosen[name] = available[name]
-    clash = sorted(RESERVED.intersection(chosen))
+    clash = sorted(reserved_columns().intersection(chosen))
     if clash:
         raise InputError(
             f"{where} has column(s) {', '.join(repr(c) for c in clash)}, which timbrespace_ray "
