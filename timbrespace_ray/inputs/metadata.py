@@ -6,6 +6,7 @@ Values are kept as one of four plain types that every Parquet reader maps the sa
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,14 +16,34 @@ from ..errors import InputError
 
 TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
 
-# Every column a per-utterance table of ours writes: a corpus column of the same name would be
-# ambiguous in a query, so it is refused when planning, with its name.
-RESERVED = frozenset({
-    "utt_id", "source", "start_s", "end_s", "duration_s", "sample_rate", "n_frames",
-    "speech_level_db", "noise_level_db", "snr_db",
-    "f0", "f0_width", "f1", "f2", "power", "snr", "tokens", "window", "start_frame", "embedding",
-    "stage", "error_type", "message",
-})
+@functools.cache
+def reserved_columns() -> frozenset[str]:
+    """Every column a per-utterance table of ours writes (features, errors, tokens, embeddings,
+    the profile's utterance measures), from where each table's schema is defined: a corpus
+    column of the same name would be ambiguous in a query, or break the stage that writes it,
+    so it is refused when planning."""
+    # imported here: the stages import this module (through the inputs package), and the
+    # embed stage imports torch, which planning has no use for
+    from ..profiles import MEASURE_COLUMNS
+    from ..stages.features import features_schema
+    from ..stages.profile import IDENTITY
+    from ..stages.tokens import TOKENS_SCHEMA
+    from ..tables import ERRORS_SCHEMA, NORMALIZED_COLUMN, embeddings_schema
+
+    return frozenset({*features_schema({}).names, *ERRORS_SCHEMA.names, *TOKENS_SCHEMA.names,
+                      *embeddings_schema(1).names, NORMALIZED_COLUMN, *IDENTITY,
+                      *MEASURE_COLUMNS})
+
+
+class _Reserved:
+    """`reserved_columns()` for readers that ask `name in RESERVED` when they read, not when
+    they are imported (the stages the names come from import the inputs package)."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in reserved_columns()
+
+
+RESERVED = _Reserved()
 
 
 def plain_type(arrow_type: pa.DataType) -> str | None:
@@ -83,7 +104,7 @@ def select_columns(available: Mapping[str, str | None], keep: Sequence[str] | No
                 raise InputError(f"metadata column {name!r} of {where} is not a scalar (a list, "
                                  "struct or binary); only scalar columns are carried")
             chosen[name] = available[name]
-    clash = sorted(RESERVED.intersection(chosen))
+    clash = sorted(reserved_columns().intersection(chosen))
     if clash:
         raise InputError(
             f"{where} has column(s) {', '.join(repr(c) for c in clash)}, which timbrespace_ray "
