@@ -206,8 +206,8 @@ def _csv_blocks(loc: Location, forced: dict[str, pa.DataType]
             if ragged:
                 yield pa.table({n: pa.nulls(0) for n in names}), [], ragged
         except pa.ArrowInvalid as exc:
-            found = re.search(r"CSV column #(\d+): CSV conversion error to (\w+): invalid value "
-                              r"'(.*)'", str(exc))
+            found = re.search(r"CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): "
+                              r"invalid value '(.*)'", str(exc))
             at = int(found.group(1)) if found else len(names)
             if at >= len(names) or names[at] in forced:
                 raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
