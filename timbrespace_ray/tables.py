@@ -22,6 +22,21 @@ ERRORS_SCHEMA = pa.schema([
     ("message", pa.string()),
 ])
 
+# the window's embedding after the encoder's corpus normalisation (centred, whitened when the
+# encoder was fitted so, unit length): cosine scores are dot products of it. Written when the
+# encoder folder holds a normalisation (ours do; an original checkpoint does not)
+NORMALIZED_COLUMN = "embedding_normalized"
+
+
+def embeddings_schema(hidden_dim: int) -> pa.Schema:
+    """The embed stage's table without the corpus's own columns, which follow `end_s`, and
+    without the optional `NORMALIZED_COLUMN` after `embedding` (here, not in the stage, so
+    that planning can name its columns without importing torch)."""
+    return pa.schema([("utt_id", pa.string()), ("source", pa.string()), ("start_s", pa.float64()),
+                      ("end_s", pa.float64()), ("window", pa.int32()),
+                      ("start_frame", pa.int32()), ("n_frames", pa.int32()),
+                      ("embedding", pa.list_(pa.float32(), hidden_dim))])
+
 
 # Parquet key-value metadata naming the corpus's own columns (speaker, language...) of a
 # per-utterance table, so each later stage carries exactly those on

@@ -110,6 +110,9 @@ def test_a_metadata_csv_of_another_layout_is_left_alone(tmp_path):
     (["file_name,speaker", "x.wav,s1", "./x.wav,s2"], "'./x.wav' is named twice"),
     (["file_name,speaker", "../x.wav,s1"], "file_name '../x.wav' must be a path relative to "
                                            "the metadata file's folder, inside it"),
+    (["file_name,speaker", "x.wav,s1", ",s2"], "metadata.csv line 3 has no file_name"),
+    (["file_name,speaker,speaker", "x.wav,s1,s2"], "'speaker' more than once in its header"),
+    (["file_name,pitch_hz", "x.wav,1"], "'pitch_hz', which timbrespace_ray writes itself"),
 ])
 def test_metadata_that_cannot_be_joined_is_refused(tmp_path, lines, message):
     (tmp_path / "d").mkdir()

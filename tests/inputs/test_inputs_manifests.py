@@ -187,3 +187,78 @@ def test_a_parquet_file_with_neither_a_path_nor_an_audio_column_says_both(tmp_pa
                        r"column: looked for path, audio_filepath, audio_path, file_name, file; "
                        r"--path-column names another\) nor a Parquet audio dataset"):
         discover(str(tmp_path / "t.parquet"))
+
+
+# --- malformed manifests: a bad row is that row's error row; a bad file is one line -----------
+
+@pytest.fixture(scope="module")
+def tiny_wav(tmp_path_factory):
+    """0.3 s of a speech file: enough for a row, cheap to analyse."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.wav"
+    samples, rate = sf.read(SHORT[0], dtype="int16", frames=4800)
+    sf.write(path, samples, rate, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("ours.csv", "path,pitch_hz\na.wav,3\n", r"'pitch_hz', which timbrespace_ray writes itself.*"
+     "features.metadata_columns"),
+    ("measure.csv", "path,voiced_s\na.wav,3\n", r"'voiced_s', which timbrespace_ray writes"),
+    ("twice.csv", "path,speaker,speaker\na.wav,x,y\n", r"'speaker' more than once in its header"),
+    ("latin1.csv", b"path,speaker\na.wav,caf\xe9\n", r"'speaker' hold bytes that are not UTF-8"),
+    ("header.csv", "path,speaker\n", r"has columns \(path, speaker\) but no rows"),
+])
+def test_a_manifest_that_cannot_be_used_as_a_whole_is_refused_in_one_line(tmp_path, name, text,
+                                                                          message):
+    (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(InputError, match=message) as refused:
+        list(discover(str(tmp_path / name)).items)
+    assert "\n" not in str(refused.value)
+
+
+def test_bad_csv_rows_are_one_error_row_each_and_the_others_come_out(tmp_path, tiny_wav):
+    shutil.copy(tiny_wav, tmp_path / "a.wav")
+    shutil.copy(tiny_wav, tmp_path / "123")  # a file named as a number, written as one
+    (tmp_path / "m.csv").write_text(
+        "path,start,end,speaker\n"
+        "a.wav,0,0.2,007\n"
+        ",0,0.2,s2\n"                # line 3: no path
+        "a.wav,abc,0.2,s3\n"         # line 4: a start that is no number
+        "a.wav,0,0.2,s4,extra\n"     # line 5: a cell too many
+        "123,0.05,0.25,s5\n")
+    summary, rows, errors = run_features(tmp_path / "m.csv", tmp_path / "out",
+                                         max_error_share=1)
+    assert (summary.inputs, summary.rows, summary.errors) == (5, 2, {"InputError": 3})
+    assert sorted(rows) == ["123@0.050-0.250", "a.wav@0.000-0.200"]
+    assert rows["a.wav@0.000-0.200"]["speaker"] == "007"
+    assert {u: e["error_type"] for u, e in errors.items()} == {
+        "m.csv:3": "InputError", "m.csv:4": "InputError", "m.csv:5": "InputError"}
+    assert "line 3 has no 'path'" in errors["m.csv:3"]["message"]
+    assert "line 4 has start 'abc', which is not a number" in errors["m.csv:4"]["message"]
+    assert "line 5 has 5 cells where the header has 4" in errors["m.csv:5"]["message"]
+    assert all(e["source"] == f"file://{tmp_path}/m.csv" for e in errors.values())
+
+
+def test_bad_json_lines_are_one_error_row_each_and_a_long_line_is_read(tmp_path, tiny_wav):
+    shutil.copy(tiny_wav, tmp_path / "a.wav")
+    lines = [json.dumps({"audio_filepath": "a.wav", "offset": 0.0, "duration": 0.2,
+                         "speaker": "s1", "text": "x" * (3 << 20)}),  # a line over 2 MiB
+             "{not json",
+             json.dumps({"audio_filepath": "a.wav", "offset": 0.1, "duration": 0.2,
+                         "speaker": ["s", 2]}),  # a list where the others hold text
+             "",
+             json.dumps({"audio_filepath": "a.wav", "offset": "soon", "duration": 0.2}),
+             json.dumps({"audio_filepath": "a.wav", "offset": 0.05, "duration": 0.2,
+                         "speaker": 7})]  # a number among text: kept, as text
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    summary, rows, errors = run_features(tmp_path / "m.jsonl", tmp_path / "out",
+                                         max_error_share=1)
+    assert (summary.inputs, summary.rows, summary.errors) == (5, 2, {"InputError": 3})
+    assert {u: r["speaker"] for u, r in rows.items()} == {"a.wav@0.000-0.200": "s1",
+                                                         "a.wav@0.050-0.250": "7"}
+    assert len(rows["a.wav@0.000-0.200"]["text"]) == 3 << 20
+    assert sorted(errors) == ["m.jsonl:2", "m.jsonl:3", "m.jsonl:5"]  # line 4 is blank
+    assert "line 2 is not JSON" in errors["m.jsonl:2"]["message"]
+    assert ("line 3 has [\"s\", 2] in column 'speaker', whose other rows hold text"
+            in errors["m.jsonl:3"]["message"])
+    assert "line 5 has offset \"soon\", which is not a number" in errors["m.jsonl:5"]["message"]

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import InputError
 from ..storage import Location
 from .base import InputFile, InputOptions
-from .tabular import first_record, read_json_lines, read_table
+from .tabular import first_record, read_json_lines, read_table, refuse_repeated
 from .metadata import plain_type, select_columns, shared_type, table_values
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,17 @@ class FolderMetadata:
 def _read(loc: Location):
     if loc.path.endswith(".jsonl"):
         return read_json_lines(loc, first_record(loc) or {})
-    return read_table(loc)
+    table = read_table(loc)
+    refuse_repeated(loc, table.column_names)
+    return table
 
 
 def _target(loc: Location, name: Any, row: int) -> str:
     """The path a row's `file_name` names: relative, inside the metadata file's folder (the
-    rule `datasets` enforces too)."""
-    where = f"{loc.uri} row {row}"
+    rule `datasets` enforces too). `row` counts from 0; the message counts as a text editor
+    does (a CSV's header is line 1)."""
+    where = (f"{loc.uri} line {row + 2}" if loc.path.endswith(".csv")
+             else f"{loc.uri} row {row + 1}")
     if not isinstance(name, str) or not name:
         raise InputError(f"{where} has no {FILE_COLUMN}")
     relative = posixpath.normpath(name.replace("\\", "/"))

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..storage import Location
 from .base import Corpus, InputFile, InputOptions
 from .manifest import ManifestReader, plan_manifest
+from .tabular import numbered, refuse_repeated, with_problems
 
 IDENTIFYING = ("client_id", "path")  # the columns every release's clip tables have
 COUNTS = ("up_votes", "down_votes")
@@ -26,7 +27,9 @@ CLIPS = "clips"
 
 
 def read_release_table(loc: Location) -> pa.Table:
-    """A release's TSV with quoting off; empty cells are nulls (no gender given, say)."""
+    """A release's TSV with quoting off, its rows numbered by line (tabular.LINE); empty cells
+    are nulls (no gender given, say); a row of more or fewer cells than the header is that
+    row's problem (tabular.PROBLEM)."""
     from pyarrow import csv
 
     data = loc.read_bytes()
@@ -38,17 +41,31 @@ def read_release_table(loc: Location) -> pa.Table:
             f"{' or '.join(missing)}; it has {', '.join(header[:12])}): a .tsv input is a "
             "release's validated.tsv, train.tsv, dev.tsv, test.tsv, other.tsv or "
             "invalidated.tsv; other manifests are .csv, .parquet or JSON lines")
+    refuse_repeated(loc, header)
     # text whatever the values look like: a column empty in every row would otherwise have no
     # type, and sentence ids or ages that look like numbers stay as written
     types = {name: pa.int64() if name in COUNTS else pa.string() for name in header}
+    ragged: list[tuple[int, str]] = []
+
+    def left_out(row) -> str:
+        ragged.append((row.number, f"has {row.actual_columns} cells where the header has "
+                                   f"{row.expected_columns}: a value holds a tab, or the row lost one"))
+        return "skip"
+
     try:
-        return csv.read_csv(
-            io.BytesIO(data),
-            parse_options=csv.ParseOptions(delimiter="\t", quote_char=False),
+        table = csv.read_csv(
+            io.BytesIO(data), read_options=csv.ReadOptions(use_threads=False),
+            parse_options=csv.ParseOptions(delimiter="\t", quote_char=False,
+                                           invalid_row_handler=left_out),
             convert_options=csv.ConvertOptions(column_types=types, strings_can_be_null=True,
                                                   null_values=[""]))
     except pa.ArrowInvalid as exc:
         raise InputError(f"{loc.uri} could not be parsed as a tab-separated table: {exc}") from exc
+    # one line is one row (quoting is off); the header is line 1, and a row left out takes its
+    # line (blank lines, which Arrow skips, shift the count)
+    taken = {n for n, _ in ragged}
+    lines = [n for n in range(2, table.num_rows + len(taken) + 2) if n not in taken]
+    return with_problems(numbered(table, lines[:table.num_rows]), ragged)
 
 
 class CommonVoiceReader(ManifestReader):

@@ -26,11 +26,12 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..storage import Location
-from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
+from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
+                   plan_item, relative_uri)
 from .files import segmented_item, segmented_recording
 from .metadata import plain_type, select_columns, table_values
 from .spill import Buckets, bucket_of, held
-from .tabular import conformed, table_blocks, unified_schema
+from .tabular import LINE, PROBLEM, conformed, table_blocks, unified_schema
 from ..tables import read_schema
 from .tar import SampleColumns, TarShardReader, is_shard, shard_columns
 
@@ -57,6 +58,12 @@ def missing_path_column(where: str, names: list[str], configured: str | None) ->
                           f"features.path_column); its columns: {', '.join(names)}")
     return InputError(f"{where} has no audio path column (looked for {LISTED}; --path-column "
                       f"names another); its columns: {', '.join(names)}")
+
+
+def text_columns(options: InputOptions) -> tuple[str, ...]:
+    """The columns read as text whatever they look like: paths (a file named `123`) and ids
+    (`007` is not 7)."""
+    return (*PATH_COLUMNS, *([options.path_column] if options.path_column else []), "utt_id")
 
 
 @dataclass(frozen=True)
@@ -94,15 +101,26 @@ class _Columns:
         return {self.path, "utt_id", self.start, self.end, self.duration} - {None}
 
 
-def _seconds(table: pa.Table, name: str | None) -> list[float | None]:
+def _seconds(table: pa.Table, name: str | None) -> tuple[list[float | None], list[str | None]]:
+    """A column of seconds as floats, and for each row why its value is not a number (a CSV
+    `abc`), None where it is."""
     if name is None:
-        return [None] * table.num_rows
+        return [None] * table.num_rows, [None] * table.num_rows
     column = table.column(name)
     try:
-        return column.cast(pa.float64()).to_pylist()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InputError(f"manifest column {name!r} must hold seconds as numbers "
-                         f"(it is {column.type}): {exc}") from None
+        return column.cast(pa.float64()).to_pylist(), [None] * table.num_rows
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values, problems = [], []
+    for value in column.to_pylist():
+        try:
+            values.append(None if value is None else float(value))
+            problems.append(None)
+        except (TypeError, ValueError):
+            values.append(None)
+            problems.append(f"has {name} {str(value)[:60]!r}, which is not a number: write "
+                            "seconds as a number")
+    return values, problems
 
 
 def _segment_bounds(start: float | None, end: float | None, duration: float | None,
@@ -118,9 +136,6 @@ def _segment_bounds(start: float | None, end: float | None, duration: float | No
     return (math.nan if start is None else start), (math.nan if end is None else end)
 
 
-ROW = "__timbrespace_row"  # each row's number in the manifest, for messages after spilling
-
-
 def plan_manifest(manifest: Location, blocks: Iterable[pa.Table], options: InputOptions,
                   base: Location | None = None) -> Corpus:
     """Plan items (one per recording, with all its rows) and the metadata columns; relative
@@ -130,29 +145,31 @@ def plan_manifest(manifest: Location, blocks: Iterable[pa.Table], options: Input
     (spill.py) and each bucket planned alone, so that the driver holds one bucket at a time.
     The items are produced as they are read (Corpus.items is an iterator)."""
     where = f"manifest {manifest.uri}"
-    numbered = _numbered(blocks)
-    head, ended = held(numbered)
-    if not head:
-        return Corpus([], {})
-    first = head[0].column_names
+    blocks = iter(blocks)
+    head, ended = held(blocks)
+    first = list(dict.fromkeys(n for b in head for n in b.column_names))
+    if not any(b.num_rows for b in head):
+        raise InputError(f"{where} has columns ({', '.join(_own(first)) or 'none'}) but no rows: "
+                         "add a row for each audio file or segment")
     path = path_column(first, options.path_column)
     if path is None:
-        raise missing_path_column(where, [n for n in first if n != ROW], options.path_column)
+        raise missing_path_column(where, _own(first), options.path_column)
     spill = None
     schemas = [b.schema for b in head]
     if not ended:
         spill = Buckets()
-        for block in itertools.chain(head, numbered):
+        for block in itertools.chain(head, blocks):
             schemas.append(block.schema)
             spill.add(block, bucket_of([str(p or "") for p in block.column(path).to_pylist()]))
         head = []
     schema = unified_schema(schemas, where)
-    names = [n for n in schema.names if n != ROW]
+    names = _own(schema.names)
     columns = _Columns.of(names, options, where)
     consumed = columns.consumed()
     metadata = select_columns({n: plain_type(schema.field(n).type) for n in names
                                if n not in consumed}, options.metadata_columns, where)
-    planner = _RowPlanner(where, columns, metadata,
+    counted = "row" if manifest.path.lower().endswith(".parquet") else "line"
+    planner = _RowPlanner(manifest, counted, columns, metadata,
                           base or Location(manifest.fs, posixpath.dirname(manifest.path)),
                           options, dict(metadata))
 
@@ -173,19 +190,19 @@ def plan_manifest(manifest: Location, blocks: Iterable[pa.Table], options: Input
     return Corpus(items(), planner.corpus_columns)
 
 
-def _numbered(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
-    offset = 0
-    for block in blocks:
-        yield block.append_column(ROW, pa.array(range(offset, offset + block.num_rows),
-                                                pa.int64()))
-        offset += block.num_rows
+def _own(names: list[str]) -> list[str]:
+    """The manifest's own columns, without those the blocks carry for its rows."""
+    return [n for n in names if n not in (LINE, PROBLEM)]
 
 
 @dataclass
 class _RowPlanner:
-    """The plan items of a table of manifest rows (all the rows of each recording in it)."""
+    """The plan items of a table of manifest rows (all the rows of each recording in it); a row
+    that cannot be planned (no path, a bound that is not a number, a line that is not JSON) is
+    an item of its own, read as that row's error row."""
 
-    where: str
+    manifest: Location
+    counted: str  # "line" (CSV, JSON lines: as a text editor counts them) or "row" (Parquet)
     columns: _Columns
     metadata: dict[str, str]
     base: Location
@@ -206,31 +223,38 @@ class _RowPlanner:
     def items(self, table: pa.Table) -> Iterator[dict]:
         columns = self.columns
         names = table.column_names
-        paths = table.column(columns.path).to_pylist()
-        rows = table.column(ROW).to_pylist()
+        # a path written as a number (a file named 123) is that text
+        paths = [None if p is None else str(p) for p in table.column(columns.path).to_pylist()]
+        lines = table.column(LINE).to_pylist()
+        problems = (table.column(PROBLEM).to_pylist() if PROBLEM in names
+                    else [None] * len(paths))
         ids = table.column("utt_id").to_pylist() if "utt_id" in names else [None] * len(paths)
-        starts, ends, durations = (_seconds(table, n)
-                                   for n in (columns.start, columns.end, columns.duration))
+        (starts, bad_starts), (ends, bad_ends), (durations, bad_durations) = (
+            _seconds(table, n) for n in (columns.start, columns.end, columns.duration))
         # NeMo reads a row without an offset from the file's start
         default_start = 0.0 if columns.start == "offset" else None
         meta = table_values(table, self.metadata)
         meta_names = list(self.metadata)
         by_source: dict[str, list] = {}
         shards: list[dict] = []
+        refused: list[dict] = []
         # a segment manifest names each recording on many rows: resolve each path once
         resolved: dict[str, tuple[str, str, bool]] = {}  # path -> (uri, default id, is a shard)
         for i, path in enumerate(paths):
-            if not path:
-                raise InputError(f"{self.where} row {rows[i]} has an empty {columns.path!r}")
-            known = resolved.get(path)
-            if known is None:
-                known = resolved[path] = (*relative_uri(self.base, str(path)), is_shard(str(path)))
+            problem = (problems[i] or bad_starts[i] or bad_ends[i] or bad_durations[i]
+                       or (None if path else f"has no {columns.path!r}: write the audio file's "
+                                             "path there, or remove the row"))
+            known = None if problem else resolved.get(path)
+            if known is None and not problem:
+                known = resolved[path] = (*relative_uri(self.base, path), is_shard(path))
+            if problem is None and known[2] and (starts[i], ends[i], durations[i]) != (None,) * 3:
+                problem = "names a tar shard, which cannot have a start or an end"
+            if problem:
+                refused.append(self.refused(lines[i], problem))
+                continue
             uri, default_id, shard = known
             start_s, end_s = _segment_bounds(starts[i], ends[i], durations[i], default_start)
             if shard:
-                if start_s is not None:
-                    raise InputError(f"{self.where} row {rows[i]}: a tar shard cannot have a "
-                                     "start or an end")
                 shards.append(self.shard(str(ids[i] or default_id), uri,
                                          {n: meta[n][i] for n in meta_names}))
                 continue
@@ -244,6 +268,14 @@ class _RowPlanner:
         for uri in list(by_source):
             yield segmented_item(ManifestReader, uri, meta_names, by_source.pop(uri))
         yield from shards
+        yield from refused
+
+    def refused(self, line: int, problem: str) -> dict:
+        """The item of a row that cannot be planned: its utt_id is `<manifest name>:<line>`
+        (unique in the manifest, the same on every planning), its message says which row."""
+        return plan_item(ManifestReader, count=1, source=self.manifest.uri,
+                         utt_id=f"{posixpath.basename(self.manifest.path)}:{line}",
+                         refused=f"manifest {self.manifest.uri} {self.counted} {line} {problem}")
 
 
 class ManifestReader(Reader):
@@ -265,8 +297,13 @@ class ManifestReader(Reader):
                     f"for {LISTED}; --path-column names another) nor a Parquet audio dataset "
                     "(no struct<bytes, path> column; --audio-column names it); its columns: "
                     f"{', '.join(names)}")
-        return plan_manifest(manifest.loc, table_blocks(manifest.loc), options)
+        return plan_manifest(manifest.loc, table_blocks(manifest.loc, text_columns(options)),
+                             options)
 
     @classmethod
     def read(cls, item: dict, ctx: ReadContext) -> Iterator[Recording]:
+        if "refused" in item:
+            yield Recording(item["source"], [Segment(item["utt_id"])],
+                            error=InputError(item["refused"]))
+            return
         yield segmented_recording(item, ctx)

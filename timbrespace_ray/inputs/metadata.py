@@ -21,16 +21,20 @@ TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "b
 @functools.cache
 def reserved_columns() -> frozenset[str]:
     """Every column a per-utterance table of ours writes (features, errors, tokens, embeddings,
-    profile measures), from where those tables are defined: a corpus column of the same name
-    would be ambiguous in a query, or clash with ours in the table, so it is refused, named."""
-    # imported here: those modules import this one; embed's (torch) only when first asked
-    from ..profiles.measures import MEASURE_COLUMNS
-    from ..stages.embed import NORMALIZED_COLUMN, embeddings_schema
+    the profile's utterance measures), from where each table's schema is defined: a corpus
+    column of the same name would be ambiguous in a query, or break the stage that writes it,
+    so it is refused when planning."""
+    # imported here: the stages import this module (through the inputs package), and the
+    # embed stage imports torch, which planning has no use for
+    from ..profiles import MEASURE_COLUMNS
     from ..stages.features import features_schema
+    from ..stages.profile import IDENTITY
     from ..stages.tokens import TOKENS_SCHEMA
-    from ..tables import ERRORS_SCHEMA
-    return frozenset([*features_schema({}).names, *ERRORS_SCHEMA.names, *TOKENS_SCHEMA.names,
-                      *embeddings_schema(1).names, NORMALIZED_COLUMN, *MEASURE_COLUMNS])
+    from ..tables import ERRORS_SCHEMA, NORMALIZED_COLUMN, embeddings_schema
+
+    return frozenset({*features_schema({}).names, *ERRORS_SCHEMA.names, *TOKENS_SCHEMA.names,
+                      *embeddings_schema(1).names, NORMALIZED_COLUMN, *IDENTITY,
+                      *MEASURE_COLUMNS})
 
 
 def plain_type(arrow_type: pa.DataType) -> str | None:

@@ -13,6 +13,7 @@ import pyarrow as pa
 from ..errors import InputError
 from ..storage import Location
 from ..tables import parquet_from_bytes
+from .metadata import TYPES, plain_value, shared_type
 
 # columns of seconds (a segment's bounds, a file's length): floats in a JSON lines file
 SECONDS_COLUMNS = ("start", "offset", "end", "duration")
@@ -86,9 +87,17 @@ def read_json_lines(loc: Location, first: dict) -> pa.Table:
 # millions of rows is never in memory whole (manifest.py plans it block by block).
 BLOCK_BYTES = 32 << 20
 
+# Columns the blocks carry beside the file's own: each row's number as a text editor shows it
+# (a CSV's header is line 1; a Parquet file's rows are counted from 1), and why the row cannot
+# be read (null: it can), so that a bad row is that row's error, not the file's.
+LINE = "__timbrespace_line"
+PROBLEM = "__timbrespace_problem"
 
-def table_blocks(loc: Location) -> Iterator[pa.Table]:
-    """The rows of a Parquet or CSV file in blocks, streamed. A CSV column is typed from the
+
+def table_blocks(loc: Location, text_columns: tuple[str, ...] = ()) -> Iterator[pa.Table]:
+    """The rows of a Parquet or CSV file in blocks, streamed, with LINE (and PROBLEM where a
+    CSV row has more or fewer cells than the header). A CSV's `text_columns` are read as text
+    whatever they look like (a path `123`, an id `007`); its other columns are typed from the
     first block: when a later block disagrees, the file is read again with that column as
     float64 (integers that become decimals) or string, from the first row not yet given (the
     blocks given keep their types: `unified_schema` reconciles them)."""
@@ -97,27 +106,56 @@ def table_blocks(loc: Location) -> Iterator[pa.Table]:
     if loc.path.lower().endswith(".parquet"):
         with loc.fs.open(loc.path, "rb") as fh:
             try:
-                for batch in pq.ParquetFile(fh).iter_batches(batch_size=256 << 10,
-                                                             use_threads=False):
-                    yield pa.Table.from_batches([batch])
+                file = pq.ParquetFile(fh)
+                refuse_repeated(loc, file.schema_arrow.names)
+                first = 1
+                for batch in file.iter_batches(batch_size=256 << 10, use_threads=False):
+                    yield numbered(pa.Table.from_batches([batch]), range(first, first + batch.num_rows))
+                    first += batch.num_rows
             except pa.ArrowInvalid as exc:
                 raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
         return
-    forced: dict[str, pa.DataType] = {}
+    forced: dict[str, pa.DataType] = {name: pa.string() for name in text_columns}
     given = 0
+    past = 1  # the last line given (the header's, at first)
     while True:
         skip = given
         try:
-            for block in _csv_blocks(loc, forced):
-                if skip >= block.num_rows:
-                    skip -= block.num_rows
-                    continue
-                block, skip = block.slice(skip), 0
-                given += block.num_rows
-                yield block
+            for block, lines, ragged in _csv_blocks(loc, forced):
+                kept = block.slice(min(skip, block.num_rows))
+                numbers = lines[block.num_rows - kept.num_rows:]
+                skip = max(0, skip - block.num_rows)
+                given += kept.num_rows
+                ragged = [(line, problem) for line, problem in ragged if line > past]
+                if kept.num_rows:
+                    past = numbers[-1]
+                if ragged:
+                    past = max(past, ragged[-1][0])
+                yield with_problems(numbered(kept, numbers), ragged)
             return
         except _Retyped as retyped:
             forced[retyped.column] = retyped.type
+
+
+def refuse_repeated(loc: Location, names: list[str]) -> None:
+    """A column named twice leaves it unsaid which of the two is meant: the file is refused."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"{loc.uri} has the column(s) {', '.join(map(repr, repeated))} more than "
+                         "once in its header: rename or remove the copies")
+
+
+def numbered(block: pa.Table, lines) -> pa.Table:
+    return block.append_column(LINE, pa.array(lines, pa.int64()))
+
+
+def with_problems(block: pa.Table, problems: list[tuple[int, str]]) -> pa.Table:
+    """`block` and a row for each (line, problem) given: nulls but for LINE and PROBLEM."""
+    if not problems:
+        return block
+    bad = pa.table({LINE: pa.array([n for n, _ in problems], pa.int64()),
+                    PROBLEM: pa.array([p for _, p in problems], pa.string())})
+    return pa.concat_tables([block, bad], promote_options="default")
 
 
 class _Retyped(Exception):
@@ -126,22 +164,50 @@ class _Retyped(Exception):
         self.column, self.type = column, type_
 
 
-def _csv_blocks(loc: Location, forced: dict[str, pa.DataType]) -> Iterator[pa.Table]:
+def _csv_blocks(loc: Location, forced: dict[str, pa.DataType]
+                ) -> Iterator[tuple[pa.Table, list[int], list[tuple[int, str]]]]:
+    """(block, the line of each of its rows, (line, problem) of the rows left out of it)."""
     import re
 
     from pyarrow import csv
 
     names: list[str] = []
+    ragged: list[tuple[int, str]] = []
+
+    def left_out(row) -> str:
+        # the row's own line when Arrow knows it (it does when it reads serially, as here)
+        ragged.append((row.number, f"has {row.actual_columns} cells where the header has "
+                                   f"{row.expected_columns}: quote a value that holds a comma"))
+        return "skip"
+
     with loc.fs.open(loc.path, "rb") as fh:
         try:
-            reader = csv.open_csv(fh, read_options=csv.ReadOptions(block_size=BLOCK_BYTES),
-                                  convert_options=csv.ConvertOptions(column_types=forced))
+            reader = csv.open_csv(
+                fh, read_options=csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+                parse_options=csv.ParseOptions(invalid_row_handler=left_out),
+                convert_options=csv.ConvertOptions(
+                    column_types={n: t for n, t in forced.items()}))
             names = reader.schema.names
+            refuse_repeated(loc, names)
+            _refuse_binary(loc, reader.schema)
+            line = 1
+            yield reader.schema.empty_table(), [], []  # the header's columns, rows or not
             for batch in reader:
-                yield pa.Table.from_batches([batch])
+                # a row's line: the next line that no left-out row took (a quoted value over
+                # several lines, or a blank line, shifts the count)
+                taken = {n for n, _ in ragged}
+                lines = []
+                while len(lines) < batch.num_rows:
+                    line += 1
+                    if line not in taken:
+                        lines.append(line)
+                yield pa.Table.from_batches([batch]), lines, ragged
+                ragged = []
+            if ragged:
+                yield pa.table({n: pa.nulls(0) for n in names}), [], ragged
         except pa.ArrowInvalid as exc:
-            found = re.search(r"CSV column #(\d+): CSV conversion error to (\w+): invalid value "
-                              r"'(.*)'", str(exc))
+            found = re.search(r"CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): "
+                              r"invalid value '(.*)'", str(exc))
             at = int(found.group(1)) if found else len(names)
             if at >= len(names) or names[at] in forced:
                 raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
@@ -154,55 +220,108 @@ def _csv_blocks(loc: Location, forced: dict[str, pa.DataType]) -> Iterator[pa.Ta
             raise _Retyped(column, pa.float64() if numeric else pa.string()) from None
 
 
+def _refuse_binary(loc: Location, schema: pa.Schema) -> None:
+    """Arrow reads a CSV column holding bytes that are not UTF-8 as binary, which no metadata
+    type keeps: the file is in another encoding, so it is refused as a whole."""
+    binary = [f.name for f in schema if pa.types.is_binary(f.type)]
+    if binary:
+        raise InputError(f"{loc.uri}: column(s) {', '.join(map(repr, binary))} hold bytes that "
+                         "are not UTF-8 text; save the file as UTF-8")
+
+
 def json_line_blocks(loc: Location, first: dict) -> Iterator[pa.Table]:
-    """The rows of a JSON lines file whose first record is `first`, in blocks of lines. Each
-    block is typed alone (`conformed` gives them one schema); the columns of seconds that the
-    first record has are read as floats whatever each row writes (`2` or `2.0`)."""
+    """The rows of a JSON lines file whose first record is `first`, in blocks of lines, with
+    LINE and PROBLEM. Each block is typed alone (`conformed` gives them one schema); the
+    columns of seconds that the first record has are read as floats whatever each row writes
+    (`2` or `2.0`). A block that Arrow refuses is read line by line (`_tolerant_block`)."""
     from pyarrow import json as arrow_json
 
     seconds = pa.schema([(n, pa.float64()) for n in SECONDS_COLUMNS if n in first])
     options = arrow_json.ParseOptions(explicit_schema=seconds)
-    block: list[bytes] = []
+    block: list[tuple[int, bytes]] = []
     size = 0
     lines = _lines(loc)
     while True:
         line = next(lines, None)
         if line is not None:
-            block.append(line[1] if line[1].endswith(b"\n") else line[1] + b"\n")
-            size += len(block[-1])
+            number, text = line
+            block.append((number, text if text.endswith(b"\n") else text + b"\n"))
+            size += len(block[-1][1])
         if block and (line is None or size >= BLOCK_BYTES):
+            numbers = [n for n, _ in block]
             try:
-                yield arrow_json.read_json(io.BytesIO(b"".join(block)), parse_options=options)
-            except pa.ArrowInvalid as exc:
-                if "changed from" not in str(exc):
-                    raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
-                yield _mixed_block(block, seconds)
+                # the whole block in one of Arrow's blocks: a line of any length is read
+                table = arrow_json.read_json(
+                    io.BytesIO(b"".join(t for _, t in block)), parse_options=options,
+                    read_options=arrow_json.ReadOptions(block_size=size + 1))
+                yield numbered(table, numbers)
+            except pa.ArrowInvalid:
+                yield numbered(_tolerant_block([t for _, t in block], seconds), numbers)
             block, size = [], 0
         if line is None:
             return
 
 
-def _mixed_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
-    """A block of JSON lines in which a column holds values of different kinds (a speaker
-    written as a number on some lines, as text on others): such a column as text."""
-    records = [json.loads(line) for line in lines]
+_KIND_NAMES = {"string": "text", "int64": "integers", "float64": "numbers", "bool": "true/false"}
+
+
+def _tolerant_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
+    """A block of JSON lines that Arrow refused, read line by line. A line that is not a JSON
+    object, a segment bound that is not a number, and a list or object in a column whose other
+    rows hold scalars are each that row's PROBLEM (the row's values left out). A column of
+    scalars of several kinds (a speaker written as a number on some lines, as text on others)
+    is text, each value as the line writes it."""
+    records: list[dict] = []
+    problems: list[str | None] = []
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            doc, problem = {}, (f"is not JSON ({getattr(exc, 'msg', exc)} at column "
+                                f"{getattr(exc, 'colno', '?')}): write one JSON object a line")
+        else:
+            problem = None if isinstance(doc, dict) else ("is not a JSON object: write one JSON "
+                                                          "object a line")
+        if problem is None:
+            problem = next((f"has {name} {_shown(doc[name])}, which is not a number: write "
+                            "seconds as a number"
+                            for name in seconds.names if doc.get(name) is not None
+                            and plain_value(doc[name]) not in ("int64", "float64")), None)
+        records.append(doc if problem is None else {})
+        problems.append(problem)
     kinds: dict[str, set] = {}
     for record in records:
         for name, value in record.items():
             if value is not None:
-                kinds.setdefault(name, set()).add(type(value) if not isinstance(value, bool)
-                                                  else bool)
-    numbers = {int, float}
-    mixed = [n for n, k in kinds.items() if len(k) > 1 and not k <= numbers
-             and n not in seconds.names]
+                kinds.setdefault(name, set()).add(plain_value(value))
+    types = {name: shared_type(k - {None}) for name, k in kinds.items() if k - {None}}
+    for i, record in enumerate(records):
+        odd = next((n for n, v in record.items() if v is not None and n in types
+                    and plain_value(v) is None), None)
+        if odd is not None:
+            problems[i] = (f"has {_shown(record[odd])} in column {odd!r}, whose other rows hold "
+                           f"{_KIND_NAMES[types[odd]]}: write a single value there, or leave "
+                           "the column out")
+            records[i] = {}
+    fields = []
+    for name in kinds:
+        if name in seconds.names:
+            fields.append(pa.field(name, pa.float64()))
+        elif name in types:
+            fields.append(pa.field(name, TYPES[types[name]]))
     for record in records:
-        for name in mixed:
-            if record.get(name) is not None:
-                record[name] = str(record[name])
-    table = pa.Table.from_pylist(records)
-    return pa.table({name: (table.column(name).cast(pa.float64()) if name in seconds.names
-                            or kinds.get(name, set()) == numbers else table.column(name))
-                     for name in table.column_names})
+        for name, value in record.items():
+            if name in types and types[name] == "string" and value is not None \
+                    and not isinstance(value, str):
+                record[name] = json.dumps(value)
+    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in fields} for r in records],
+                                 schema=pa.schema(fields))
+    return table.append_column(PROBLEM, pa.array(problems, pa.string()))
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def unified_schema(schemas: list[pa.Schema], where: str) -> pa.Schema:

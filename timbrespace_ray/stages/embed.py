@@ -18,27 +18,12 @@ from ..encoder.precision import compute_dtype
 from ..errors import ModelFormatError
 from ..storage import Location
 from ..executors.base import Resources, UnitStats, WorkUnit
-from ..tables import (carried_columns, carried_metadata, flat_lists, provenance, read_schema,
-                      settings_of, write_table)
+from ..tables import (NORMALIZED_COLUMN, carried_columns, carried_metadata, embeddings_schema,
+                      flat_lists, provenance, read_schema, settings_of, write_table)
 from .parts import PartsStage
 from .tokens import load_model as load_kmeans
 
 log = logging.getLogger(__name__)
-
-
-# the window's embedding after the encoder's corpus normalisation (centred, whitened when the
-# encoder was fitted so, unit length): cosine scores are dot products of it. Written when the
-# encoder folder holds a normalisation (ours do; an original checkpoint does not)
-NORMALIZED_COLUMN = "embedding_normalized"
-
-
-def embeddings_schema(hidden_dim: int) -> pa.Schema:
-    """Without the corpus's own columns, which follow `end_s`, and without the optional
-    `NORMALIZED_COLUMN` after `embedding`."""
-    return pa.schema([("utt_id", pa.string()), ("source", pa.string()), ("start_s", pa.float64()),
-                      ("end_s", pa.float64()), ("window", pa.int32()),
-                      ("start_frame", pa.int32()), ("n_frames", pa.int32()),
-                      ("embedding", pa.list_(pa.float32(), hidden_dim))])
 
 
 class EmbedStage(PartsStage):
