@@ -32,6 +32,7 @@ def stream(input_uri: str, storage_options: dict | None = None,
     corpus of tens of millions of them is never held whole; the checks over all of them (an
     utt_id given twice, no input at all) raise when the last item has been taken."""
     options = options or InputOptions()
+    _refuse_empty(input_uri)
     root = Location.of(input_uri, storage_options)
     if not root.exists():
         raise InputError(f"input not found: {redact_uri(input_uri)}")
@@ -45,6 +46,17 @@ def stream(input_uri: str, storage_options: dict | None = None,
         else:
             corpus = _from_file(root, options)
     return Corpus(_checked(corpus.items, input_uri, root), corpus.metadata)
+
+
+def _refuse_empty(input_uri: str) -> None:
+    """An empty input ("", spaces, "s3://", "file://") would be read as the working folder or
+    every bucket of the store: one line instead."""
+    scheme, sep, rest = input_uri.partition("://")
+    if not sep:
+        scheme, rest = "", input_uri
+    if not rest.strip() or (scheme not in ("", "file", "local") and not rest.strip("/ ")):
+        raise InputError(f"the input {input_uri!r} names no folder, file or bucket: pass --input "
+                         "(or set 'input' in the config) to the corpus's folder, file or URI")
 
 
 def _checked(items: Iterable[dict], input_uri: str, root: Location) -> Iterator[dict]:
