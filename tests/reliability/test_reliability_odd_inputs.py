@@ -91,6 +91,15 @@ def _bounded(fn, *args, **kwargs):
     return result["value"]
 
 
+def _release(fifo) -> None:
+    """Give a reader stuck opening `fifo` (a stage that hangs) an end of file, so that its thread
+    ends and the test process can exit."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # nobody is reading it: nothing to release
+        pass
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,6 +123,8 @@ def folder_run(tmp_path_factory):
         return _bounded(run_features, root, root.parent / "out", max_error_share=1.0)
     finally:
         sock.close()
+        for name in (FOLDER_FILES["fifo_in_folder"], FOLDER_FILES["fifo_named_metadata"]):
+            _release(root / name)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +139,10 @@ def manifest_run(tmp_path_factory):
     lines = ["path,utt_id,start,end", "good.wav,good,,", "good.wav,segment_end_inf,0,inf"]
     lines += [f"{path},{kind},," for kind, path in paths.items()]
     (root / "manifest.csv").write_text("\n".join(lines) + "\n")
-    return _bounded(run_features, root / "manifest.csv", root / "out", max_error_share=1.0)
+    try:
+        return _bounded(run_features, root / "manifest.csv", root / "out", max_error_share=1.0)
+    finally:
+        _release(root / "pipe.wav")
 
 
 def _check(run, utt_id: str, expected: str | None, text: str | None) -> None:
@@ -165,8 +179,11 @@ def test_an_input_naming_nothing_readable_is_one_line_and_exit_2(given, tmp_path
     if given == "fifo":
         given = str(tmp_path / "manifest.csv")
         os.mkfifo(given)
-    code = _bounded(main, ["features", "--input", given, "--output", str(tmp_path / "out"),
-                           "--dry-run"])
+    try:
+        code = _bounded(main, ["features", "--input", given, "--output",
+                               str(tmp_path / "out"), "--dry-run"])
+    finally:
+        _release(given)
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("timbrespace-ray: error: the input"), err
