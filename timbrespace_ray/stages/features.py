@@ -225,13 +225,12 @@ class FeaturesStage(MapStage):
             return rec.open()
         except FileNotFoundError as exc:
             cause = exc.__cause__
-            if cause is None or isinstance(cause, FileNotFoundError):
-                raise FileNotFoundError(f"file not found: {redact_uri(rec.source)}") from None
-            # fsspec's HTTP filesystem says "not found" of a server it could not reach
-            what = ("the server could not be reached" if isinstance(cause, OSError)
-                    else "the server refused it")
-            raise AudioReadError(f"could not read {redact_uri(rec.source)}: {what} ({cause}); "
-                                 "check the URL and that the server is up") from None
+            if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+                # fsspec's HTTP filesystem says "not found" of a server it could not reach
+                raise AudioReadError(
+                    f"could not read {redact_uri(rec.source)}: the server could not be reached "
+                    f"({cause}); check the URL and that the server is up") from None
+            raise FileNotFoundError(f"file not found: {redact_uri(rec.source)}") from None
 
     def _whole(self, rec: Recording, segments: list[Segment]):
         cfg = self._extractor_config
