@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
@@ -20,6 +21,10 @@ from .errors import AudioDecodeError, AudioReadError, AudioTooLongError, Invalid
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 SUPPORTED_FORMATS = "WAV, FLAC, OGG/Vorbis, Opus, MP3"
 _BLOCK_FRAMES = 1 << 18  # ~5 s at 48 kHz per decoded block
+_HEAD_BYTES = 4096  # read before libsndfile: enough for the fmt chunk after the usual others
+# the source rates read: below 1 kHz or over 1 MHz a header is damaged (3 Hz would make a
+# second of audio last hours); recorders write 8 kHz to 768 kHz
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 1_000_000
 
 
 def open_source(path: str, storage_options: dict | None = None) -> BinaryIO:
@@ -28,13 +33,29 @@ def open_source(path: str, storage_options: dict | None = None) -> BinaryIO:
 
     try:
         loc = Location.of(path, storage_options)
+        if loc.is_local:
+            audio_file_size(loc, path)
         return loc.fs.open(loc.path, "rb")
+    except AudioReadError:
+        raise
     except FileNotFoundError as exc:
         raise AudioReadError(f"file not found: {path}") from exc
     except PermissionError as exc:
         raise AudioReadError(f"permission denied reading {path}") from exc
     except OSError as exc:
         raise AudioReadError(f"could not read {path}: {exc}") from exc
+
+
+def audio_file_size(loc, label: str) -> int:
+    """The size of the audio file at `loc` (a Location), refusing a local file that is not a
+    regular file (a FIFO, socket or device would be read for ever, a directory not at all)."""
+    from .storage import regular_size
+
+    size, kind = regular_size(loc)
+    if kind:
+        raise AudioReadError(f"{label} is not a regular file: it is {kind}; only regular files "
+                             "are read (name audio files, not pipes, devices or folders)")
+    return size
 
 
 def _open_sound(source, label: str, storage_options: dict | None):
@@ -48,8 +69,10 @@ def _open_sound(source, label: str, storage_options: dict | None):
     else:
         fileobj = source
     try:
-        if not fileobj.read(1):
+        head = fileobj.read(_HEAD_BYTES)
+        if not head:
             raise AudioDecodeError(f"{label}: the file is empty (0 bytes)")
+        _check_wav_header(head, label)
         fileobj.seek(0)
         return fileobj, sf.SoundFile(fileobj)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -99,9 +122,46 @@ def decode_audio(source: str | bytes | BinaryIO, sample_rate: int = 16000, *,
 
 def _check_rate(snd: sf.SoundFile, label: str) -> int:
     in_rate = int(snd.samplerate)
-    if in_rate <= 0:
-        raise AudioDecodeError(f"{label}: the header gives an invalid sample rate {in_rate}")
+    if not MIN_SOURCE_RATE <= in_rate <= MAX_SOURCE_RATE:
+        raise AudioDecodeError(
+            f"{label}: the header gives a sample rate of {in_rate} Hz, which no recorder writes "
+            f"(read: {MIN_SOURCE_RATE} Hz to {MAX_SOURCE_RATE // 1000} kHz); the header is "
+            "damaged: re-export the file")
     return in_rate
+
+
+# WAVE format tags whose samples are plain integers or floats in containers of whole bytes
+_WAVE_PCM, _WAVE_FLOAT, _WAVE_EXTENSIBLE = 1, 3, 0xFFFE
+
+
+def _check_wav_header(head: bytes, label: str) -> None:
+    """Refuse a WAV whose fmt chunk contradicts itself, which libsndfile reads as something:
+    under 8 bits per sample (7-bit "PCM" decodes as 8-bit, i.e. noise), or a block size that
+    is not the channels times the bytes of a sample. `head` is the file's first bytes; a fmt
+    chunk not within them is left to libsndfile. Streaming recorders write 0xFFFFFFFF or too
+    large RIFF and data sizes: those are read (libsndfile stops at the end of the file)."""
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return
+    at = 12
+    while at + 8 <= len(head):
+        chunk, size = head[at:at + 4], int.from_bytes(head[at + 4:at + 8], "little")
+        if chunk == b"fmt ":
+            if size < 16 or at + 24 > len(head):
+                return
+            tag, channels, _, _, block, bits = struct.unpack_from("<HHIIHH", head, at + 8)
+            if tag not in (_WAVE_PCM, _WAVE_FLOAT, _WAVE_EXTENSIBLE) or channels == 0:
+                return  # codecs have blocks of their own; 0 channels libsndfile refuses
+            if bits < 8:
+                raise AudioDecodeError(
+                    f"{label}: the WAV header gives {bits} bits per sample, which no recorder "
+                    "writes (PCM has 8 to 32); the header is damaged: re-export the file")
+            if block != channels * ((bits + 7) // 8):
+                raise AudioDecodeError(
+                    f"{label}: the WAV header contradicts itself: {channels} channel(s) of "
+                    f"{bits} bits need blocks of {channels * ((bits + 7) // 8)} bytes, it says "
+                    f"{block}; the header is damaged: re-export the file")
+            return
+        at += 8 + size + (size & 1)  # chunks are padded to an even size
 
 
 class MonoStream:

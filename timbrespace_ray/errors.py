@@ -82,7 +82,8 @@ class MissingAudioError(TimbrespaceError):
 
 
 class SegmentRangeError(TimbrespaceError):
-    """A segment starts before its recording, ends after it, or ends before it starts."""
+    """A segment starts before its recording, ends after it, ends before it starts, has an
+    infinite bound, or names a channel its recording does not have."""
 
 
 class UnsupportedInputError(TimbrespaceError):

@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import posixpath
+import stat
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -140,6 +141,29 @@ class Location:
         for name in sorted(os.listdir(source)):
             with open(os.path.join(source, name), "rb") as fh:
                 self.child(name).write_atomic(fh.read())
+
+
+_SPECIAL_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                  (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a local file that is not a regular file is ("a FIFO (named pipe)", "a directory"
+    ...), None for a regular file."""
+    return None if stat.S_ISREG(mode) else next(
+        (kind for test, kind in _SPECIAL_KINDS if test(mode)), "not a regular file")
+
+
+def regular_size(loc: Location) -> tuple[int, str | None]:
+    """(size, None) of the file at `loc`, or (-1, what it is) when it is a local file that is
+    not a regular file: reading a FIFO, a socket or /dev/zero never ends, so such a file must
+    not be opened. On an object store every object is a regular file."""
+    if not loc.is_local:
+        return loc.fs.size(loc.path), None
+    found = os.stat(loc.path)  # FileNotFoundError when it is not there
+    kind = special_kind(found.st_mode)
+    return (-1, kind) if kind else (found.st_size, None)
 
 
 def unreachable_errors() -> tuple[type[Exception], ...]:

@@ -366,3 +366,23 @@ def test_a_storage_error_while_planning_is_not_a_damaged_shard(tmp_path, monkeyp
 
 # Through a real Ray cluster, from S3, with a kill -9 of the driver and a rerun:
 # tests/reliability/test_reliability_input_forms.py (the `shards` corpus holds a Parquet audio dataset).
+
+
+def test_a_label_index_that_names_no_label_is_an_error_row(tmp_path):
+    # `datasets` refuses to write such an index itself: the shard is edited afterwards, as a
+    # tool that knows nothing of the label names would
+    shard = write_dataset(tmp_path / "ds" / "train.parquet", {
+        "audio": [str(SHORT[0]), str(SHORT[1]), str(SHORT[3])], "id": ["a", "b", "c"],
+        "gender": [1, 0, 0]}, features={"gender": datasets.ClassLabel(names=["female", "male"])})
+    table = pq.read_table(shard)
+    gender = pa.array([1, 7, -1], table.schema.field("gender").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("gender"), "gender", gender),
+                   shard)
+    out = tmp_path / "out"
+    summary = run(shard, out, max_error_share=1.0)
+    assert summary.rows == 2 and summary.errors == {"InputError": 1}
+    message = rows(out, "errors")["b"]["message"]
+    assert "'gender' holds 7" in message and "has 2 names" in message, message
+    got = rows(out)
+    assert got["a"]["gender"] == "male"
+    assert got["c"]["gender"] is None  # -1: `datasets`'s "no label"

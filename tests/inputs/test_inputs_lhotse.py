@@ -421,3 +421,50 @@ def test_a_cut_without_a_channel_is_all_channels(audio, tmp_path):
     expect_features(got["every"], audio / "stereo.wav", 0.5, 1.5)
     expect_features(got["none"], audio / "stereo.wav", 1.5, 2.5)
     expect_features(got["right"], audio / "stereo.wav", 1.0, 2.0, channels=[1])
+
+
+@pytest.mark.parametrize("form", ["cuts", "recordings"])
+def test_a_supervision_on_a_channel_its_recording_lacks_is_an_error_row(form, tmp_path):
+    mono = Recording.from_file(MONO, recording_id="mono")
+    sups = [SupervisionSegment("ok", "mono", 0.5, 0.5, channel=0),
+            SupervisionSegment("ch9", "mono", 1.0, 0.5, channel=9)]
+    if form == "cuts":  # a cut of channel 0 holding a supervision on channel 9
+        CutSet.from_manifests(recordings=RecordingSet.from_recordings([mono]),
+                              supervisions=SupervisionSet.from_segments(sups)
+                              ).to_file(tmp_path / "cuts.jsonl")
+        assert '"channel": 9' in (tmp_path / "cuts.jsonl").read_text()
+    else:
+        RecordingSet.from_recordings([mono]).to_file(tmp_path / "cuts.jsonl")
+        SupervisionSet.from_segments(sups).to_file(tmp_path / "s.jsonl")
+    summary = run(tmp_path / "cuts.jsonl", tmp_path / "out", max_error_share=1.0,
+                  lhotse_supervisions=None if form == "cuts" else str(tmp_path / "s.jsonl"))
+    assert summary.rows == 1 and summary.errors == {"SegmentRangeError": 1}
+    assert "channel(s) [9]" in errors(tmp_path / "out")["ch9"]["message"]
+    assert "has channel(s) [0]" in errors(tmp_path / "out")["ch9"]["message"]
+    expect_features(rows(tmp_path / "out")["ok"], MONO, 0.5, 1.0)
+
+
+@pytest.mark.parametrize("damaged", ["cuts", "recordings", "supervisions"])
+@pytest.mark.parametrize("keep", [0.5, 0.02])  # cut in its records, or in its first line
+def test_a_gzipped_manifest_cut_short_is_one_line_and_exit_2(damaged, keep, tmp_path, capsys):
+    from timbrespace_ray.cli import main
+
+    recs = RecordingSet.from_recordings([Recording.from_file(MONO, recording_id="mono")])
+    sups = SupervisionSet.from_segments(
+        [SupervisionSegment(f"m-{i}", "mono", i * 0.01, 0.5) for i in range(200)])
+    if damaged == "cuts":
+        CutSet.from_manifests(recordings=recs, supervisions=sups).to_file(
+            tmp_path / "cuts.jsonl.gz")
+    else:
+        recs.to_file(tmp_path / "recordings.jsonl.gz")
+        sups.to_file(tmp_path / "supervisions.jsonl.gz")
+    path = tmp_path / f"{damaged}.jsonl.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: max(20, int(len(data) * keep))])
+    given = "cuts" if damaged == "cuts" else "recordings"
+    code = main(["features", "--input", str(tmp_path / f"{given}.jsonl.gz"),
+                 "--output", str(tmp_path / "out"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{path.name} cannot be read to its end" in err and "cut short" in err, err

@@ -29,7 +29,7 @@ import math
 import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -454,9 +454,27 @@ def _recordings(item: dict, first_row: int, batch: pa.RecordBatch, labels: dict[
     meta = {c: _values(batch, c, item, labels) for c in item["columns"]}
     for i, cell in enumerate(cells):
         row = first_row + i
-        segment = Segment(_utt_id(ids[i], item["prefix"], row),
-                          metadata={c: values[i] for c, values in meta.items()})
-        yield _recording(f"{item['source']}#{row}", cell, segment, item["audio_column"], base, ctx)
+        where = f"{item['source']}#{row}"
+        row_meta = {c: values[i] for c, values in meta.items()}
+        bad = next(((c, v) for c, v in row_meta.items() if isinstance(v, _BadLabel)), None)
+        if bad:
+            row_meta = {c: None if isinstance(v, _BadLabel) else v for c, v in row_meta.items()}
+        segment = Segment(_utt_id(ids[i], item["prefix"], row), metadata=row_meta)
+        if bad:
+            column, label = bad
+            yield Recording(where, [segment], error=InputError(
+                f"{where}: the ClassLabel column {column!r} holds {label.index}, but the "
+                f"dataset's label has {label.count} names (0 to {label.count - 1}, -1 for "
+                "none): fix the value or the label's names"))
+            continue
+        yield _recording(where, cell, segment, item["audio_column"], base, ctx)
+
+
+class _BadLabel(NamedTuple):
+    """A ClassLabel index that names no label: the row is an error row, not a null."""
+
+    index: int
+    count: int
 
 
 def _values(batch: pa.RecordBatch, name: str, item: dict, labels: dict[str, list[str]]
@@ -468,8 +486,10 @@ def _values(batch: pa.RecordBatch, name: str, item: dict, labels: dict[str, list
     column = batch.column(batch.schema.names.index(name))
     if name in item["labels"]:
         names = labels.get(name, [])
-        return [names[v] if v is not None and 0 <= v < len(names) else None
-                for v in column.to_pylist()]
+        # -1 is how `datasets` writes "no label" (a test split's); any other index that names
+        # no label is a row whose value cannot be kept
+        return [None if v is None or v == -1 else names[v] if 0 <= v < len(names)
+                else _BadLabel(v, len(names)) for v in column.to_pylist()]
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     kind = plain_type(column.type)  # the planned type: planning made the shards agree on it

@@ -11,9 +11,10 @@ import posixpath
 from collections.abc import Iterable, Iterator
 
 from ..errors import InputError
-from ..storage import Location, redact_uri, storage_errors
+from ..storage import Location, redact_uri, regular_size, storage_errors
 from .base import Corpus, InputFile, InputOptions, Reader
-from .listing import FileList, files_under
+from .files import AudioFileReader
+from .listing import NOT_REGULAR, FileList, files_under
 from .spill import UniqueIds
 
 
@@ -31,15 +32,31 @@ def stream(input_uri: str, storage_options: dict | None = None,
     corpus of tens of millions of them is never held whole; the checks over all of them (an
     utt_id given twice, no input at all) raise when the last item has been taken."""
     options = options or InputOptions()
+    _refuse_empty(input_uri)
     root = Location.of(input_uri, storage_options)
     if not root.exists():
         raise InputError(f"input not found: {redact_uri(input_uri)}")
+    kind = regular_size(root)[1] if root.is_local else None
+    if kind not in (None, "a directory"):
+        raise InputError(f"the input {redact_uri(input_uri)} is {kind}, not a file or folder "
+                         "that can be read to its end; pass a regular file or a folder")
     with storage_errors("read the input", input_uri):
         if root.fs.isdir(root.path):
             corpus = _from_listing(root, options)
         else:
             corpus = _from_file(root, options)
     return Corpus(_checked(corpus.items, input_uri, root), corpus.metadata)
+
+
+def _refuse_empty(input_uri: str) -> None:
+    """An empty input ("", spaces, "s3://", "file://") would be read as the working folder or
+    every bucket of the store: one line instead."""
+    scheme, sep, rest = input_uri.partition("://")
+    if not sep:
+        scheme, rest = "", input_uri
+    if not rest.strip() or (scheme not in ("", "file", "local") and not rest.strip("/ ")):
+        raise InputError(f"the input {input_uri!r} names no folder, file or bucket: pass --input "
+                         "(or set 'input' in the config) to the corpus's folder, file or URI")
 
 
 def _checked(items: Iterable[dict], input_uri: str, root: Location) -> Iterator[dict]:
@@ -84,13 +101,19 @@ def _from_listing(root: Location, options: InputOptions) -> Corpus:
     in_folders = [r for r in readers() if r.in_folders]
     claimed: dict[type[Reader], FileList] = {r: FileList(root.fs) for r in in_folders}
     named_only = tuple(e for r in readers() if not r.in_folders for e in r.extensions)
+    in_folder_extensions = tuple(e for r in in_folders for e in r.extensions)
     left: list[str] = []  # a few files read only when named alone, for the message
     for path, size in files_under(root):
         if path[path.rfind("/") + 1:].startswith("."):
             continue
         loc = Location(root.fs, path)
-        reader = (next((r for r in in_folders if r.recognises(loc, options)), None)
-                  or next((r for r in in_folders if r.accompanies(loc)), None))
+        if size == NOT_REGULAR:
+            # never opened to be recognised (reading a FIFO never ends): named like an input,
+            # it is one, whose read fails with an error row that says what it is
+            reader = AudioFileReader if path.lower().endswith(in_folder_extensions) else None
+        else:
+            reader = (next((r for r in in_folders if r.recognises(loc, options)), None)
+                      or next((r for r in in_folders if r.accompanies(loc)), None))
         if reader is not None:
             claimed[reader].append(path, size)
         elif len(left) < 4 and path.lower().endswith(named_only):

@@ -9,13 +9,14 @@ import math
 import posixpath
 from collections.abc import Iterable, Iterator
 
-from ..audio import AUDIO_EXTENSIONS
+from ..audio import AUDIO_EXTENSIONS, audio_file_size
 from ..errors import FileTooLargeError
 from ..storage import Location
 from ..whole_reads import read_whole
 from .audiofolder import folder_metadata, is_metadata_file, named_as_metadata
 from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
                    plan_item)
+from .listing import NOT_REGULAR
 
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,12 @@ def open_checked(source: str, size: int, ctx: ReadContext):
     refusing a file over features.max_file_bytes before any of it is read (a whole-file decode
     holds the file's samples in memory). `size` is the size the plan knows (-1: unknown)."""
     loc = Location.of(source, dict(ctx.storage_options))
-    if size < 0 or size > WHOLE_READ_BYTES:
+    if loc.is_local or size < 0 or size > WHOLE_READ_BYTES:
         # a size known from the plan only says whether one request will do; a large file's
-        # current size is looked up once, here, and passed on so that open() does not again
-        size = loc.fs.size(loc.path)
+        # current size is looked up once, here, and passed on so that open() does not again.
+        # A local file is always looked at (a stat costs microseconds): a FIFO or a device
+        # named .wav, or in a manifest, would be read for ever
+        size = audio_file_size(loc, source)
     if size > ctx.max_file_bytes:
         raise FileTooLargeError(
             f"{size / 2**20:.0f} MiB is over the {ctx.max_file_bytes / 2**20:.0f} MiB "
@@ -70,8 +73,9 @@ class AudioFileReader(Reader):
     def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:
         # what it accompanies is told by name: no audio file is named as metadata; the files
         # are streamed (a folder may hold millions), the metadata files are few
-        described = [f for f in files if named_as_metadata(f.loc)]
-        audio = (f for f in files if not named_as_metadata(f.loc))
+        # (a FIFO named metadata.parquet is not opened: it is an input, its read an error row)
+        described = [f for f in files if f.size != NOT_REGULAR and named_as_metadata(f.loc)]
+        audio = (f for f in files if f.size == NOT_REGULAR or not named_as_metadata(f.loc))
         if not described:
             return Corpus(cls._items(audio, root))
         found = folder_metadata(described, options)

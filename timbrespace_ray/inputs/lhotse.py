@@ -30,8 +30,9 @@ channel(s) when they are channels of the cut (as lhotse's `trim_to_supervisions`
 supervision of a MultiCut its own channels), else the cut's channel(s) (a MonoCut whose
 supervisions kept lhotse's default channel 0); for a cut without supervisions the cut's
 channel(s); for a supervision of a RecordingSet its channel(s); for a whole recording all its
-channels. A cut's `channel` may be an int or a list; absent or None means all the recording's
-channels. The segments of one audio file and one channel selection are one plan item, so the
+channels. A supervision on a channel its recording does not have is a SegmentRangeError row
+that says the recording's channels. A cut's `channel` may be an int or a list; absent or None
+means all the recording's channels. The segments of one audio file and one channel selection are one plan item, so the
 file is decoded once for all of them.
 
 Audio sources. `type: file` is a path: absolute, or relative, which is resolved against the
@@ -55,6 +56,10 @@ Cut types. MonoCut and MultiCut are read; MixedCut, PaddingCut and any other typ
 UnsupportedInputError rows, one per supervision (or one named by the cut's id when it has
 none), never a failed run. A cut without a recording (features only) is the same.
 
+A manifest (or SupervisionSet) that is not JSON lines, or a gzipped one cut short, is an
+InputError for the whole input: the records after the damage cannot be counted, so no error
+row could stand for them.
+
 Metadata columns. `recording_id` always; `speaker`, `language`, `gender` and `text` when some
 supervision has them (each can be named in features.metadata_columns either way). `custom`:
 each scalar entry (string, number, bool) is a column of its own, named after its key, or
@@ -69,12 +74,14 @@ the cuts, since their rows could not be told apart.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import posixpath
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import InputError, UnsupportedInputError
+from ..errors import InputError, SegmentRangeError, UnsupportedInputError
 from ..storage import Location
 from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
@@ -87,7 +94,7 @@ READ_CUT_TYPES = ("MonoCut", "MultiCut", "Cut")  # "Cut": MonoCut before lhotse 
 SUPERVISION_FIELDS = ("speaker", "language", "gender", "text")
 FIXED_COLUMNS = ("recording_id",) + SUPERVISION_FIELDS
 ANALYSIS_RATE = 16_000
-ERRORS = {"UnsupportedInputError": UnsupportedInputError, "InputError": InputError}
+ERRORS = {cls.__name__: cls for cls in (UnsupportedInputError, SegmentRangeError, InputError)}
 
 
 # detection ------------------------------------------------------------------------------------
@@ -122,11 +129,39 @@ def _lhotse(where: str):
     return lhotse
 
 
+# reading a manifest whole ------------------------------------------------------------------------
+# what gzip raises on a file cut short or damaged (EOFError is no OSError)
+_DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _damaged(loc: Location, after: int, exc: Exception) -> InputError:
+    # cuts after the damage cannot be counted, so no error row can stand for them
+    where = f" after line {after}" if after else ""
+    return InputError(f"{loc.uri} cannot be read to its end{where}: it is cut short or damaged "
+                      f"({exc}); write the manifest again (or copy it whole)")
+
+
+def _first_record(loc: Location) -> dict | None:
+    try:
+        return first_record(loc)
+    except _DAMAGED as exc:
+        raise _damaged(loc, 0, exc) from None
+
+
+def _records(loc: Location) -> Iterator[tuple[int, dict]]:
+    line = 0
+    try:
+        for line, doc in records(loc):
+            yield line, doc
+    except _DAMAGED as exc:
+        raise _damaged(loc, line, exc) from None
+
+
 # planning -------------------------------------------------------------------------------------
 def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict], dict[str, str]]:
     """Plan items (one per audio file and channel selection, with all its segments, plus error
     items for what cannot be read) and the metadata columns."""
-    kind = _kind(first_record(manifest))
+    kind = _kind(_first_record(manifest))
     if kind == "supervisions":
         raise InputError(
             f"{manifest.uri} is a lhotse SupervisionSet, which holds no audio: pass the "
@@ -141,7 +176,7 @@ def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict]
         if options.supervisions:
             raise InputError(f"{manifest.uri} is a lhotse CutSet, whose cuts carry their "
                              "supervisions: --supervisions is for a RecordingSet input")
-        for line, doc in records(manifest):
+        for line, doc in _records(manifest):
             planner.add_cut(doc, line)
     else:
         _plan_recordings(planner, manifest, options)
@@ -150,7 +185,7 @@ def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict]
 
 def _plan_recordings(planner: "_Planner", manifest: Location, options: InputOptions) -> None:
     recordings: dict[str, tuple] = {}
-    for line, doc in records(manifest):
+    for line, doc in _records(manifest):
         if _kind(doc) != "recordings":
             raise InputError(f"{manifest.uri} line {line} is not a lhotse recording "
                              f"(keys {sorted(doc)[:8]})")
@@ -163,7 +198,7 @@ def _plan_recordings(planner: "_Planner", manifest: Location, options: InputOpti
     if sup_loc is not None:
         from lhotse import SupervisionSegment
 
-        for line, doc in records(sup_loc):
+        for line, doc in _records(sup_loc):
             if _kind(doc) != "supervisions":
                 raise InputError(f"{sup_loc.uri} line {line} is not a lhotse supervision "
                                  f"(keys {sorted(doc)[:8]}): --supervisions names a "
@@ -319,7 +354,11 @@ class _Planner:
             if sup.start < 0 or sup.start + sup.duration > cut.duration:
                 sup = sup.trim(cut.duration)  # as lhotse clips a supervision to its cut
             channels = _channel_list(sup.channel)
-            if channels is None or not set(channels) <= set(cut_channels):
+            # a supervision on channels of its recording outside its cut (lhotse's default
+            # channel 0 in a cut of channel 1) is read on the cut's; one on a channel its
+            # recording lacks is an error row (_audio)
+            if channels is None or (set(channels) <= set(rec.channel_ids)
+                                    and not set(channels) <= set(cut_channels)):
                 channels = cut_channels
             start = cut.start + sup.start
             self.add_segment(rec, transforms, channels, sup.id, start, start + sup.duration,
@@ -333,7 +372,7 @@ class _Planner:
         where = where or f"{self.manifest.uri}#{rec.id}"
         try:
             source, file_channels = self._audio(rec, transforms, channels)
-        except (UnsupportedInputError, InputError) as exc:
+        except (UnsupportedInputError, SegmentRangeError, InputError) as exc:
             self.add_error(self._label(rec), exc, [(utt_id, meta)])
             return
         key = ("read", source, file_channels)
@@ -375,8 +414,9 @@ class _Planner:
         wanted = list(rec.channel_ids) if channels is None else channels
         unknown = [c for c in wanted if c not in rec.channel_ids]
         if unknown or not wanted:
-            raise InputError(f"channel(s) {unknown or wanted} asked for in recording {rec.id}, "
-                             f"whose channels are {list(rec.channel_ids)}")
+            raise SegmentRangeError(
+                f"channel(s) {unknown or wanted} asked for in recording {rec.id}, which has "
+                f"channel(s) {list(rec.channel_ids)}; fix the supervision's channel")
         holders = [s for s in rec.sources if set(wanted) <= set(s.channels)]
         if not holders:
             raise UnsupportedInputError(
@@ -461,7 +501,7 @@ class LhotseReader(Reader):
 
     @classmethod
     def recognises(cls, loc: Location, options: InputOptions) -> bool:
-        return super().recognises(loc, options) and is_lhotse(first_record(loc))
+        return super().recognises(loc, options) and is_lhotse(_first_record(loc))
 
     @classmethod
     def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:

@@ -4,7 +4,8 @@ and held on the driver in bounded memory.
 `files_under` yields (path, size) in lexicographic order of path, as fsspec's `find` sorted
 would, without holding the listing: on local disk by a walk whose entries are sorted the way
 their full paths sort, on an object store (s3fs) page by page of its own listing, which is
-sorted by key. Other filesystems fall back to `find`.
+sorted by key. Other filesystems fall back to `find`. A local entry that is neither a regular
+file nor a folder (a FIFO, a socket, a device, a broken link) has the size NOT_REGULAR.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from ..storage import Location
 from .base import InputFile
 from .spill import SPILL_ROWS
 
+# the size a local listing gives an entry that is not a regular file nor a folder
+NOT_REGULAR = -2
 LISTING_PAGE = 10_000  # entries taken from an asynchronous listing per round trip to its loop
 
 
@@ -41,6 +44,8 @@ def _walk(folder: str) -> Iterator[tuple[str, int]]:
             yield from _walk(entry.path)
         elif entry.is_file():
             yield entry.path, entry.stat().st_size
+        else:  # a FIFO, socket, device or broken link: listed, never opened (discovery.py)
+            yield entry.path, NOT_REGULAR
 
 
 def _pages(root: Location) -> Iterator[tuple[str, int]]:

@@ -14,8 +14,8 @@ import soxr
 
 from ..audio import decode_audio, decode_ranges
 from ..config import FeaturesStageConfig
-from ..errors import (AudioTooLongError, ConfigError, EmptyAudioError, InputError,
-                      StorageError)
+from ..errors import (AudioDecodeError, AudioReadError, AudioTooLongError, ConfigError,
+                      EmptyAudioError, InputError, StorageError, TimbrespaceError)
 from ..features.analysis import FEATURE_NAMES, analyse, ms_to_sample
 from ..features.levels import LEVEL_COLUMNS, speech_levels
 from ..features.pitch import PITCH_COLUMN, SAMPLE_RATE as PITCH_RATE, pitch_track
@@ -179,7 +179,8 @@ class FeaturesStage(MapStage):
                 for source, segment, result in self._analyse_item(item, recordings):
                     stats.inputs += 1
                     if isinstance(result, BaseException):
-                        row = error_row(self.name, source, segment.utt_id, result)
+                        row = error_row(self.name, source, segment.utt_id,
+                                        documented(result, source))
                         errors.append(row)
                         stats.add_error(row["error_type"], row["utt_id"], row["message"])
                         continue
@@ -222,8 +223,14 @@ class FeaturesStage(MapStage):
     def _open(self, rec: Recording):
         try:
             return rec.open()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"file not found: {rec.source}") from None
+        except FileNotFoundError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+                # fsspec's HTTP filesystem says "not found" of a server it could not reach
+                raise AudioReadError(
+                    f"could not read {redact_uri(rec.source)}: the server could not be reached "
+                    f"({cause}); check the URL and that the server is up") from None
+            raise FileNotFoundError(f"file not found: {redact_uri(rec.source)}") from None
 
     def _whole(self, rec: Recording, segments: list[Segment]):
         cfg = self._extractor_config
@@ -305,11 +312,26 @@ class FeaturesStage(MapStage):
         return pitch_track(audio, n_frames, self._pitch_config, cfg)
 
 
+def documented(exc: BaseException, source: str) -> BaseException:
+    """The error as one of the documented error types (the package's, FileNotFoundError): a
+    library's OSError or ValueError as the package's, in plain words."""
+    if isinstance(exc, (TimbrespaceError, FileNotFoundError)):
+        return exc
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return AudioReadError(f"could not read {redact_uri(source)}: {reason}")
+    return AudioDecodeError(f"{redact_uri(source)}: could not be decoded or analysed "
+                            f"({type(exc).__name__}: {exc})")
+
+
 def _range_problem(segment: Segment, max_duration_s: float) -> Exception | None:
     start, end = segment.start_s, segment.end_s
     if start is None or end is None or math.isnan(start) or math.isnan(end):
         return SegmentRangeError(f"{segment.utt_id}: the segment has no start or no end "
                                  "(start, and end or duration, must both be given)")
+    if math.isinf(start) or math.isinf(end):
+        return SegmentRangeError(f"{segment.utt_id}: the segment {start:g}-{end:g} s has an "
+                                 "infinite bound; give its start and end in seconds")
     if start < 0:
         return SegmentRangeError(f"{segment.utt_id}: the segment starts before the recording "
                                  f"(start {start:g} s)")
