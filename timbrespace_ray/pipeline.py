@@ -10,7 +10,7 @@ from .errors import ConfigError
 from .executors import Executor, RayExecutor
 from .layout import RunLayout, check_layout
 from .stages.registry import NAMES, stage_spec
-from .storage import Location
+from .storage import Location, names_nothing
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,9 @@ def output_of(cfg: PipelineConfig) -> Location:
     """The run's output folder; refused when there is none, or when it is of the old layout."""
     if cfg.output is None:
         raise ConfigError("no output: pass --output or set 'output' in the config")
+    if names_nothing(cfg.output):
+        raise ConfigError(f"the output {cfg.output!r} names no folder or bucket: pass --output "
+                          "(or set 'output' in the config) to the run's folder or URI")
     out = Location.of(cfg.output, cfg.storage.storage_options)
     check_layout(out)
     return out

@@ -143,6 +143,15 @@ class Location:
                 self.child(name).write_atomic(fh.read())
 
 
+def names_nothing(uri: str) -> bool:
+    """Whether a location is empty ("", spaces, "s3://", "file://"): fsspec would read it as the
+    working folder, or every bucket of the store."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "", uri
+    return not rest.strip() or (scheme not in ("", "file", "local") and not rest.strip("/ "))
+
+
 _SPECIAL_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                   (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                   (stat.S_ISBLK, "a block device"))

@@ -207,10 +207,16 @@ def tiny_wav(tmp_path_factory):
     ("twice.csv", "path,speaker,speaker\na.wav,x,y\n", r"'speaker' more than once in its header"),
     ("latin1.csv", b"path,speaker\na.wav,caf\xe9\n", r"'speaker' hold bytes that are not UTF-8"),
     ("header.csv", "path,speaker\n", r"has columns \(path, speaker\) but no rows"),
+    ("nemo.jsonl.gz", "".join(f'{{"audio_filepath": "a{i}.wav", "duration": 1.5}}\n'
+                              for i in range(400)),
+     r"nemo.jsonl.gz cannot be read to its end after line \d+: it is cut short"),
 ])
 def test_a_manifest_that_cannot_be_used_as_a_whole_is_refused_in_one_line(tmp_path, name, text,
                                                                           message):
     (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    if name.endswith(".gz"):  # a NeMo manifest gzipped, then cut short in its records
+        data = gzip.compress(text.encode())
+        (tmp_path / name).write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(InputError, match=message) as refused:
         list(discover(str(tmp_path / name)).items)
     assert "\n" not in str(refused.value)

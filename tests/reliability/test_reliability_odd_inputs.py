@@ -6,6 +6,7 @@ documented type; a location that cannot be read is one line and exit 2. docs/rel
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
@@ -188,3 +189,26 @@ def test_an_input_naming_nothing_readable_is_one_line_and_exit_2(given, tmp_path
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("timbrespace-ray: error: the input"), err
     assert not Path(tmp_path / "out" / "_run").exists()
+
+
+@pytest.mark.parametrize("flag, given", [("--output", ""), ("--output", "s3://"),
+                                         ("--supervisions", "fifo")])
+def test_an_output_or_supervisions_naming_nothing_readable_is_one_line_and_exit_2(
+        flag, given, tmp_path, capsys):
+    (tmp_path / "recordings.jsonl").write_text(json.dumps(  # a lhotse RecordingSet
+        {"id": "r", "sources": [{"type": "file", "channels": [0], "source": "a.wav"}],
+         "sampling_rate": 16000, "num_samples": 16000, "duration": 1.0}) + "\n")
+    if given == "fifo":
+        given = str(tmp_path / "supervisions.jsonl")
+        os.mkfifo(given)
+    args = {"--input": str(tmp_path / "recordings.jsonl"), "--output": str(tmp_path / "out"),
+            flag: given}
+    try:
+        code = _bounded(main, ["features", *(a for kv in args.items() for a in kv), "--dry-run"])
+    finally:
+        _release(given)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert ("the output" if flag == "--output" else "is a FIFO") in err, err
+    assert not list(tmp_path.glob("**/_run"))

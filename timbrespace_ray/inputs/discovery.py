@@ -11,7 +11,7 @@ import posixpath
 from collections.abc import Iterable, Iterator
 
 from ..errors import InputError
-from ..storage import Location, redact_uri, regular_size, storage_errors
+from ..storage import Location, names_nothing, redact_uri, regular_size, storage_errors
 from .base import Corpus, InputFile, InputOptions, Reader
 from .files import AudioFileReader
 from .listing import NOT_REGULAR, FileList, files_under
@@ -49,12 +49,7 @@ def stream(input_uri: str, storage_options: dict | None = None,
 
 
 def _refuse_empty(input_uri: str) -> None:
-    """An empty input ("", spaces, "s3://", "file://") would be read as the working folder or
-    every bucket of the store: one line instead."""
-    scheme, sep, rest = input_uri.partition("://")
-    if not sep:
-        scheme, rest = "", input_uri
-    if not rest.strip() or (scheme not in ("", "file", "local") and not rest.strip("/ ")):
+    if names_nothing(input_uri):
         raise InputError(f"the input {input_uri!r} names no folder, file or bucket: pass --input "
                          "(or set 'input' in the config) to the corpus's folder, file or URI")
 

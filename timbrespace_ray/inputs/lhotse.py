@@ -74,15 +74,13 @@ the cuts, since their rows could not be told apart.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import posixpath
-import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import InputError, SegmentRangeError, UnsupportedInputError
-from ..storage import Location
+from ..storage import Location, regular_size
 from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
 from .manifest import PATH_COLUMNS
@@ -129,39 +127,11 @@ def _lhotse(where: str):
     return lhotse
 
 
-# reading a manifest whole ------------------------------------------------------------------------
-# what gzip raises on a file cut short or damaged (EOFError is no OSError)
-_DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)
-
-
-def _damaged(loc: Location, after: int, exc: Exception) -> InputError:
-    # cuts after the damage cannot be counted, so no error row can stand for them
-    where = f" after line {after}" if after else ""
-    return InputError(f"{loc.uri} cannot be read to its end{where}: it is cut short or damaged "
-                      f"({exc}); write the manifest again (or copy it whole)")
-
-
-def _first_record(loc: Location) -> dict | None:
-    try:
-        return first_record(loc)
-    except _DAMAGED as exc:
-        raise _damaged(loc, 0, exc) from None
-
-
-def _records(loc: Location) -> Iterator[tuple[int, dict]]:
-    line = 0
-    try:
-        for line, doc in records(loc):
-            yield line, doc
-    except _DAMAGED as exc:
-        raise _damaged(loc, line, exc) from None
-
-
 # planning -------------------------------------------------------------------------------------
 def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict], dict[str, str]]:
     """Plan items (one per audio file and channel selection, with all its segments, plus error
     items for what cannot be read) and the metadata columns."""
-    kind = _kind(_first_record(manifest))
+    kind = _kind(first_record(manifest))
     if kind == "supervisions":
         raise InputError(
             f"{manifest.uri} is a lhotse SupervisionSet, which holds no audio: pass the "
@@ -176,7 +146,7 @@ def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict]
         if options.supervisions:
             raise InputError(f"{manifest.uri} is a lhotse CutSet, whose cuts carry their "
                              "supervisions: --supervisions is for a RecordingSet input")
-        for line, doc in _records(manifest):
+        for line, doc in records(manifest):
             planner.add_cut(doc, line)
     else:
         _plan_recordings(planner, manifest, options)
@@ -185,7 +155,7 @@ def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict]
 
 def _plan_recordings(planner: "_Planner", manifest: Location, options: InputOptions) -> None:
     recordings: dict[str, tuple] = {}
-    for line, doc in _records(manifest):
+    for line, doc in records(manifest):
         if _kind(doc) != "recordings":
             raise InputError(f"{manifest.uri} line {line} is not a lhotse recording "
                              f"(keys {sorted(doc)[:8]})")
@@ -198,7 +168,7 @@ def _plan_recordings(planner: "_Planner", manifest: Location, options: InputOpti
     if sup_loc is not None:
         from lhotse import SupervisionSegment
 
-        for line, doc in _records(sup_loc):
+        for line, doc in records(sup_loc):
             if _kind(doc) != "supervisions":
                 raise InputError(f"{sup_loc.uri} line {line} is not a lhotse supervision "
                                  f"(keys {sorted(doc)[:8]}): --supervisions names a "
@@ -231,6 +201,10 @@ def _supervisions_location(manifest: Location, given: str | None) -> Location | 
             loc = Location.of(given)
         if not loc.exists():
             raise InputError(f"the SupervisionSet {given} (--supervisions) does not exist")
+        kind = regular_size(loc)[1]
+        if kind:  # a FIFO's read would never end
+            raise InputError(f"the SupervisionSet {given} (--supervisions) is {kind}, not a "
+                             "file: name the SupervisionSet's file")
         return loc
     name = posixpath.basename(manifest.path)
     if "recordings" not in name:
@@ -501,7 +475,7 @@ class LhotseReader(Reader):
 
     @classmethod
     def recognises(cls, loc: Location, options: InputOptions) -> bool:
-        return super().recognises(loc, options) and is_lhotse(_first_record(loc))
+        return super().recognises(loc, options) and is_lhotse(first_record(loc))
 
     @classmethod
     def plan(cls, files: Iterable[InputFile], root: Location, options: InputOptions) -> Corpus:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -32,13 +33,29 @@ def read_table(loc: Location) -> pa.Table:
         raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
 
 
+# what gzip raises on a file cut short or damaged (EOFError is no OSError)
+_DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _damaged(loc: Location, after: int, exc: Exception) -> InputError:
+    # the lines after the damage cannot be counted, so no error row can stand for them
+    where = f" after line {after}" if after else ""
+    return InputError(f"{loc.uri} cannot be read to its end{where}: it is cut short or damaged "
+                      f"({exc}); write the manifest again (or copy it whole)")
+
+
 def _lines(loc: Location) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of a JSON lines file, gzipped or not, streamed; blank lines left out."""
+    """(line number, line) of a JSON lines file, gzipped or not, streamed; blank lines left out.
+    A gzipped file cut short or damaged is an InputError for the whole file."""
+    number = 0
     with loc.fs.open(loc.path, "rb") as raw:
         fh = gzip.open(raw) if loc.path.lower().endswith(".gz") else raw
-        for number, line in enumerate(fh, 1):
-            if line.strip():
-                yield number, line
+        try:
+            for number, line in enumerate(fh, 1):
+                if line.strip():
+                    yield number, line
+        except _DAMAGED as exc:
+            raise _damaged(loc, number, exc) from None
 
 
 def first_record(loc: Location) -> dict | None:
@@ -74,7 +91,10 @@ def read_json_lines(loc: Location, first: dict) -> pa.Table:
 
     data = loc.read_bytes()
     if loc.path.lower().endswith(".gz"):
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except _DAMAGED as exc:
+            raise _damaged(loc, 0, exc) from None
     seconds = pa.schema([(n, pa.float64()) for n in SECONDS_COLUMNS if n in first])
     try:
         return arrow_json.read_json(
