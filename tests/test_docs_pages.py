@@ -110,3 +110,36 @@ def test_the_configuration_page_names_every_command_line_option():
     assert options
     missing = sorted(o for o in options if f"`{o}`" not in text)
     assert not missing, f"options missing from docs/configuration.md: {missing}"
+
+
+def test_the_documented_error_types_are_the_package_s_own_and_every_row_type_is_documented():
+    """Each listed type is a class of timbrespace_ray.errors (or FileNotFoundError); whatever an
+    input raises becomes one of them (`documented`); and each error-row type the readers and the
+    stage raise in the package's source is listed."""
+    import ast
+
+    from helpers.docs import REPO, documented_error_types
+
+    from timbrespace_ray import errors
+    from timbrespace_ray.stages.features import documented
+
+    listed = documented_error_types()
+    assert len(listed) >= 15, listed
+    assert all(name == "FileNotFoundError" or issubclass(getattr(errors, name, type(None)),
+                                                         errors.TimbrespaceError)
+               for name in listed), listed
+    for exc in (IsADirectoryError(21, "Is a directory"), OSError(5, "I/O error"),
+                ValueError("bad"), KeyError("x"), RuntimeError("x")):
+        assert type(documented(exc, "file:///x.wav")).__name__ in listed, exc
+    # the error types the readers and the features stage raise for one input
+    raised = set()
+    for path in [*(REPO / "timbrespace_ray" / "inputs").glob("*.py"),
+                 REPO / "timbrespace_ray" / "audio.py",
+                 REPO / "timbrespace_ray" / "stages" / "features.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id.endswith("Error") and hasattr(errors, node.func.id):
+                raised.add(node.func.id)
+    # raised at planning (one line, exit 2) or around a unit, never as an input's row
+    not_rows = {"ConfigError", "StorageError", "StageFailedError", "WorkerLostError"}
+    assert raised - not_rows <= listed, sorted(raised - not_rows - listed)

@@ -116,3 +116,11 @@ def shell_script(block: Block) -> str:
             continue
         continuing = line.rstrip().endswith("\\")
     return "\n".join(commands)
+
+
+@lru_cache
+def documented_error_types() -> frozenset[str]:
+    """The `error_type`s an error row may have, as docs/outputs.md lists them."""
+    text = (REPO / "docs" / "outputs.md").read_text()
+    return frozenset(re.findall(r"^\| `(\w+)` \| (?:is|has|could|names|decodes|holds|uses) ",
+                                text, re.M))
