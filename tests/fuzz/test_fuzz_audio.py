@@ -63,14 +63,26 @@ def test_random_bytes_under_audio_names(ext, data):
         run_and_check(_folder_case(Path(d), "fuzz" + ext, data), Path(d) / "out")
 
 
-@given(kind=st.sampled_from(SPECIAL_FILES), ext=st.sampled_from([".wav", ".flac", ".tar"]))
-@example(kind="fifo", ext=".wav")
-@example(kind="symlink_loop", ext=".wav")
-def test_special_files_named_as_inputs(kind, ext):
+@given(kind=st.sampled_from(SPECIAL_FILES), ext=st.sampled_from([".wav", ".flac", ".tar"]),
+       where=st.sampled_from(["folder", "named", "manifest"]))
+@example(kind="fifo", ext=".wav", where="named")
+@example(kind="fifo", ext=".wav", where="manifest")
+@example(kind="symlink_loop", ext=".wav", where="folder")
+def test_special_files_named_as_inputs(kind, ext, where):
+    """An entry that is not a regular file, under an input's name: in a folder it is one error
+    row or no input at all; named as the input, one error row or the one-line refusal; named by
+    a manifest row, that row's error row. Never a features row, never a wait."""
     with tempfile.TemporaryDirectory() as d:
         case = _folder_case(Path(d), "")
-        make_special(kind, case.input / ("odd" + ext))
-        # not a regular file: one error row, or no input at all (never a features row)
-        case.optional = 1
+        odd = case.input / ("odd" + ext)
+        make_special(kind, odd)
+        if where == "folder":
+            case.optional = 1
+        elif where == "named":
+            case = Case(odd, inputs=1, optional=1, may_refuse=True)
+        else:
+            manifest = Path(d) / "manifest.csv"
+            manifest.write_text(f"path,utt_id\n{case.input}/good.wav,good\n{odd},odd\n")
+            case = Case(manifest, inputs=2, good={"good"})
         got = run_and_check(case, Path(d) / "out")
         assert not [r for r in got.rows if "odd" in r["utt_id"]], got.rows

@@ -57,6 +57,8 @@ class Hung(BaseException):
 @contextlib.contextmanager
 def _bounded(seconds: int, folder: Path):
     def alarm(signum, frame):
+        # first let a thread blocked on a FIFO go, or the stage's own cleanup waits for it
+        _release_fifos(folder)
         raise Hung(f"still running after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, alarm)
