@@ -34,9 +34,9 @@ def _dataset() -> pa.Table:
             paths.append(f"{d}/a{i}.wav")
             Path(paths[-1]).write_bytes(tiny_wav())
         ds = datasets.Dataset.from_dict(
-            {"audio": paths, "id": [f"r{i}" for i in range(N)], "label": [i % 2 for i in range(N)]},
-            features=datasets.Features({"audio": datasets.Audio(), "id": datasets.Value("string"),
-                                        "label": datasets.ClassLabel(names=["no", "yes"])}))
+            {"audio": paths, "id": [f"r{i}" for i in range(N)], "label": [i % 2 for i in range(N)]})
+        ds = ds.cast_column("audio", datasets.Audio()).cast_column(
+            "label", datasets.ClassLabel(names=["no", "yes"]))
         ds = ds.with_format("arrow").map(embed_table_storage, batched=True).with_format(None)
         ds.to_parquet(f"{d}/t.parquet", batch_size=2)
         return pq.read_table(f"{d}/t.parquet")
