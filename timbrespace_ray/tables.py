@@ -92,7 +92,8 @@ def errors_table(rows: list[dict[str, str]]) -> pa.Table:
 
 
 def error_row(stage: str, source: str, utt_id: str, exc: BaseException) -> dict[str, str]:
-    message = str(exc) or exc.__class__.__name__
+    # one line whatever the exception's text (a library's may span several)
+    message = " ".join(str(exc).split()) or exc.__class__.__name__
     return {"source": source, "utt_id": utt_id, "stage": stage,
             "error_type": type(exc).__name__, "message": message}
 

@@ -18,17 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from helpers.docs import documented_error_types
 
-from timbrespace_ray import errors
 from timbrespace_ray.config import load_config
 from timbrespace_ray.errors import StageFailedError, TimbrespaceError
 from timbrespace_ray.executors import LocalExecutor
 from timbrespace_ray.pipeline import run_stage
 
-# error_type of an errors row: the package's classes and FileNotFoundError (docs/features.md)
-DOCUMENTED_TYPES = frozenset(
-    name for name, obj in vars(errors).items()
-    if isinstance(obj, type) and issubclass(obj, TimbrespaceError)) | {"FileNotFoundError"}
+# error_type of an errors row: those docs/outputs.md lists
+DOCUMENTED_TYPES = documented_error_types()
 # every case is a fraction of a second of audio: a case still running after this has hung
 CASE_TIMEOUT_S = 20
 

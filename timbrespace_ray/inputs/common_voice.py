@@ -33,7 +33,11 @@ def read_release_table(loc: Location) -> pa.Table:
     from pyarrow import csv
 
     data = loc.read_bytes()
-    header = data.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r").split("\t")
+    try:
+        header = data.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r").split("\t")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{loc.uri}: its header is not UTF-8 text ({exc}); save the file as "
+                         "UTF-8") from None
     missing = [c for c in IDENTIFYING if c not in header]
     if missing:
         raise InputError(

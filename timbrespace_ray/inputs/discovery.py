@@ -7,6 +7,7 @@ plans the files it claimed. Nothing here knows any one form (base.py has the con
 from __future__ import annotations
 
 import heapq
+import os
 import posixpath
 from collections.abc import Iterable, Iterator
 
@@ -35,6 +36,10 @@ def stream(input_uri: str, storage_options: dict | None = None,
     _refuse_empty(input_uri)
     root = Location.of(input_uri, storage_options)
     if not root.exists():
+        if root.is_local and os.path.islink(root.path):
+            raise InputError(f"the input {redact_uri(input_uri)} is a symbolic link that leads "
+                             "to nothing (its target is missing, or links back to it): pass "
+                             "the corpus's file or folder")
         raise InputError(f"input not found: {redact_uri(input_uri)}")
     kind = regular_size(root)[1] if root.is_local else None
     if kind not in (None, "a directory"):

@@ -56,7 +56,9 @@ Cut types. MonoCut and MultiCut are read; MixedCut, PaddingCut and any other typ
 UnsupportedInputError rows, one per supervision (or one named by the cut's id when it has
 none), never a failed run. A cut without a recording (features only) is the same.
 
-A manifest (or SupervisionSet) that is not JSON lines, or a gzipped one cut short, is an
+A line of a CutSet that is not a cut lhotse reads (not JSON, odd values) is that line's
+InputError rows, one per supervision it names (`<manifest name>:<line>` when it is not JSON).
+A RecordingSet or SupervisionSet with such a line, or a gzipped manifest cut short, is an
 InputError for the whole input: the records after the damage cannot be counted, so no error
 row could stand for them.
 
@@ -85,7 +87,7 @@ from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recordin
 from .files import segmented_item, segmented_recording
 from .manifest import PATH_COLUMNS
 from .metadata import plain_value, reserved_columns, select_columns, shared_type
-from .tabular import first_record, records
+from .tabular import first_record, record_lines, records
 
 INSTALL = "pip install 'timbrespace-ray[lhotse]'"
 READ_CUT_TYPES = ("MonoCut", "MultiCut", "Cut")  # "Cut": MonoCut before lhotse 0.8
@@ -146,8 +148,8 @@ def plan_manifest(manifest: Location, options: InputOptions) -> tuple[list[dict]
         if options.supervisions:
             raise InputError(f"{manifest.uri} is a lhotse CutSet, whose cuts carry their "
                              "supervisions: --supervisions is for a RecordingSet input")
-        for line, doc in records(manifest):
-            planner.add_cut(doc, line)
+        for line, doc in record_lines(manifest):
+            planner.add_cut_line(doc, line)
     else:
         _plan_recordings(planner, manifest, options)
     return planner.finish(options.metadata_columns)
@@ -294,10 +296,30 @@ class _Planner:
         self.seen: dict[str, tuple] = {}  # utt_id -> (key, start, end, where) of read segments
 
     # cuts
-    def add_cut(self, doc: dict, line: int) -> None:
-        if _kind(doc) != "cuts":
-            raise InputError(f"{self.manifest.uri} line {line} is not a lhotse cut "
-                             f"(keys {sorted(doc)[:8]})")
+    def add_cut_line(self, doc: dict | InputError, line: int) -> None:
+        """One line of a CutSet: a line that is not a cut lhotse reads is that line's error
+        rows (one per supervision it names, else one `<manifest name>:<line>`)."""
+        try:
+            if isinstance(doc, InputError):
+                raise doc
+            if _kind(doc) != "cuts":
+                raise InputError(f"{self.manifest.uri} line {line} is not a lhotse cut "
+                                 f"(keys {sorted(doc)[:8]})")
+            segments = self.cut_segments(doc, line)
+        except Exception as exc:  # lhotse raises TypeError, KeyError, ValueError... on odd values
+            if not isinstance(exc, InputError):
+                exc = InputError(f"{self.manifest.uri} line {line} is not a cut lhotse can read: "
+                                 f"{type(exc).__name__}: {exc}")
+            ids = (_other_cut_supervisions(doc) if isinstance(doc, dict) and "id" in doc
+                   else [f"{posixpath.basename(self.manifest.path)}:{line}"])
+            self.add_error(f"{self.manifest.uri}#line{line}", exc, [(i, {}) for i in ids])
+            return
+        for segment in segments:
+            self.add_segment(*segment)
+
+    def cut_segments(self, doc: dict, line: int) -> list[tuple]:
+        """The add_segment arguments of a cut's segments, all checked before any is added (a
+        cut is read whole or is error rows)."""
         cut_id = str(doc["id"])
         where = f"{self.manifest.uri}#{cut_id}"
         if doc["type"] not in READ_CUT_TYPES or not doc.get("recording"):
@@ -307,7 +329,7 @@ class _Planner:
                 f"cut {cut_id} is {what}: only MonoCut and MultiCut cuts of a recording are "
                 "read (mix, pad or append cuts after the features stage instead)"),
                 [(sid, {}) for sid in _other_cut_supervisions(doc)])
-            return
+            return []
         from lhotse.cut.set import deserialize_cut
 
         doc = dict(doc)
@@ -322,8 +344,8 @@ class _Planner:
             whole = cut.start == 0 and cut.duration >= rec.duration - 0.5 / rec.sampling_rate
             start, end = (None, None) if whole else (cut.start, cut.start + cut.duration)
             meta = {"recording_id": rec.id, **_custom(cut_custom)}
-            self.add_segment(rec, transforms, cut_channels, cut.id, start, end, meta, where)
-            return
+            return [(rec, transforms, cut_channels, cut.id, start, end, meta, where)]
+        segments = []
         for sup in cut.supervisions:
             if sup.start < 0 or sup.start + sup.duration > cut.duration:
                 sup = sup.trim(cut.duration)  # as lhotse clips a supervision to its cut
@@ -335,8 +357,9 @@ class _Planner:
                                     and not set(channels) <= set(cut_channels)):
                 channels = cut_channels
             start = cut.start + sup.start
-            self.add_segment(rec, transforms, channels, sup.id, start, start + sup.duration,
-                             _supervision_meta(sup, cut_custom), where)
+            segments.append((rec, transforms, channels, sup.id, start, start + sup.duration,
+                             _supervision_meta(sup, cut_custom), where))
+        return segments
 
     # segments
     def add_segment(self, rec, transforms: list, channels: list[int] | None, utt_id: str,

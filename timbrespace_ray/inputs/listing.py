@@ -5,7 +5,8 @@ and held on the driver in bounded memory.
 would, without holding the listing: on local disk by a walk whose entries are sorted the way
 their full paths sort, on an object store (s3fs) page by page of its own listing, which is
 sorted by key. Other filesystems fall back to `find`. A local entry that is neither a regular
-file nor a folder (a FIFO, a socket, a device, a broken link) has the size NOT_REGULAR.
+file nor a folder (a FIFO, a socket, a device, a broken link, a link loop) has the size
+NOT_REGULAR.
 """
 from __future__ import annotations
 
@@ -38,14 +39,28 @@ def files_under(root: Location) -> Iterator[tuple[str, int]]:
 def _walk(folder: str) -> Iterator[tuple[str, int]]:
     # a folder's entries sort as their full paths do when a folder's name is followed by "/"
     with os.scandir(folder) as found:
-        entries = sorted(((e.name + "/" if e.is_dir() else e.name), e) for e in found)
-    for _, entry in entries:
-        if entry.is_dir():
+        entries = sorted(((e.name + "/" if _is_dir(e) else e.name), e) for e in found)
+    for name, entry in entries:
+        if name.endswith("/"):
             yield from _walk(entry.path)
-        elif entry.is_file():
+        elif _is_file(entry):
             yield entry.path, entry.stat().st_size
-        else:  # a FIFO, socket, device or broken link: listed, never opened (discovery.py)
+        else:  # a FIFO, socket, device, broken link or link loop: listed, never opened
             yield entry.path, NOT_REGULAR
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link loop: its own input's error, not the folder's
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _pages(root: Location) -> Iterator[tuple[str, int]]:

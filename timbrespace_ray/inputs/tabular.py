@@ -72,14 +72,23 @@ def first_record(loc: Location) -> dict | None:
 
 def records(loc: Location) -> Iterator[tuple[int, dict]]:
     """(line number, record) of a JSON lines file, gzipped or not, streamed."""
+    for number, doc in record_lines(loc):
+        if isinstance(doc, InputError):
+            raise doc
+        yield number, doc
+
+
+def record_lines(loc: Location) -> Iterator[tuple[int, dict | InputError]]:
+    """(line number, record, or the InputError of a line that is not a JSON object) of a JSON
+    lines file, gzipped or not, streamed: a reader makes a bad line that line's error row."""
     for number, line in _lines(loc):
         try:
             doc = json.loads(line)
         except ValueError as exc:
-            raise InputError(f"{loc.uri} line {number} is not JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise InputError(f"{loc.uri} line {number} is not a JSON object")
-        yield number, doc
+            yield number, InputError(f"{loc.uri} line {number} is not JSON ({exc})")
+            continue
+        yield number, (doc if isinstance(doc, dict)
+                       else InputError(f"{loc.uri} line {number} is not a JSON object"))
 
 
 def read_json_lines(loc: Location, first: dict) -> pa.Table:
