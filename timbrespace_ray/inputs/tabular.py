@@ -302,6 +302,7 @@ def _tolerant_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
     is text, each value as the line writes it."""
     records: list[dict] = []
     problems: list[str | None] = []
+    named: dict[str, None] = {}  # every column a line names, its own row's problem or not
     for line in lines:
         try:
             doc = json.loads(line)
@@ -311,6 +312,8 @@ def _tolerant_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
         else:
             problem = None if isinstance(doc, dict) else ("is not a JSON object: write one JSON "
                                                           "object a line")
+        if isinstance(doc, dict):
+            named.update(dict.fromkeys(doc))
         if problem is None:
             problem = next((f"has {name} {_shown(doc[name])}, which is not a number: write "
                             "seconds as a number"
@@ -333,11 +336,13 @@ def _tolerant_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
                            "the column out")
             records[i] = {}
     fields = []
-    for name in kinds:
+    for name in named:
         if name in seconds.names:
             fields.append(pa.field(name, pa.float64()))
         elif name in types:
             fields.append(pa.field(name, TYPES[types[name]]))
+        elif name not in kinds:  # null on every kept row: `conformed` gives it its type
+            fields.append(pa.field(name, pa.null()))
     for record in records:
         for name, value in record.items():
             if name in types and types[name] == "string" and value is not None \

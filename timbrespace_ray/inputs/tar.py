@@ -17,8 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..audio import audio_file_size
 from ..errors import FileTooLargeError, MetadataError, TarShardError
-from ..storage import Location
+from ..storage import Location, regular_size
 from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
                    plan_item)
 from .files import is_audio
@@ -309,6 +310,8 @@ def sniff_metadata(shard: Location) -> dict[str, str]:
     it is read, not the whole shard); a field only ever a list or object is not a column."""
     seen: dict[str, set[str | None]] = {}
     try:
+        if regular_size(shard)[1]:  # a FIFO or /dev/zero: reported, unread, when processed
+            return {}
         with shard.fs.open(shard.path, "rb") as fh:
             for n, sample in enumerate(_samples(fh, shard.uri, 0)):
                 if sample.problem is None:
@@ -360,6 +363,8 @@ class TarShardReader(Reader):
         shard_id, source = item["utt_id"], item["source"]
         loc = Location.of(source, dict(ctx.storage_options))
         try:
+            if loc.is_local:  # a FIFO or a device named .tar would be read for ever
+                audio_file_size(loc, source)
             fh = loc.fs.open(loc.path, "rb")
         except Exception as exc:
             yield Recording(source, [Segment(f"{shard_id}/")], error=exc)
