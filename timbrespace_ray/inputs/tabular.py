@@ -211,12 +211,16 @@ def _csv_blocks(loc: Location, forced: dict[str, pa.DataType]
 
     with loc.fs.open(loc.path, "rb") as fh:
         try:
-            reader = csv.open_csv(
-                fh, read_options=csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
-                parse_options=csv.ParseOptions(invalid_row_handler=left_out),
-                convert_options=csv.ConvertOptions(
-                    column_types={n: t for n, t in forced.items()}))
-            names = reader.schema.names
+            try:
+                reader = csv.open_csv(
+                    fh, read_options=csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+                    parse_options=csv.ParseOptions(invalid_row_handler=left_out),
+                    convert_options=csv.ConvertOptions(
+                        column_types={n: t for n, t in forced.items()}))
+                names = reader.schema.names
+            except UnicodeDecodeError as exc:  # the header's names are decoded as text
+                raise InputError(f"{loc.uri}: its header is not UTF-8 text ({exc}); save the "
+                                 "file as UTF-8") from None
             refuse_repeated(loc, names)
             _refuse_binary(loc, reader.schema)
             line = 1
