@@ -168,7 +168,10 @@ def write_rows(path: Path, rows: list[dict], fmt: str, columns: list[str]) -> No
         for c in names:
             values = [r.get(c) for r in rows]
             try:
-                arrays.append(pa.array(values))
+                array = pa.array(values)
+                if pa.types.is_struct(array.type) and array.type.num_fields == 0:
+                    raise pa.ArrowInvalid("Parquet holds no struct without fields")  # `{}`
+                arrays.append(array)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed: as text
                 arrays.append(pa.array([None if v is None else str(v) for v in values]))
         pq.write_table(pa.table(arrays, names=names), path)
