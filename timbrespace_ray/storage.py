@@ -189,7 +189,8 @@ def unreachable_errors() -> tuple[type[Exception], ...]:
 
 
 def _reason(exc: Exception) -> str:
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    # one line whatever the library's text
+    reason = " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
     if isinstance(exc, PermissionError):
         reason += " (access denied: check the credentials and permissions for this location)"
     return reason

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from ..errors import InputError
-from ..storage import Location
+from ..storage import Location, unreachable_errors
 from ..tables import parquet_from_bytes
 from .metadata import TYPES, plain_value, shared_type
 
@@ -142,7 +142,13 @@ def table_blocks(loc: Location, text_columns: tuple[str, ...] = ()) -> Iterator[
                     yield numbered(pa.Table.from_batches([batch]), range(first, first + batch.num_rows))
                     first += batch.num_rows
             except pa.ArrowInvalid as exc:
-                raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
+                raise InputError(f"{loc.uri} could not be parsed: {_one_line(exc)}") from exc
+            except OSError as exc:
+                if exc.errno is not None or isinstance(exc, unreachable_errors()):
+                    raise  # the store's, not the file's
+                # pyarrow's own, without an errno: the bytes are not a Parquet file's
+                raise InputError(f"{loc.uri} is not a readable Parquet file ({_one_line(exc)}): "
+                                 "it is damaged or truncated; write it again") from None
         return
     forced: dict[str, pa.DataType] = {name: pa.string() for name in text_columns}
     given = 0
@@ -164,6 +170,10 @@ def table_blocks(loc: Location, text_columns: tuple[str, ...] = ()) -> Iterator[
             return
         except _Retyped as retyped:
             forced[retyped.column] = retyped.type
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def refuse_repeated(loc: Location, names: list[str]) -> None:
