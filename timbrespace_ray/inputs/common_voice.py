@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..storage import Location
 from .base import Corpus, InputFile, InputOptions
 from .manifest import ManifestReader, plan_manifest
-from .tabular import numbered, refuse_repeated, with_problems
+from .tabular import not_utf8, numbered, refuse_repeated, with_problems
 
 IDENTIFYING = ("client_id", "path")  # the columns every release's clip tables have
 COUNTS = ("up_votes", "down_votes")
@@ -36,8 +36,7 @@ def read_release_table(loc: Location) -> pa.Table:
     try:
         header = data.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r").split("\t")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{loc.uri}: its header is not UTF-8 text ({exc}); save the file as "
-                         "UTF-8") from None
+        raise not_utf8(loc, exc) from None
     missing = [c for c in IDENTIFYING if c not in header]
     if missing:
         raise InputError(

@@ -28,9 +28,17 @@ def read_table(loc: Location) -> pa.Table:
     try:
         if loc.path.lower().endswith(".parquet"):
             return parquet_from_bytes(data)
-        return csv.read_csv(io.BytesIO(data))
+        table = csv.read_csv(io.BytesIO(data))
+        table.column_names  # noqa: B018 (the header's names are decoded when first asked for)
+        return table
     except pa.ArrowInvalid as exc:
-        raise InputError(f"{loc.uri} could not be parsed: {exc}") from exc
+        raise InputError(f"{loc.uri} could not be parsed: {_one_line(exc)}") from exc
+    except UnicodeDecodeError as exc:  # the header's names are decoded as text
+        raise not_utf8(loc, exc) from None
+
+
+def not_utf8(loc: Location, exc: UnicodeDecodeError) -> InputError:
+    return InputError(f"{loc.uri}: its header is not UTF-8 text ({exc}); save the file as UTF-8")
 
 
 # what gzip raises on a file cut short or damaged (EOFError is no OSError)
@@ -229,8 +237,7 @@ def _csv_blocks(loc: Location, forced: dict[str, pa.DataType]
                         column_types={n: t for n, t in forced.items()}))
                 names = reader.schema.names
             except UnicodeDecodeError as exc:  # the header's names are decoded as text
-                raise InputError(f"{loc.uri}: its header is not UTF-8 text ({exc}); save the "
-                                 "file as UTF-8") from None
+                raise not_utf8(loc, exc) from None
             refuse_repeated(loc, names)
             _refuse_binary(loc, reader.schema)
             line = 1
