@@ -70,6 +70,7 @@ def _case(manifest: Path, form: str, **kw) -> Case:
 @example(form="nemo", n=1, at=0, column="start", value="")  # every line of a block bad
 @example(form="common_voice", n=1, at=0, column="path", value="0\r")
 @example(form="parquet", n=1, at=0, column="path", value={})
+@example(form="audiofolder", n=1, at=0, column="start", value="x" * (2 << 20))  # one long row
 @example(form="csv", n=2, at=1, column="speaker", value="x" * (2 << 20))
 def test_one_bad_row_is_one_error_row(form, n, at, column, value):
     with tempfile.TemporaryDirectory() as d:

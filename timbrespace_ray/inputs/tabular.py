@@ -28,7 +28,9 @@ def read_table(loc: Location) -> pa.Table:
     try:
         if loc.path.lower().endswith(".parquet"):
             return parquet_from_bytes(data)
-        table = csv.read_csv(io.BytesIO(data))
+        # the file is in memory already: one block, so that a row of any length is read
+        table = csv.read_csv(io.BytesIO(data),
+                             read_options=csv.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
         table.column_names  # noqa: B018 (the header's names are decoded when first asked for)
         return table
     except pa.ArrowInvalid as exc:
