@@ -136,6 +136,8 @@ def test_column_changes_are_refused_in_one_line_or_read(form, n, change, ours):
 @example(form="csv", n=1, mutation=([(0.0, 128)], None))
 @example(form="parquet", n=1, mutation=([(0.15625, 0)], None))  # a page header damaged
 @example(form="audiofolder", n=2, mutation=([(0.25, 128)], None))  # metadata.csv not UTF-8
+@example(form="nemo", n=2, mutation=([(0.6875, 128)], None))  # a JSON line not UTF-8
+@example(form="nemo", n=2, mutation=([(0.625, 128)], None))
 def test_manifest_bytes_flipped_and_cut(form, n, mutation):
     with tempfile.TemporaryDirectory() as d:
         manifest, rows, columns, ids = _build(Path(d), form, n)

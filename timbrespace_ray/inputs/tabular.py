@@ -182,6 +182,14 @@ def table_blocks(loc: Location, text_columns: tuple[str, ...] = ()) -> Iterator[
             forced[retyped.column] = retyped.type
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
@@ -292,6 +300,7 @@ def json_line_blocks(loc: Location, first: dict) -> Iterator[pa.Table]:
     options = arrow_json.ParseOptions(explicit_schema=seconds)
     block: list[tuple[int, bytes]] = []
     size = 0
+    utf8 = True  # Arrow's reader takes bytes that are not UTF-8 into its strings unchecked
     lines = _lines(loc)
     while True:
         line = next(lines, None)
@@ -299,17 +308,20 @@ def json_line_blocks(loc: Location, first: dict) -> Iterator[pa.Table]:
             number, text = line
             block.append((number, text if text.endswith(b"\n") else text + b"\n"))
             size += len(block[-1][1])
+            utf8 = utf8 and _is_utf8(text)
         if block and (line is None or size >= BLOCK_BYTES):
             numbers = [n for n, _ in block]
             try:
+                if not utf8:
+                    raise pa.ArrowInvalid("a line is not UTF-8")
                 # the whole block in one of Arrow's blocks: a line of any length is read
                 table = arrow_json.read_json(
                     io.BytesIO(b"".join(t for _, t in block)), parse_options=options,
                     read_options=arrow_json.ReadOptions(block_size=size + 1))
                 yield numbered(table, numbers)
-            except pa.ArrowInvalid:
+            except pa.ArrowInvalid:  # line by line: each bad line its row's problem
                 yield numbered(_tolerant_block([t for _, t in block], seconds), numbers)
-            block, size = [], 0
+            block, size, utf8 = [], 0, True
         if line is None:
             return
 
