@@ -5,6 +5,12 @@ names are part of the public contract.
 """
 
 
+def one_line(text: str) -> str:
+    """`text` on one line, its runs of whitespace as single spaces: an error message or row
+    is one line, whatever a library's text (pyarrow's and libsndfile's span several)."""
+    return " ".join(text.split())
+
+
 class TimbrespaceError(Exception):
     """Base class of every error this package raises on purpose."""
 

@@ -19,7 +19,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import StorageError
+from .errors import StorageError, one_line
 
 # s3fs's own attempts at a call or a read cut off mid-body (its default, 5, lets about one read
 # in 3000 fail when a fifth of the connections drop, and a features input read that fails is
@@ -175,6 +175,13 @@ def regular_size(loc: Location) -> tuple[int, str | None]:
     return (-1, kind) if kind else (found.st_size, None)
 
 
+def not_regular(loc: Location) -> str | None:
+    """What the file at `loc` is when it is a local file that is not a regular file ("a FIFO
+    (named pipe)"...), else None; an object store's objects are regular files, and no request
+    is made to it."""
+    return regular_size(loc)[1] if loc.is_local else None
+
+
 def unreachable_errors() -> tuple[type[Exception], ...]:
     """The errors of an object store's client (botocore, under s3fs) saying that the store could
     not be reached: connection refused or reset, timeouts, or no credentials to sign with (a
@@ -189,8 +196,7 @@ def unreachable_errors() -> tuple[type[Exception], ...]:
 
 
 def _reason(exc: Exception) -> str:
-    # one line whatever the library's text
-    reason = " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
+    reason = one_line(str(getattr(exc, "strerror", None) or exc)) or type(exc).__name__
     if isinstance(exc, PermissionError):
         reason += " (access denied: check the credentials and permissions for this location)"
     return reason

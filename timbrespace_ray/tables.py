@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .errors import one_line
 from .storage import Location
 
 ERRORS_SCHEMA = pa.schema([
@@ -92,8 +93,7 @@ def errors_table(rows: list[dict[str, str]]) -> pa.Table:
 
 
 def error_row(stage: str, source: str, utt_id: str, exc: BaseException) -> dict[str, str]:
-    # one line whatever the exception's text (a library's may span several)
-    message = " ".join(str(exc).split()) or exc.__class__.__name__
+    message = one_line(str(exc)) or exc.__class__.__name__
     return {"source": source, "utt_id": utt_id, "stage": stage,
             "error_type": type(exc).__name__, "message": message}
 

@@ -13,7 +13,7 @@ CPU methods (benchmark: tests/benchmarks/bench_kmeans.py, 7 M frames, k = 120, 2
   warm-lloyd's 50.9 s in the same process (3.8-4.3 s alone, 28-36 full passes); over seeds 0-2
   on a loaded machine 0.13 x warm-lloyd's time, inertia 0.997 x warm-lloyd's; on 668 k real
   frames not tuned on, k = 64, 120, 200: 0.999-1.001 x.
-- "warm-lloyd" (the default before): the same schedule with scikit-learn's Lloyd. The sample
+- "warm-lloyd": the same schedule with scikit-learn's Lloyd. The sample
   run puts the centres close to their final place for a tenth of the cost, so the full-data
   passes (about 1 s each at 7 M frames) drop from ~185 to 25-56: 51-70 s in all.
 - "lloyd": scikit-learn's KMeans with k-means++ on all frames: about 205 s (k-means++ over

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..storage import Location
 from .base import Corpus, InputFile, InputOptions
 from .manifest import ManifestReader, plan_manifest
-from .tabular import not_utf8, numbered, refuse_repeated, with_problems
+from .tabular import LeftOut, not_utf8, numbered, refuse_repeated, with_problems
 
 IDENTIFYING = ("client_id", "path")  # the columns every release's clip tables have
 COUNTS = ("up_votes", "down_votes")
@@ -48,13 +48,7 @@ def read_release_table(loc: Location) -> pa.Table:
     # text whatever the values look like: a column empty in every row would otherwise have no
     # type, and sentence ids or ages that look like numbers stay as written
     types = {name: pa.int64() if name in COUNTS else pa.string() for name in header}
-    ragged: list[tuple[int, str]] = []
-
-    def left_out(row) -> str:
-        ragged.append((row.number, f"has {row.actual_columns} cells where the header has "
-                                   f"{row.expected_columns}: a value holds a tab, or the row lost one"))
-        return "skip"
-
+    left_out = LeftOut("a value holds a tab, or the row lost one")
     try:
         table = csv.read_csv(
             io.BytesIO(data), read_options=csv.ReadOptions(use_threads=False),
@@ -64,11 +58,9 @@ def read_release_table(loc: Location) -> pa.Table:
                                                   null_values=[""]))
     except pa.ArrowInvalid as exc:
         raise InputError(f"{loc.uri} could not be parsed as a tab-separated table: {exc}") from exc
-    # one line is one row (quoting is off); the header is line 1, and a row left out takes its
-    # line (blank lines, which Arrow skips, shift the count)
-    taken = {n for n, _ in ragged}
-    lines = [n for n in range(2, table.num_rows + len(taken) + 2) if n not in taken]
-    return with_problems(numbered(table, lines[:table.num_rows]), ragged)
+    # one line is one row (quoting is off) after the header's, line 1 (blank lines, which
+    # Arrow skips, shift the count)
+    return with_problems(numbered(table, left_out.lines(table.num_rows, 1)), left_out.rows)
 
 
 class CommonVoiceReader(ManifestReader):

@@ -12,7 +12,7 @@ import posixpath
 from collections.abc import Iterable, Iterator
 
 from ..errors import InputError
-from ..storage import Location, names_nothing, redact_uri, regular_size, storage_errors
+from ..storage import Location, names_nothing, not_regular, redact_uri, storage_errors
 from .base import Corpus, InputFile, InputOptions, Reader
 from .files import AudioFileReader
 from .listing import NOT_REGULAR, FileList, files_under
@@ -41,7 +41,7 @@ def stream(input_uri: str, storage_options: dict | None = None,
                              "to nothing (its target is missing, or links back to it): pass "
                              "the corpus's file or folder")
         raise InputError(f"input not found: {redact_uri(input_uri)}")
-    kind = regular_size(root)[1] if root.is_local else None
+    kind = not_regular(root)
     if kind not in (None, "a directory"):
         raise InputError(f"the input {redact_uri(input_uri)} is {kind}, not a file or folder "
                          "that can be read to its end; pass a regular file or a folder")

@@ -32,8 +32,8 @@ supervisions kept lhotse's default channel 0); for a cut without supervisions th
 channel(s); for a supervision of a RecordingSet its channel(s); for a whole recording all its
 channels. A supervision on a channel its recording does not have is a SegmentRangeError row
 that says the recording's channels. A cut's `channel` may be an int or a list; absent or None
-means all the recording's channels. The segments of one audio file and one channel selection are one plan item, so the
-file is decoded once for all of them.
+means all the recording's channels. The segments of one audio file and one channel selection
+are one plan item, so the file is decoded once for all of them.
 
 Audio sources. `type: file` is a path: absolute, or relative, which is resolved against the
 manifest's folder (not the working directory, as lhotse itself would: a manifest then reads
@@ -82,7 +82,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import InputError, SegmentRangeError, UnsupportedInputError
-from ..storage import Location, regular_size
+from ..storage import Location, not_regular
 from .base import Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, relative_uri
 from .files import segmented_item, segmented_recording
 from .manifest import PATH_COLUMNS
@@ -203,7 +203,7 @@ def _supervisions_location(manifest: Location, given: str | None) -> Location | 
             loc = Location.of(given)
         if not loc.exists():
             raise InputError(f"the SupervisionSet {given} (--supervisions) does not exist")
-        kind = regular_size(loc)[1]
+        kind = not_regular(loc)
         if kind:  # a FIFO's read would never end
             raise InputError(f"the SupervisionSet {given} (--supervisions) is {kind}, not a "
                              "file: name the SupervisionSet's file")

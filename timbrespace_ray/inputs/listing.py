@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
@@ -39,26 +39,21 @@ def files_under(root: Location) -> Iterator[tuple[str, int]]:
 def _walk(folder: str) -> Iterator[tuple[str, int]]:
     # a folder's entries sort as their full paths do when a folder's name is followed by "/"
     with os.scandir(folder) as found:
-        entries = sorted(((e.name + "/" if _is_dir(e) else e.name), e) for e in found)
+        entries = sorted(((e.name + "/" if _safely(e.is_dir) else e.name), e) for e in found)
     for name, entry in entries:
         if name.endswith("/"):
             yield from _walk(entry.path)
-        elif _is_file(entry):
+        elif _safely(entry.is_file):
             yield entry.path, entry.stat().st_size
         else:  # a FIFO, socket, device, broken link or link loop: listed, never opened
             yield entry.path, NOT_REGULAR
 
 
-def _is_dir(entry: os.DirEntry) -> bool:
+def _safely(is_kind: Callable[[], bool]) -> bool:
+    """An entry's is_dir/is_file, False where it cannot be told (a link loop: its own input's
+    error, not the folder's)."""
     try:
-        return entry.is_dir()
-    except OSError:  # a link loop: its own input's error, not the folder's
-        return False
-
-
-def _is_file(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_file()
+        return is_kind()
     except OSError:
         return False
 

@@ -64,6 +64,12 @@ def plain_value(value: Any) -> str | None:
     return None
 
 
+def shown_value(value: Any) -> str:
+    """A JSON value as a message shows it: its JSON text, cut to 60 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 INT64 = range(-2**63, 2**63)
 FLOAT_INTS = range(-2**53, 2**53 + 1)  # the ints a float64 holds exactly
 
@@ -80,10 +86,9 @@ def fitted_value(value: Any, type_name: str, what: str) -> Any:
         return float(value)
     if type_name == "string" and kind is not None:
         return json.dumps(value)
-    shown = json.dumps(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    held = kind or ("a list" if isinstance(value, list) else "an object")
-    raise MetadataError(f"{what} is {shown} ({'an int too large' if kind == 'int64' else held}), "
+    held = ("an int too large" if kind == "int64" else kind
+            or ("a list" if isinstance(value, list) else "an object"))
+    raise MetadataError(f"{what} is {shown_value(value)} ({held}), "
                         f"where its column holds {type_name} values; give every sample's value "
                         "the same JSON type")
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..storage import Location, unreachable_errors
 from ..tables import parquet_from_bytes
-from .metadata import TYPES, plain_value, shared_type
+from .metadata import TYPES, plain_value, shared_type, shown_value
 
 # columns of seconds (a segment's bounds, a file's length): floats in a JSON lines file
 SECONDS_COLUMNS = ("start", "offset", "end", "duration")
@@ -34,7 +34,7 @@ def read_table(loc: Location) -> pa.Table:
         table.column_names  # noqa: B018 (the header's names are decoded when first asked for)
         return table
     except pa.ArrowInvalid as exc:
-        raise InputError(f"{loc.uri} could not be parsed: {_one_line(exc)}") from exc
+        raise InputError(f"{loc.uri} could not be parsed: {one_line(str(exc))}") from exc
     except UnicodeDecodeError as exc:  # the header's names are decoded as text
         raise not_utf8(loc, exc) from None
 
@@ -149,16 +149,18 @@ def table_blocks(loc: Location, text_columns: tuple[str, ...] = ()) -> Iterator[
                 refuse_repeated(loc, file.schema_arrow.names)
                 first = 1
                 for batch in file.iter_batches(batch_size=256 << 10, use_threads=False):
-                    yield numbered(pa.Table.from_batches([batch]), range(first, first + batch.num_rows))
+                    rows = range(first, first + batch.num_rows)
+                    yield numbered(pa.Table.from_batches([batch]), rows)
                     first += batch.num_rows
             except pa.ArrowInvalid as exc:
-                raise InputError(f"{loc.uri} could not be parsed: {_one_line(exc)}") from exc
+                raise InputError(f"{loc.uri} could not be parsed: {one_line(str(exc))}") from exc
             except OSError as exc:
                 if exc.errno is not None or isinstance(exc, unreachable_errors()):
                     raise  # the store's, not the file's
                 # pyarrow's own, without an errno: the bytes are not a Parquet file's
-                raise InputError(f"{loc.uri} is not a readable Parquet file ({_one_line(exc)}): "
-                                 "it is damaged or truncated; write it again") from None
+                raise InputError(f"{loc.uri} is not a readable Parquet file "
+                                 f"({one_line(str(exc))}): it is damaged or truncated; write "
+                                 "it again") from None
         return
     forced: dict[str, pa.DataType] = {name: pa.string() for name in text_columns}
     given = 0
@@ -190,10 +192,6 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
-
-
 def refuse_repeated(loc: Location, names: list[str]) -> None:
     """A column named twice leaves it unsaid which of the two is meant: the file is refused."""
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -215,6 +213,37 @@ def with_problems(block: pa.Table, problems: list[tuple[int, str]]) -> pa.Table:
     return pa.concat_tables([block, bad], promote_options="default")
 
 
+class LeftOut:
+    """The invalid_row_handler of Arrow's CSV reader: a row of more or fewer cells than the
+    header is left out, and kept as (its line, its problem) in `rows`, so that it is that
+    row's error. Arrow gives its line when it reads serially (use_threads=False)."""
+
+    def __init__(self, advice: str):
+        self.advice = advice  # what to do about such a row
+        self.rows: list[tuple[int, str]] = []
+
+    def __call__(self, row) -> str:
+        self.rows.append((row.number, f"has {row.actual_columns} cells where the header has "
+                                      f"{row.expected_columns}: {self.advice}"))
+        return "skip"
+
+    def lines(self, count: int, after: int) -> list[int]:
+        """The lines of `count` rows read after line `after`: each the next line that no row
+        left out since the last `take` took."""
+        taken = {n for n, _ in self.rows}
+        lines: list[int] = []
+        while len(lines) < count:
+            after += 1
+            if after not in taken:
+                lines.append(after)
+        return lines
+
+    def take(self) -> list[tuple[int, str]]:
+        """The rows left out so far, forgotten here."""
+        rows, self.rows = self.rows, []
+        return rows
+
+
 class _Retyped(Exception):
     def __init__(self, column: str, type_: pa.DataType):
         super().__init__(column)
@@ -229,22 +258,14 @@ def _csv_blocks(loc: Location, forced: dict[str, pa.DataType]
     from pyarrow import csv
 
     names: list[str] = []
-    ragged: list[tuple[int, str]] = []
-
-    def left_out(row) -> str:
-        # the row's own line when Arrow knows it (it does when it reads serially, as here)
-        ragged.append((row.number, f"has {row.actual_columns} cells where the header has "
-                                   f"{row.expected_columns}: quote a value that holds a comma"))
-        return "skip"
-
+    left_out = LeftOut("quote a value that holds a comma")
     with loc.fs.open(loc.path, "rb") as fh:
         try:
             try:
                 reader = csv.open_csv(
                     fh, read_options=csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
                     parse_options=csv.ParseOptions(invalid_row_handler=left_out),
-                    convert_options=csv.ConvertOptions(
-                        column_types={n: t for n, t in forced.items()}))
+                    convert_options=csv.ConvertOptions(column_types=forced))
                 names = reader.schema.names
             except UnicodeDecodeError as exc:  # the header's names are decoded as text
                 raise not_utf8(loc, exc) from None
@@ -253,18 +274,12 @@ def _csv_blocks(loc: Location, forced: dict[str, pa.DataType]
             line = 1
             yield reader.schema.empty_table(), [], []  # the header's columns, rows or not
             for batch in reader:
-                # a row's line: the next line that no left-out row took (a quoted value over
-                # several lines, or a blank line, shifts the count)
-                taken = {n for n, _ in ragged}
-                lines = []
-                while len(lines) < batch.num_rows:
-                    line += 1
-                    if line not in taken:
-                        lines.append(line)
-                yield pa.Table.from_batches([batch]), lines, ragged
-                ragged = []
-            if ragged:
-                yield pa.table({n: pa.nulls(0) for n in names}), [], ragged
+                # (a quoted value over several lines, or a blank line, shifts the count)
+                lines = left_out.lines(batch.num_rows, line)
+                line = lines[-1] if lines else line
+                yield pa.Table.from_batches([batch]), lines, left_out.take()
+            if left_out.rows:
+                yield pa.table({n: pa.nulls(0) for n in names}), [], left_out.take()
         except pa.ArrowInvalid as exc:
             found = re.search(r"CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): "
                               r"invalid value '(.*)'", str(exc))
@@ -300,7 +315,6 @@ def json_line_blocks(loc: Location, first: dict) -> Iterator[pa.Table]:
     options = arrow_json.ParseOptions(explicit_schema=seconds)
     block: list[tuple[int, bytes]] = []
     size = 0
-    utf8 = True  # Arrow's reader takes bytes that are not UTF-8 into its strings unchecked
     lines = _lines(loc)
     while True:
         line = next(lines, None)
@@ -308,20 +322,21 @@ def json_line_blocks(loc: Location, first: dict) -> Iterator[pa.Table]:
             number, text = line
             block.append((number, text if text.endswith(b"\n") else text + b"\n"))
             size += len(block[-1][1])
-            utf8 = utf8 and _is_utf8(text)
         if block and (line is None or size >= BLOCK_BYTES):
             numbers = [n for n, _ in block]
+            data = b"".join(t for _, t in block)
             try:
-                if not utf8:
+                # Arrow's reader takes bytes that are not UTF-8 into its strings unchecked
+                if not _is_utf8(data):
                     raise pa.ArrowInvalid("a line is not UTF-8")
                 # the whole block in one of Arrow's blocks: a line of any length is read
                 table = arrow_json.read_json(
-                    io.BytesIO(b"".join(t for _, t in block)), parse_options=options,
+                    io.BytesIO(data), parse_options=options,
                     read_options=arrow_json.ReadOptions(block_size=size + 1))
                 yield numbered(table, numbers)
             except pa.ArrowInvalid:  # line by line: each bad line its row's problem
                 yield numbered(_tolerant_block([t for _, t in block], seconds), numbers)
-            block, size, utf8 = [], 0, True
+            block, size = [], 0
         if line is None:
             return
 
@@ -350,7 +365,7 @@ def _tolerant_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
         if isinstance(doc, dict):
             named.update(dict.fromkeys(doc))
         if problem is None:
-            problem = next((f"has {name} {_shown(doc[name])}, which is not a number: write "
+            problem = next((f"has {name} {shown_value(doc[name])}, which is not a number: write "
                             "seconds as a number"
                             for name in seconds.names if doc.get(name) is not None
                             and plain_value(doc[name]) not in ("int64", "float64")), None)
@@ -366,9 +381,9 @@ def _tolerant_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
         odd = next((n for n, v in record.items() if v is not None and n in types
                     and plain_value(v) is None), None)
         if odd is not None:
-            problems[i] = (f"has {_shown(record[odd])} in column {odd!r}, whose other rows hold "
-                           f"{_KIND_NAMES[types[odd]]}: write a single value there, or leave "
-                           "the column out")
+            problems[i] = (f"has {shown_value(record[odd])} in column {odd!r}, whose other "
+                           f"rows hold {_KIND_NAMES[types[odd]]}: write a single value there, or "
+                           "leave the column out")
             records[i] = {}
     fields = []
     for name in named:
@@ -386,11 +401,6 @@ def _tolerant_block(lines: list[bytes], seconds: pa.Schema) -> pa.Table:
     table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in fields} for r in records],
                                  schema=pa.schema(fields))
     return table.append_column(PROBLEM, pa.array(problems, pa.string()))
-
-
-def _shown(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def unified_schema(schemas: list[pa.Schema], where: str) -> pa.Schema:

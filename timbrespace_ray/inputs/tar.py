@@ -19,11 +19,12 @@ from typing import Any
 
 from ..audio import audio_file_size
 from ..errors import FileTooLargeError, MetadataError, TarShardError
-from ..storage import Location, regular_size
+from ..storage import Location, not_regular
 from .base import (Corpus, InputFile, InputOptions, ReadContext, Reader, Recording, Segment,
                    plan_item)
 from .files import is_audio
-from .metadata import fitted_value, plain_value, reserved_columns, select_columns, shared_type
+from .metadata import (fitted_value, plain_value, reserved_columns, select_columns,
+                       shared_type, shown_value)
 
 # tarfile's stream mode reads gzip-compressed shards as they come
 SHARD_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
@@ -66,7 +67,7 @@ def sidecar_metadata(name: str, ext: str, data: bytes) -> dict[str, Any]:
         raise MetadataError(f"sidecar {shown(name)!r} is not valid JSON ({exc}): fix or "
                             "remove it") from None
     if not isinstance(doc, dict):
-        raise MetadataError(f"sidecar {shown(name)!r} holds {json.dumps(doc)[:40]}, not a JSON "
+        raise MetadataError(f"sidecar {shown(name)!r} holds {shown_value(doc)}, not a JSON "
                             "object of metadata fields")
     return doc
 
@@ -101,8 +102,8 @@ class _Sample:
             for key, value in fields.items():
                 if key in self.metadata and not _same(self.metadata[key], value):
                     raise MetadataError(
-                        f"field {key!r} is {json.dumps(self.metadata[key])[:40]} in "
-                        f"{self.given_by[key]!r} and {json.dumps(value)[:40]} in {name!r}: "
+                        f"field {key!r} is {shown_value(self.metadata[key])} in "
+                        f"{self.given_by[key]!r} and {shown_value(value)} in {name!r}: "
                         "keep one")
                 self.metadata[key] = value
                 self.given_by[key] = name
@@ -180,9 +181,11 @@ def _samples(fileobj, shard_source: str, max_member_bytes: int) -> Iterator[_Sam
                     yield sample
                     return
                 sample.audio.append((member.name, data))
-            trailing = ends and isinstance(ends[-1], tarfile.EOFHeaderError) and _data_after(tar)
+            # only a zero block (the end-of-archive marker) ends a whole tar
+            whole = bool(ends) and isinstance(ends[-1], tarfile.EOFHeaderError)
+            trailing = whole and _data_after(tar)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        # a shard that cannot be read past some point: report it once, with what was read so far kept
+        # a shard that cannot be read past some point: report it once, keeping what was read
         if sample is not None:
             yield sample
         where = (f"corrupt or truncated after member {last!r}" if last
@@ -191,7 +194,7 @@ def _samples(fileobj, shard_source: str, max_member_bytes: int) -> Iterator[_Sam
         return
     if sample is not None:
         yield sample
-    if not (ends and isinstance(ends[-1], tarfile.EOFHeaderError)):
+    if not whole:
         yield _shard_error(
             f"{shard_source}: the tar shard stops after member {last!r} without the "
             f"end-of-archive marker of a whole tar ({ends[-1] if ends else 'no end'}): it was "
@@ -269,8 +272,8 @@ class SampleColumns:
                 out[key] = value
             elif value is not None and not _same(out[key], value):
                 raise MetadataError(f"field {key!r} of {sample.given_by[key]!r} is "
-                                    f"{json.dumps(out[key])[:40]}, where the manifest row "
-                                    f"naming the shard says {json.dumps(value)[:40]}: keep one")
+                                    f"{shown_value(out[key])}, where the manifest row "
+                                    f"naming the shard says {shown_value(value)}: keep one")
         return out
 
 
@@ -310,7 +313,7 @@ def sniff_metadata(shard: Location) -> dict[str, str]:
     it is read, not the whole shard); a field only ever a list or object is not a column."""
     seen: dict[str, set[str | None]] = {}
     try:
-        if regular_size(shard)[1]:  # a FIFO or /dev/zero: reported, unread, when processed
+        if not_regular(shard):  # a FIFO or /dev/zero: reported, unread, when processed
             return {}
         with shard.fs.open(shard.path, "rb") as fh:
             for n, sample in enumerate(_samples(fh, shard.uri, 0)):
